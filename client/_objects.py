@@ -1,0 +1,120 @@
+"""Pythonic wrappers over the stubs: thin, and sharing the stubs' code.
+
+    with Vmo(64 << 20) as vmo, vmo.map() as m:
+        m.view[0:5] = b"hello"
+        numpy.frombuffer(m.view, dtype=numpy.uint32)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rxkernel.proto import (
+    RX_INFO_VMO,
+    RX_RIGHT_SAME_RIGHTS,
+    RX_VM_PERM_READ,
+    RX_VM_PERM_WRITE,
+    RX_VMAR_OP_COMMIT,
+    RX_VMO_OP_COMMIT,
+    RX_VMO_OP_DECOMMIT,
+    RX_VMO_OP_ZERO,
+)
+
+from . import _stubs
+
+
+class Vmo:
+    """An owned VMO handle. Closing it (or leaving the `with`) closes the handle; mappings made
+    from it keep the VMO alive until they are unmapped."""
+
+    def __init__(self, size: int = 0, options: int = 0, *, handle: int | None = None) -> None:
+        self.handle = _stubs.rx_vmo_create(size, options) if handle is None else handle
+
+    @classmethod
+    def import_token(cls, token: str) -> Vmo:
+        return cls(handle=_stubs.rx_handle_import(token))
+
+    def __enter__(self) -> Vmo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.handle:
+            _stubs.rx_handle_close(self.handle)
+            self.handle = 0
+
+    @property
+    def size(self) -> int:
+        return _stubs.rx_vmo_get_size(self.handle)
+
+    @size.setter
+    def size(self, size: int) -> None:
+        _stubs.rx_vmo_set_size(self.handle, size)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return _stubs.rx_vmo_read(self.handle, offset, length)
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        _stubs.rx_vmo_write(self.handle, offset, data)
+
+    def commit(self, offset: int, size: int) -> None:
+        _stubs.rx_vmo_op_range(self.handle, RX_VMO_OP_COMMIT, offset, size)
+
+    def decommit(self, offset: int, size: int) -> None:
+        _stubs.rx_vmo_op_range(self.handle, RX_VMO_OP_DECOMMIT, offset, size)
+
+    def zero(self, offset: int, size: int) -> None:
+        _stubs.rx_vmo_op_range(self.handle, RX_VMO_OP_ZERO, offset, size)
+
+    def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = _stubs.rx_object_get_info(self.handle, RX_INFO_VMO)
+        return info
+
+    def export(self, rights: int = RX_RIGHT_SAME_RIGHTS) -> str:
+        return _stubs.rx_handle_export(self.handle, rights)
+
+    def duplicate(self, rights: int = RX_RIGHT_SAME_RIGHTS) -> Vmo:
+        return Vmo(handle=_stubs.rx_handle_duplicate(self.handle, rights))
+
+    def map(
+        self, perms: int = RX_VM_PERM_READ | RX_VM_PERM_WRITE, offset: int = 0, length: int | None = None, options: int = 0
+    ) -> Mapping:
+        length = self.size - offset if length is None else length
+        return Mapping(_stubs.rx_vmar_map(self.handle, offset, length, perms, options), length)
+
+
+class Mapping:
+    """A live mapping. `view` is a memoryview of it (writable if the mapping is); on Python 3.12+
+    the object itself supports the buffer protocol too."""
+
+    def __init__(self, addr: int, length: int) -> None:
+        self.addr = addr
+        self.length = length
+        self.view = _stubs.rx_view(addr, length)
+
+    def __enter__(self) -> Mapping:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unmap()
+
+    def __buffer__(self, flags: int) -> memoryview:
+        return self.view
+
+    def __len__(self) -> int:
+        return self.length
+
+    def protect(self, perms: int) -> None:
+        _stubs.rx_vmar_protect(self.addr, self.length, perms)
+        self.view = _stubs.rx_view(self.addr, self.length)
+
+    def prefault(self) -> None:
+        _stubs.rx_vmar_op_range(self.addr, self.length, RX_VMAR_OP_COMMIT)
+
+    def unmap(self) -> None:
+        if self.length:
+            self.view.release()
+            _stubs.rx_vmar_unmap(self.addr, self.length)
+            self.length = 0

@@ -1,0 +1,101 @@
+"""Process-wide client state: the default connection and the local record of rx mappings.
+
+The C side keeps what the fault handler needs (address ranges, store fds); this side keeps what
+Python needs: which store fd each mapping uses (to close fds when their last mapping goes) and each
+range's permissions (for prefaulting and views). Both are reset in a fork child, which is a new rx
+process with no mappings (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+
+from rxkernel.native import lib
+
+from ._connection import RxConnection
+
+
+@dataclasses.dataclass(slots=True)
+class LocalMapping:
+    base: int
+    length: int
+    perms: int
+    store_id: int
+
+    @property
+    def end(self) -> int:
+        return self.base + self.length
+
+
+@dataclasses.dataclass(slots=True)
+class StoreFd:
+    fd: int
+    writable: bool
+    mappings: int = 0  # local mappings using it
+
+
+class ClientProcess:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.connection: RxConnection | None = None
+        self.mappings: list[LocalMapping] = []
+        self.stores: dict[int, StoreFd] = {}
+
+    def connect(self, path: str | None = None) -> RxConnection:
+        with self.lock:
+            if self.connection is None or self.connection.closed:
+                self.connection = RxConnection(path)
+            return self.connection
+
+    def add_store_fd(self, store_id: int, fd: int, writable: bool) -> None:
+        current = self.stores.get(store_id)
+        if current is not None and (current.writable or not writable):
+            os.close(fd)  # we already hold an fd at least this capable
+        else:
+            if current is not None:
+                os.close(current.fd)
+            self.stores[store_id] = StoreFd(fd, writable, current.mappings if current else 0)
+            lib.rx_store_register(store_id, fd)
+        self.stores[store_id].mappings += 1
+
+    def release_store(self, store_id: int) -> None:
+        store = self.stores[store_id]
+        store.mappings -= 1
+        if store.mappings == 0:
+            lib.rx_store_unregister(store_id)
+            os.close(store.fd)
+            del self.stores[store_id]
+
+    def find(self, addr: int, length: int) -> list[LocalMapping]:
+        return [m for m in self.mappings if m.base < addr + length and addr < m.end]
+
+    def cut(self, addr: int, length: int) -> list[LocalMapping]:
+        """Split local records so none crosses addr or addr+length; the ones inside, in order."""
+        out = []
+        for m in sorted(self.find(addr, length), key=lambda m: m.base):
+            for at in (addr, addr + length):
+                if m.base < at < m.end:
+                    upper = LocalMapping(at, m.end - at, m.perms, m.store_id)
+                    m.length = at - m.base
+                    self.mappings.append(upper)
+                    self.stores[m.store_id].mappings += 1
+                    if at == addr:
+                        m = upper
+            out.append(m)
+        return out
+
+    def reset_after_fork(self) -> None:
+        if self.connection is not None:
+            self.connection.forget_after_fork()
+        self.connection = None
+        for store in self.stores.values():
+            os.close(store.fd)
+        self.stores.clear()
+        self.mappings.clear()
+        self.lock = threading.RLock()
+
+
+PROCESS = ClientProcess()
+os.register_at_fork(after_in_child=PROCESS.reset_after_fork)

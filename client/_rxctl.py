@@ -1,0 +1,66 @@
+"""`rxctl`: look at a running rxd. `rxctl stats | ps | vmos [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rxkernel.proto import RX_INFO_KMEM_STATS, RX_INFO_SYSTEM_PROCESSES, RX_INFO_SYSTEM_VMOS, RxError
+
+from . import _stubs
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, bool]]) -> str:
+    head = [title for _, title, _ in columns]
+    body = [[_size(r[key]) if is_size else str(r[key]) for key, _, is_size in columns] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="rxctl", description="inspect a running rxd")
+    p.add_argument("command", choices=["stats", "ps", "vmos"])
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--socket", default=None, help="rxd's socket (default: as the stub library)")
+    args = p.parse_args(argv)
+    try:
+        _stubs.connect(args.socket)
+        system = _stubs.rx_system_handle()
+        topic = {"stats": RX_INFO_KMEM_STATS, "ps": RX_INFO_SYSTEM_PROCESSES, "vmos": RX_INFO_SYSTEM_VMOS}[args.command]
+        info = _stubs.rx_object_get_info(system, topic)
+    except RxError as e:
+        print(f"rxctl: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+    elif args.command == "stats":
+        width = max(map(len, info))
+        for key, value in info.items():
+            shown = _size(value) if key.endswith("_bytes") else str(value)
+            print(f"{key.ljust(width)}  {shown}")
+    elif args.command == "ps":
+        me = _stubs.connect().process_koid
+        rows = [r for r in info if r["koid"] != me]  # rxctl's own connection is not interesting
+        print(_table(rows, [("pid", "PID", False), ("koid", "KOID", False), ("num_mappings", "MAPS", False),
+                            ("mem_mapped_bytes", "MAPPED", True), ("mem_private_bytes", "PRIVATE", True),
+                            ("mem_shared_bytes", "SHARED", True), ("page_faults", "FAULTS", False)]))
+    else:
+        print(_table(info, [("koid", "KOID", False), ("size_bytes", "SIZE", True), ("committed_bytes", "COMMITTED", True),
+                            ("num_mappings", "MAPS", False), ("share_count", "SHARERS", False)]))
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

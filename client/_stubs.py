@@ -1,0 +1,215 @@
+"""The syscall stubs: plain functions named after the syscalls (checked against proto's table).
+
+Each stub opens the process's default connection on first use ($RX_SOCKET, else
+$XDG_RUNTIME_DIR/rxkernel/rxd.sock, else /tmp/rxkernel-$UID/rxd.sock) and raises RxError with
+rxd's status on failure.
+
+Memory that rx maps is demand paged by a SIGSEGV trap: plain loads and stores just work. Syscalls
+into such memory (os.readv, socket.recv_into, …) do not trap; the host kernel returns EFAULT for a
+page not yet present. Prefault such buffers first: map with RX_VM_MAP_RANGE, or call
+rx_vmar_op_range(addr, length, RX_VMAR_OP_COMMIT).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rxkernel.native import ffi, lib
+from rxkernel.proto import (
+    PAGE_SIZE,
+    RX_ERR_INVALID_ARGS,
+    RX_ERR_NO_MEMORY,
+    RX_ERR_NOT_FOUND,
+    RX_MAX_IO,
+    RX_RIGHT_SAME_RIGHTS,
+    RX_VM_MAP_RANGE,
+    RX_VM_PERM_WRITE,
+    RxError,
+)
+
+from ._connection import RxConnection
+from ._process import PROCESS, LocalMapping
+
+
+def connect(path: str | None = None) -> RxConnection:
+    """Open the process's connection to rxd now (otherwise the first stub call does)."""
+    return PROCESS.connect(path)
+
+
+def disconnect() -> None:
+    """Unmap every rx mapping and close the connection; rxd frees what only we could reach."""
+    with PROCESS.lock:
+        for m in list(PROCESS.mappings):
+            _forget_local(m.base, m.length)
+        if PROCESS.connection is not None:
+            PROCESS.connection.close()
+            PROCESS.connection = None
+
+
+def _call(name: str, *args: Any) -> tuple[Any, ...]:
+    result, fds = PROCESS.connect().call(name, *args)
+    assert not fds, f"{name} returned fds unexpectedly"
+    return result
+
+
+# -- handles ----------------------------------------------------------------------------------------
+
+
+def rx_process_self() -> int:
+    return int(_call("rx_process_self")[0])
+
+
+def rx_system_handle() -> int:
+    return int(_call("rx_system_handle")[0])
+
+
+def rx_handle_close(handle: int) -> None:
+    _call("rx_handle_close", handle)
+
+
+def rx_handle_duplicate(handle: int, rights: int = RX_RIGHT_SAME_RIGHTS) -> int:
+    return int(_call("rx_handle_duplicate", handle, rights)[0])
+
+
+def rx_handle_export(handle: int, rights: int = RX_RIGHT_SAME_RIGHTS) -> str:
+    """A one-time 128-bit token another process can rx_handle_import (rights can only shrink).
+    Unclaimed tokens die with the exporting process."""
+    return str(_call("rx_handle_export", handle, rights)[0])
+
+
+def rx_handle_import(token: str) -> int:
+    return int(_call("rx_handle_import", token)[0])
+
+
+# -- VMOs -------------------------------------------------------------------------------------------
+
+
+def rx_vmo_create(size: int, options: int = 0) -> int:
+    return int(_call("rx_vmo_create", size, options)[0])
+
+
+def rx_vmo_read(handle: int, offset: int, length: int) -> bytes:
+    """Read bytes; calls larger than rxd's per-request limit are split transparently."""
+    if length <= RX_MAX_IO:
+        return bytes(_call("rx_vmo_read", handle, offset, length)[0])
+    parts = []
+    for off in range(0, length, RX_MAX_IO):
+        parts.append(_call("rx_vmo_read", handle, offset + off, min(RX_MAX_IO, length - off))[0])
+    return b"".join(parts)
+
+
+def rx_vmo_write(handle: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    if len(view) <= RX_MAX_IO:
+        _call("rx_vmo_write", handle, offset, bytes(view))
+        return
+    for off in range(0, len(view), RX_MAX_IO):
+        _call("rx_vmo_write", handle, offset + off, bytes(view[off : off + RX_MAX_IO]))
+
+
+def rx_vmo_get_size(handle: int) -> int:
+    return int(_call("rx_vmo_get_size", handle)[0])
+
+
+def rx_vmo_set_size(handle: int, size: int) -> None:
+    _call("rx_vmo_set_size", handle, size)
+
+
+def rx_vmo_op_range(handle: int, op: int, offset: int, size: int) -> None:
+    _call("rx_vmo_op_range", handle, op, offset, size)
+
+
+# -- address space ----------------------------------------------------------------------------------
+
+
+def rx_vmar_map(vmo: int, vmo_offset: int, length: int, perms: int, options: int = 0) -> int:
+    """Map `length` bytes of `vmo` from `vmo_offset`; returns the address. Nothing is committed or
+    even mapped until first touch, unless options has RX_VM_MAP_RANGE (prefault it all now)."""
+    if type(length) is not int or length <= 0 or length % PAGE_SIZE or length >= 1 << 47:
+        raise RxError(RX_ERR_INVALID_ARGS, f"length {length!r} must be a positive multiple of {PAGE_SIZE}")
+    conn = PROCESS.connect()
+    with PROCESS.lock:
+        addr = lib.rx_reserve(length)
+        if addr < 0:
+            raise RxError(RX_ERR_NO_MEMORY, f"cannot reserve {length} bytes of address space")
+        try:
+            (store_id, writable), fds = conn.call("rx_vmar_map", vmo, vmo_offset, length, perms, options, addr)
+        except BaseException:
+            lib.rx_unreserve(addr, length)
+            raise
+        PROCESS.add_store_fd(store_id, fds[0], bool(writable))
+        for extra in fds[1:]:
+            os.close(extra)
+        PROCESS.mappings.append(LocalMapping(addr, length, perms, store_id))
+        lib.rx_map_register(addr, length)
+        lib.rx_trap_install()
+    if options & RX_VM_MAP_RANGE:
+        lib.rx_touch(addr, length, 1 if perms & RX_VM_PERM_WRITE else 0)
+    return int(addr)
+
+
+def _forget_local(addr: int, length: int) -> None:
+    for m in PROCESS.cut(addr, length):
+        lib.rx_map_unregister(m.base, m.length)
+        lib.rx_unreserve(m.base, m.length)
+        PROCESS.mappings.remove(m)
+        PROCESS.release_store(m.store_id)
+
+
+def rx_vmar_unmap(addr: int, length: int) -> None:
+    with PROCESS.lock:
+        _call("rx_vmar_unmap", addr, length)
+        _forget_local(addr, length)
+
+
+def rx_vmar_protect(addr: int, length: int, perms: int) -> None:
+    with PROCESS.lock:
+        _call("rx_vmar_protect", addr, length, perms)
+        for m in PROCESS.cut(addr, length):
+            m.perms = perms
+
+
+def rx_vmar_op_range(addr: int, length: int, op: int) -> None:
+    """RX_VMAR_OP_COMMIT: commit and map every page now, so syscalls can use the memory."""
+    _call("rx_vmar_op_range", addr, length, op)
+    with PROCESS.lock:
+        pieces = [(max(m.base, addr), min(m.end, addr + length), m.perms) for m in PROCESS.find(addr, length)]
+    for lo, hi, perms in pieces:
+        lib.rx_touch(lo, hi - lo, 1 if perms & RX_VM_PERM_WRITE else 0)
+
+
+# -- information ------------------------------------------------------------------------------------
+
+
+def rx_object_get_info(handle: int, topic: int) -> Any:
+    return _call("rx_object_get_info", handle, topic)[0]
+
+
+# -- not syscalls -----------------------------------------------------------------------------------
+
+
+def rx_view(addr: int, length: int) -> memoryview:
+    """A memoryview of rx-mapped memory (writable if the mapping is). NumPy can wrap it:
+    numpy.frombuffer(rx_view(addr, n), dtype=...)."""
+    with PROCESS.lock:
+        pieces = sorted(PROCESS.find(addr, length), key=lambda m: m.base)
+    covered = addr
+    for m in pieces:
+        if m.base > covered:
+            break
+        covered = max(covered, m.end)
+    if length <= 0 or covered < addr + length:
+        raise RxError(RX_ERR_NOT_FOUND, f"{addr:#x}+{length:#x} is not inside rx mappings")
+    view = memoryview(ffi.buffer(ffi.cast("char *", addr), length))  # type: ignore[arg-type]
+    if not all(m.perms & RX_VM_PERM_WRITE for m in pieces):
+        view = view.toreadonly()
+    return view
+
+
+def rx_trap_counters() -> dict[str, int]:
+    """This process's fault-trap counters (from the C handler)."""
+    out = ffi.new("uint64_t[8]")
+    lib.rx_trap_counters(out)
+    names = ("faults", "pages_mapped", "stale_replies", "control_requests", "fault_channels")
+    return {name: int(out[i]) for i, name in enumerate(names)}

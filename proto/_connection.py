@@ -1,0 +1,229 @@
+"""The sans-IO protocol state machine (after h11): bytes in, events out; events in, bytes out.
+
+No sockets, no trio: rxd (async) and the stub library (sync) both drive one of these, and the tests
+drive it with plain bytes. One object per channel end. The state machine is small:
+
+    role CLIENT:  send Hello ─► receive HelloReply ─► (main)    send Request, receive Reply
+                                                     (fault)   send FaultRequest, receive FaultReply
+                                                     (control) receive ControlRequest, send ControlAck
+    role SERVER:  the mirror image.
+
+Whose fault an error is: LocalProtocolError means this side tried to send something it must not
+(a bug here); RemoteProtocolError means the peer sent a frame that breaks the stream, and the only
+safe answer is to close the connection.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Final
+
+import msgpack
+
+from ._constants import CHANNEL_CONTROL, CHANNEL_FAULT, CHANNEL_MAIN, MAX_FRAME_BYTES, PROTOCOL_MAGIC, PROTOCOL_VERSION
+from ._events import (
+    ControlAck,
+    ControlRequest,
+    Event,
+    FaultOp,
+    FaultReply,
+    FaultRequest,
+    Hello,
+    HelloReply,
+    Reply,
+    Request,
+)
+from ._status import RX_ERR_BAD_STATE, RX_ERR_INVALID_ARGS, RX_ERR_NOT_SUPPORTED, RxError
+
+
+class LocalProtocolError(RxError):
+    def __init__(self, message: str) -> None:
+        super().__init__(RX_ERR_BAD_STATE, message, local=True)
+
+
+class RemoteProtocolError(RxError):
+    def __init__(self, message: str, status: int = RX_ERR_INVALID_ARGS) -> None:
+        super().__init__(status, message, local=False)
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class _Sentinel(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+    CLOSED = "CLOSED"
+
+
+NEED_DATA: Final = _Sentinel.NEED_DATA
+CLOSED: Final = _Sentinel.CLOSED
+
+_FAULT_OP_WIDTH = 6
+
+
+def _ints(frame: list[Any], what: str) -> list[int]:
+    if not all(type(x) is int for x in frame):
+        raise RemoteProtocolError(f"{what} must be an array of integers")
+    return frame
+
+
+class Connection:
+    """One end of one channel. `kind` is known after the hello (the client knows it up front)."""
+
+    def __init__(self, role: Role, *, kind: int | None = None, max_buffer_size: int = MAX_FRAME_BYTES) -> None:
+        if role is Role.CLIENT and kind is None:
+            raise LocalProtocolError("a client connection must say which kind of channel it opens")
+        self.role = role
+        self.kind = kind
+        self.hello_done = False
+        self.max_buffer_size = max_buffer_size
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max_buffer_size, strict_map_key=False)
+        self._fed = 0
+        self._eof = False
+        self._hello_sent = False
+
+    # -- bytes in, events out -------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the peer; b"" means the peer closed its end."""
+        if not data:
+            self._eof = True
+            return
+        if self._eof:
+            raise LocalProtocolError("data received after end of stream")
+        try:
+            self._unpacker.feed(data)
+        except msgpack.BufferFull:
+            raise RemoteProtocolError(f"frame larger than the {self.max_buffer_size}-byte limit") from None
+        self._fed += len(data)
+
+    def next_event(self) -> Event | _Sentinel:
+        """The next complete event, NEED_DATA, or CLOSED once the peer closed cleanly."""
+        try:
+            frame = self._unpacker.unpack()
+        except msgpack.OutOfData:
+            if not self._eof:
+                return NEED_DATA
+            if self._unpacker.tell() != self._fed:
+                raise RemoteProtocolError("stream ended inside a frame") from None
+            return CLOSED
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+            raise RemoteProtocolError(f"undecodable frame: {e}") from None
+        if type(frame) is not list:
+            raise RemoteProtocolError(f"a frame must be an array, got {type(frame).__name__}")
+        try:
+            return self._parse(frame)
+        except RemoteProtocolError:
+            raise
+        except RxError as e:  # an event refused to validate itself
+            raise RemoteProtocolError(str(e)) from None
+
+    def _parse(self, frame: list[Any]) -> Event:
+        if not self.hello_done:
+            return self._parse_hello(frame)
+        if self.role is Role.SERVER:
+            if self.kind == CHANNEL_MAIN:
+                if len(frame) < 2:
+                    raise RemoteProtocolError("a request is [id, syscall, args...]")
+                if type(frame[0]) is not int or not 0 <= frame[0] < 1 << 64:
+                    raise RemoteProtocolError("request id must be a u64")
+                return Request(frame[0], frame[1], tuple(frame[2:])) if type(frame[1]) is int else self._bad_number(frame)
+            if self.kind == CHANNEL_FAULT:
+                seq, addr, flags = self._fixed(frame, 3, "fault request")
+                return FaultRequest(seq, addr, bool(flags & 1))
+            seq, status = self._fixed(frame, 2, "control ack")
+            return ControlAck(seq, status)
+        if self.kind == CHANNEL_MAIN:
+            if len(frame) < 2 or type(frame[0]) is not int or type(frame[1]) is not int:
+                raise RemoteProtocolError("a reply is [id, status, result...]")
+            return Reply(frame[0], frame[1], tuple(frame[2:]))
+        if self.kind == CHANNEL_FAULT:
+            _ints(frame, "fault reply")
+            if len(frame) < 3 or (len(frame) - 3) % _FAULT_OP_WIDTH:
+                raise RemoteProtocolError("a fault reply is [seq, status, inval_seq, (6 ints)*]")
+            ops = tuple(FaultOp(*frame[i : i + _FAULT_OP_WIDTH]) for i in range(3, len(frame), _FAULT_OP_WIDTH))
+            return FaultReply(frame[0], frame[1], frame[2], ops)
+        _ints(frame, "control request")
+        if len(frame) < 3:
+            raise RemoteProtocolError("a control request is [seq, op, inval_seq, args...]")
+        width = {1: 2, 2: 3, 3: 1}.get(frame[1], 1)
+        args = frame[3:]
+        if frame[1] in (1, 2) and len(args) % width:
+            raise RemoteProtocolError("control request arguments have the wrong width")
+        ranges = tuple(tuple(args[i : i + width]) for i in range(0, len(args), width)) if frame[1] in (1, 2) else ()
+        return ControlRequest(frame[0], frame[1], frame[2], ranges)
+
+    @staticmethod
+    def _bad_number(frame: list[Any]) -> Request:
+        # A request whose syscall number is not an int is still a well-framed request; let the
+        # dispatcher answer it with RX_ERR_BAD_SYSCALL rather than closing the connection.
+        return Request(frame[0], -1, tuple(frame[2:]))
+
+    @staticmethod
+    def _fixed(frame: list[Any], width: int, what: str) -> list[int]:
+        if len(frame) != width:
+            raise RemoteProtocolError(f"a {what} has {width} integers")
+        return _ints(frame, what)
+
+    def _parse_hello(self, frame: list[Any]) -> Event:
+        if len(frame) < 3 or frame[0] != PROTOCOL_MAGIC:
+            raise RemoteProtocolError("not an rx hello")
+        if self.role is Role.SERVER:
+            if frame[1] != PROTOCOL_VERSION:
+                raise RemoteProtocolError(f"protocol version {frame[1]!r} not supported", RX_ERR_NOT_SUPPORTED)
+            if len(frame) != 4:
+                raise RemoteProtocolError("a hello is [magic, version, kind, token]")
+            hello = Hello(frame[2], frame[3])
+            self.kind = hello.kind
+            self.hello_done = True
+            return hello
+        if frame[1] != PROTOCOL_VERSION:
+            raise RemoteProtocolError(f"rxd speaks protocol version {frame[1]!r}", RX_ERR_NOT_SUPPORTED)
+        info = frame[3] if len(frame) > 3 else None
+        reply = HelloReply(frame[2], info)
+        self.hello_done = reply.status == 0
+        return reply
+
+    # -- events in, bytes out -------------------------------------------------------------------
+
+    def send(self, event: Event) -> bytes:
+        return msgpack.packb(self._frame(event), use_bin_type=True)
+
+    def _frame(self, event: Event) -> list[Any]:
+        if isinstance(event, Hello):
+            self._expect(self.role is Role.CLIENT and not self._hello_sent and event.kind == self.kind, event)
+            self._hello_sent = True
+            return [PROTOCOL_MAGIC, PROTOCOL_VERSION, event.kind, event.token]
+        if isinstance(event, HelloReply):
+            self._expect(self.role is Role.SERVER and self.kind is not None, event)
+            if self.kind == CHANNEL_MAIN:
+                return [PROTOCOL_MAGIC, PROTOCOL_VERSION, event.status, event.info]
+            return [PROTOCOL_MAGIC, PROTOCOL_VERSION, event.status]
+        self._expect(self.hello_done, event)
+        if isinstance(event, Request):
+            self._expect(self.role is Role.CLIENT and self.kind == CHANNEL_MAIN, event)
+            return [event.id, event.number, *event.args]
+        if isinstance(event, Reply):
+            self._expect(self.role is Role.SERVER and self.kind == CHANNEL_MAIN, event)
+            return [event.id, event.status, *event.result]
+        if isinstance(event, FaultRequest):
+            self._expect(self.role is Role.CLIENT and self.kind == CHANNEL_FAULT, event)
+            return [event.seq, event.addr, int(event.write)]
+        if isinstance(event, FaultReply):
+            self._expect(self.role is Role.SERVER and self.kind == CHANNEL_FAULT, event)
+            flat: list[int] = [event.seq, event.status, event.inval_seq]
+            for op in event.ops:
+                flat += (op.addr, op.length, op.kind, op.prot, op.store_id, op.file_offset)
+            return flat
+        if isinstance(event, ControlRequest):
+            self._expect(self.role is Role.SERVER and self.kind == CHANNEL_CONTROL, event)
+            return [event.seq, event.op, event.inval_seq, *(x for r in event.ranges for x in r)]
+        if isinstance(event, ControlAck):
+            self._expect(self.role is Role.CLIENT and self.kind == CHANNEL_CONTROL, event)
+            return [event.seq, event.status]
+        raise LocalProtocolError(f"not an event: {event!r}")
+
+    def _expect(self, ok: bool, event: Event) -> None:
+        if not ok:
+            raise LocalProtocolError(f"cannot send {type(event).__name__} as {self.role.value} in this state")

@@ -1,0 +1,69 @@
+"""Constants shared by rxd, the stub library and the C core (options, ops, info topics, limits)."""
+
+from __future__ import annotations
+
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+
+PROTOCOL_MAGIC = 0x5258  # "RX"
+PROTOCOL_VERSION = 1
+
+# Channel kinds in the hello (WIRE.md).
+CHANNEL_MAIN = 0
+CHANNEL_FAULT = 1
+CHANNEL_CONTROL = 2
+
+SESSION_TOKEN_BYTES = 16
+
+# The largest frame either side accepts on the main channel; vmo_read/vmo_write move at most
+# RX_MAX_IO bytes per call, so a frame stays well under this.
+MAX_FRAME_BYTES = 8 << 20
+RX_MAX_IO = 4 << 20
+
+# A VMO's size is at most this (the store is a sparse memfd this big at most).
+RX_VMO_MAX_SIZE = 1 << 40
+# The sparse capacity a resizable VMO's store gets, unless its initial size is larger.
+RX_VMO_RESIZABLE_CAPACITY = 64 << 30
+
+# rx_vmo_create options.
+RX_VMO_RESIZABLE = 1 << 1
+RX_VMO_COMMIT_EAGER = 1 << 16  # rx extension: commit every page at create
+RX_VMO_CREATE_OPTIONS = RX_VMO_RESIZABLE | RX_VMO_COMMIT_EAGER
+
+# rx_vmo_op_range ops (values as in Zircon).
+RX_VMO_OP_COMMIT = 1
+RX_VMO_OP_DECOMMIT = 2
+RX_VMO_OP_ZERO = 10
+
+# Mapping permissions.
+RX_VM_PERM_READ = 1 << 0
+RX_VM_PERM_WRITE = 1 << 1
+RX_VM_PERMS = RX_VM_PERM_READ | RX_VM_PERM_WRITE
+
+# rx_vmar_map options.
+RX_VM_MAP_RANGE = 1 << 10  # prefault the whole range now
+RX_VM_MAP_RANDOM = 1 << 20  # rx extension: no fault-around (like MADV_RANDOM)
+RX_VM_MAP_OPTIONS = RX_VM_MAP_RANGE | RX_VM_MAP_RANDOM
+
+# rx_vmar_op_range ops.
+RX_VMAR_OP_COMMIT = 1
+
+# rx_object_get_info topics.
+RX_INFO_HANDLE_BASIC = 2
+RX_INFO_PROCESS_MAPS = 19
+RX_INFO_PROCESS_VMOS = 20
+RX_INFO_TASK_STATS = 12
+RX_INFO_VMO = 18
+RX_INFO_KMEM_STATS = 10
+RX_INFO_SYSTEM_PROCESSES = 100  # rx extension: per-process summary (rxctl ps)
+RX_INFO_SYSTEM_VMOS = 101  # rx extension: every live VMO (rxctl vmos)
+
+# RX_INFO_VMO flags.
+RX_INFO_VMO_TYPE_PAGED = 1 << 0
+RX_INFO_VMO_RESIZABLE = 1 << 1
+RX_INFO_VMO_COMMIT_EAGER = 1 << 2
+
+# Object types.
+RX_OBJ_TYPE_PROCESS = 1
+RX_OBJ_TYPE_VMO = 3
+RX_OBJ_TYPE_SYSTEM = 100

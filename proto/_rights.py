@@ -1,0 +1,53 @@
+"""Handle rights, after Zircon (DESIGN.md §6). Rights only ever shrink along a handle's path."""
+
+from __future__ import annotations
+
+RX_RIGHT_NONE = 0
+RX_RIGHT_DUPLICATE = 1 << 0
+RX_RIGHT_TRANSFER = 1 << 1
+RX_RIGHT_READ = 1 << 2
+RX_RIGHT_WRITE = 1 << 3
+RX_RIGHT_EXECUTE = 1 << 4
+RX_RIGHT_MAP = 1 << 5
+RX_RIGHT_GET_PROPERTY = 1 << 6
+RX_RIGHT_SET_PROPERTY = 1 << 7
+RX_RIGHT_INSPECT = 1 << 15
+RX_RIGHT_RESIZE = 1 << 16
+RX_RIGHT_SAME_RIGHTS = 1 << 31
+
+RX_RIGHTS_ALL = (
+    RX_RIGHT_DUPLICATE
+    | RX_RIGHT_TRANSFER
+    | RX_RIGHT_READ
+    | RX_RIGHT_WRITE
+    | RX_RIGHT_EXECUTE
+    | RX_RIGHT_MAP
+    | RX_RIGHT_GET_PROPERTY
+    | RX_RIGHT_SET_PROPERTY
+    | RX_RIGHT_INSPECT
+    | RX_RIGHT_RESIZE
+)
+
+# What a freshly created VMO handle carries (Zircon's ZX_DEFAULT_VMO_RIGHTS, plus RESIZE when
+# the VMO was created resizable).
+RX_DEFAULT_VMO_RIGHTS = (
+    RX_RIGHT_DUPLICATE
+    | RX_RIGHT_TRANSFER
+    | RX_RIGHT_READ
+    | RX_RIGHT_WRITE
+    | RX_RIGHT_MAP
+    | RX_RIGHT_GET_PROPERTY
+    | RX_RIGHT_SET_PROPERTY
+    | RX_RIGHT_INSPECT
+)
+RX_DEFAULT_PROCESS_RIGHTS = RX_RIGHT_DUPLICATE | RX_RIGHT_TRANSFER | RX_RIGHT_READ | RX_RIGHT_INSPECT
+RX_DEFAULT_SYSTEM_RIGHTS = RX_RIGHT_INSPECT | RX_RIGHT_READ
+
+
+def reduce_rights(current: int, requested: int) -> int | None:
+    """Rights for a derived handle: `requested` if it is a subset of `current`, else None."""
+    if requested == RX_RIGHT_SAME_RIGHTS:
+        return current
+    if requested & ~RX_RIGHTS_ALL or requested & ~current:
+        return None
+    return requested

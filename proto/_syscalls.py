@@ -1,0 +1,79 @@
+"""The one syscall table: numbers, names and wire argument shapes.
+
+rxd's dispatch, the client stubs and (later) the vDSO's syscall-number table are all checked against
+this table (tests/test_proto.py), so a syscall exists in exactly one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final, Literal
+
+from ._status import RX_ERR_BAD_SYSCALL, RX_ERR_INVALID_ARGS, RxError
+
+ArgKind = Literal["u32", "u64", "handle", "bytes", "str"]
+
+_LIMITS: Final[dict[str, int]] = {"u32": (1 << 32) - 1, "u64": (1 << 64) - 1, "handle": (1 << 32) - 1}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Syscall:
+    number: int
+    name: str
+    args: tuple[tuple[str, ArgKind], ...]
+    result: str  # what the reply carries, for documentation and the stub generator's tests
+
+
+def _s(number: int, name: str, args: str, result: str) -> Syscall:
+    parsed = tuple(tuple(a.split(":")) for a in args.split()) if args else ()
+    return Syscall(number, name, parsed, result)  # type: ignore[arg-type]
+
+
+SYSCALLS: Final[tuple[Syscall, ...]] = (
+    _s(1, "rx_process_self", "", "handle"),
+    _s(2, "rx_system_handle", "", "handle"),
+    _s(3, "rx_handle_close", "handle:handle", "none"),
+    _s(4, "rx_handle_duplicate", "handle:handle rights:u32", "handle"),
+    _s(5, "rx_handle_export", "handle:handle rights:u32", "str"),
+    _s(6, "rx_handle_import", "token:str", "handle"),
+    _s(10, "rx_vmo_create", "size:u64 options:u32", "handle"),
+    _s(11, "rx_vmo_read", "handle:handle offset:u64 length:u64", "bytes"),
+    _s(12, "rx_vmo_write", "handle:handle offset:u64 data:bytes", "none"),
+    _s(13, "rx_vmo_get_size", "handle:handle", "u64"),
+    _s(14, "rx_vmo_set_size", "handle:handle size:u64", "none"),
+    _s(15, "rx_vmo_op_range", "handle:handle op:u32 offset:u64 size:u64", "none"),
+    # The client reserves the address range itself (it is its own address space) and tells rxd
+    # where; the reply is [store_id] with the store's fd attached (SCM_RIGHTS).
+    _s(20, "rx_vmar_map", "vmo:handle vmo_offset:u64 length:u64 perms:u32 options:u32 addr:u64", "store_id"),
+    _s(21, "rx_vmar_unmap", "addr:u64 length:u64", "none"),
+    _s(22, "rx_vmar_protect", "addr:u64 length:u64 perms:u32", "none"),
+    _s(23, "rx_vmar_op_range", "addr:u64 length:u64 op:u32", "none"),
+    _s(30, "rx_object_get_info", "handle:handle topic:u32", "dict|list"),
+)
+
+BY_NUMBER: Final[dict[int, Syscall]] = {s.number: s for s in SYSCALLS}
+BY_NAME: Final[dict[str, Syscall]] = {s.name: s for s in SYSCALLS}
+SYSCALL_NUMBERS: Final[dict[str, int]] = {s.name: s.number for s in SYSCALLS}
+
+
+def check_args(number: object, args: list[object]) -> Syscall:
+    """Validate a request's syscall number and argument shapes; raise RxError if they are wrong.
+
+    Only shapes are checked here (types, counts, 64-bit ranges); meaning (alignment, sizes, rights)
+    is the handler's business.
+    """
+    if type(number) is not int or number not in BY_NUMBER:
+        raise RxError(RX_ERR_BAD_SYSCALL, f"unknown syscall number {number!r}")
+    call = BY_NUMBER[number]
+    if len(args) != len(call.args):
+        raise RxError(RX_ERR_INVALID_ARGS, f"{call.name} takes {len(call.args)} arguments, got {len(args)}")
+    for value, (name, kind) in zip(args, call.args):
+        if kind == "bytes":
+            ok = type(value) is bytes
+        elif kind == "str":
+            ok = type(value) is str
+        else:
+            ok = type(value) is int and 0 <= value <= _LIMITS[kind]
+        if not ok:
+            raise RxError(RX_ERR_INVALID_ARGS, f"{call.name}: argument {name!r} must be {kind}, got {value!r:.40}")
+    return call

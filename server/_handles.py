@@ -1,0 +1,90 @@
+"""Kernel objects and per-process handle tables (DESIGN.md §6).
+
+Handle values are random 32-bit numbers (low two bits set, as Zircon's), so a value seen in one
+process says nothing about another's table: a value from elsewhere is simply RX_ERR_BAD_HANDLE.
+An object lives while anything refers to it: handles, mappings, unclaimed export tokens.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from rxkernel.proto import RX_ERR_ACCESS_DENIED, RX_ERR_BAD_HANDLE, RX_ERR_NO_RESOURCES, RX_ERR_WRONG_TYPE, RxError
+
+MAX_HANDLES_PER_PROCESS = 1 << 16
+
+
+class KernelObject:
+    """Base of everything a handle can name. Subclasses set `obj_type` and free themselves in
+    `_on_zero_refs` once `refs` falls to zero."""
+
+    obj_type = 0
+    type_name = "object"
+
+    def __init__(self, koid: int) -> None:
+        self.koid = koid
+        self.refs = 0  # invariant: handles + mappings + unclaimed tokens naming this object
+
+    def add_ref(self) -> None:
+        self.refs += 1
+
+    def drop_ref(self) -> None:
+        assert self.refs > 0, self
+        self.refs -= 1
+        if self.refs == 0:
+            self._on_zero_refs()
+
+    def _on_zero_refs(self) -> None:
+        pass
+
+
+class Handle:
+    __slots__ = ("obj", "rights")
+
+    def __init__(self, obj: KernelObject, rights: int) -> None:
+        self.obj = obj
+        self.rights = rights
+
+
+class HandleTable:
+    def __init__(self) -> None:
+        self._handles: dict[int, Handle] = {}
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def values(self) -> list[Handle]:
+        return list(self._handles.values())
+
+    def add(self, obj: KernelObject, rights: int) -> int:
+        if len(self._handles) >= MAX_HANDLES_PER_PROCESS:
+            raise RxError(RX_ERR_NO_RESOURCES, "handle table full")
+        while True:
+            value = secrets.randbits(32) | 3
+            if value not in self._handles and value != 0xFFFFFFFF:
+                break
+        self._handles[value] = Handle(obj, rights)
+        obj.add_ref()
+        return value
+
+    def get(self, value: int, cls: type[KernelObject] | None = None, rights: int = 0) -> Handle:
+        """The handle for `value`, checked for type and for holding every right in `rights`."""
+        handle = self._handles.get(value)
+        if handle is None:
+            raise RxError(RX_ERR_BAD_HANDLE, f"no handle {value:#x} in this process")
+        if cls is not None and not isinstance(handle.obj, cls):
+            raise RxError(RX_ERR_WRONG_TYPE, f"handle {value:#x} is a {handle.obj.type_name}, not a {cls.type_name}")
+        if rights & ~handle.rights:
+            raise RxError(RX_ERR_ACCESS_DENIED, f"handle {value:#x} lacks rights {rights & ~handle.rights:#x}")
+        return handle
+
+    def remove(self, value: int) -> None:
+        handle = self._handles.pop(value, None)
+        if handle is None:
+            raise RxError(RX_ERR_BAD_HANDLE, f"no handle {value:#x} in this process")
+        handle.obj.drop_ref()
+
+    def clear(self) -> None:
+        handles, self._handles = self._handles, {}
+        for handle in handles.values():
+            handle.obj.drop_ref()

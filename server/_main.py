@@ -1,0 +1,68 @@
+"""`rxd`: the memory server daemon."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+
+import structlog
+import trio
+
+from rxkernel.proto import default_socket_path
+
+from ._kernel import Kernel
+from ._logging import configure_logging
+from ._server import Server
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GIB": 1 << 30, "T": 1 << 40, "TIB": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'2GiB', '512M', '4096' → bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 2GiB, 512MiB, 4096)")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rxd", description="rxkernel memory server")
+    p.add_argument("--socket", default=None, help="listening socket (default: $RX_SOCKET, $XDG_RUNTIME_DIR/rxkernel/rxd.sock or /tmp/rxkernel-$UID/rxd.sock)")
+    p.add_argument("--memory", type=parse_size, default=parse_size("2GiB"), help="physical memory budget (default 2GiB)")
+    p.add_argument("--ack-deadline", type=float, default=5.0, help="seconds a client has to ack a shootdown before it is killed")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="console", choices=["console", "json"])
+    return p
+
+
+async def run(args: argparse.Namespace) -> None:
+    kernel = Kernel(args.memory, ack_deadline=args.ack_deadline)
+    server = Server(kernel, args.socket or default_socket_path())
+    log = structlog.get_logger("rxd")
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+
+            async def on_signal() -> None:
+                async for signum in signals:
+                    log.info("shutting down", signal=signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(on_signal)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    try:
+        trio.run(run, args)
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

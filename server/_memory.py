@@ -1,0 +1,48 @@
+"""The physical-memory budget (`rxd --memory`) and the system-wide counters behind KMEM stats.
+
+Only this object changes the committed-page count, so the budget check and the count cannot drift
+apart. It allocates nothing itself: page stores ask it for permission, then commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rxkernel.proto import PAGE_SIZE, RX_ERR_NO_MEMORY, RxError
+
+
+@dataclasses.dataclass(slots=True)
+class Counters:
+    page_faults: int = 0  # fault requests served (any outcome that mapped something)
+    zero_page_faults: int = 0  # faults answered with the shared zero page
+    pages_committed_total: int = 0  # every commit ever, for rates
+    page_ins: int = 0  # pages brought in from a backing store (eviction comes later: stays 0 until then)
+    page_outs: int = 0
+    shootdowns: int = 0  # control requests sent to clients
+    clients_killed: int = 0  # clients that did not ack in time
+
+
+class PhysicalMemory:
+    def __init__(self, budget_bytes: int) -> None:
+        self.total_pages = budget_bytes // PAGE_SIZE
+        self.committed_pages = 0  # invariant: sum of every store's committed pages
+        self.counters = Counters()
+
+    @property
+    def free_pages(self) -> int:
+        return self.total_pages - self.committed_pages
+
+    def reserve(self, pages: int) -> None:
+        """Count `pages` more as committed, or raise RX_ERR_NO_MEMORY and count nothing."""
+        if pages > self.free_pages:
+            raise RxError(
+                RX_ERR_NO_MEMORY,
+                f"committing {pages} pages would pass the {self.total_pages * PAGE_SIZE} byte budget "
+                f"({self.free_pages} pages free)",
+            )
+        self.committed_pages += pages
+        self.counters.pages_committed_total += pages
+
+    def release(self, pages: int) -> None:
+        assert 0 <= pages <= self.committed_pages, (pages, self.committed_pages)
+        self.committed_pages -= pages

@@ -1,0 +1,217 @@
+"""rxd's socket side: accept connections, run the hello, serve each channel in its own task.
+
+One misbehaving client never stalls the others: every channel is its own task, requests of one
+process run one at a time on its main channel, and the only shared waits are VMO locks, which
+are held across client acks for at most the ack deadline. A broken stream closes that connection
+only; an exception in a handler becomes RX_ERR_INTERNAL for that request and a logged traceback.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+import stat
+import struct
+from typing import Any
+
+import structlog
+import trio
+
+from rxkernel.proto import (
+    CHANNEL_CONTROL,
+    CHANNEL_FAULT,
+    CHANNEL_MAIN,
+    CLOSED,
+    MAX_FRAME_BYTES,
+    NEED_DATA,
+    PAGE_SIZE,
+    RX_ERR_ACCESS_DENIED,
+    RX_ERR_INTERNAL,
+    RX_MAX_IO,
+    RX_OK,
+    Connection,
+    FaultRequest,
+    Hello,
+    HelloReply,
+    RemoteProtocolError,
+    Reply,
+    Request,
+    Role,
+    RxError,
+    check_args,
+)
+
+from ._coherence import ControlChannel, sendall
+from ._fault import resolve_fault
+from ._kernel import Kernel
+from ._process import Process
+from ._syscalls import HANDLERS, Call
+
+log = structlog.get_logger("rxd")
+
+HELLO_TIMEOUT = 10.0
+_RECV = 1 << 18
+
+
+def peer_credentials(sock: trio.socket.SocketType) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the peer, from the kernel (SO_PEERCRED), not from anything it says."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+def prepare_socket_path(path: str) -> None:
+    """The socket lives in a 0700 directory we own and is itself 0600: only our user gets in."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    st = os.stat(directory)
+    if st.st_uid != os.getuid():
+        raise SystemExit(f"rxd: {directory} belongs to uid {st.st_uid}, not us")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(directory, 0o700)
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # a stale socket of an rxd that died; a live one would own the path
+    except FileNotFoundError:
+        pass
+
+
+class Server:
+    def __init__(self, kernel: Kernel, socket_path: str) -> None:
+        self.kernel = kernel
+        self.socket_path = socket_path
+        self.connections = 0
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        prepare_socket_path(self.socket_path)
+        listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            await listener.bind(self.socket_path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.socket_path, 0o600)
+        listener.listen(512)
+        log.info("rxd listening", socket=self.socket_path, memory_bytes=self.kernel.memory.total_pages * PAGE_SIZE)
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    sock, _ = await listener.accept()
+                    nursery.start_soon(self._connection, sock)
+        finally:
+            listener.close()
+            for process in list(self.kernel.processes.values()):
+                process.teardown("rxd shutting down")
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+
+    async def _connection(self, sock: trio.socket.SocketType) -> None:
+        self.connections += 1
+        with sock:
+            conn = Connection(Role.SERVER, max_buffer_size=MAX_FRAME_BYTES)
+            try:
+                with trio.fail_after(HELLO_TIMEOUT):
+                    hello = await _next_event(sock, conn)
+                if not isinstance(hello, Hello):
+                    return
+                pid, uid, _ = peer_credentials(sock)
+                if hello.kind == CHANNEL_MAIN:
+                    await self._main_channel(sock, conn, pid, uid)
+                else:
+                    await self._side_channel(sock, conn, hello, pid)
+            except trio.TooSlowError:
+                log.warning("no hello in time; closing")
+            except RemoteProtocolError as e:
+                log.warning("broken stream; closing the connection", error=str(e))
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                log.debug("connection lost", error=str(e))
+
+    async def _main_channel(self, sock: trio.socket.SocketType, conn: Connection, pid: int, uid: int) -> None:
+        process = self.kernel.new_process(pid, uid)
+        log.info("process connected", pid=pid, koid=process.koid)
+        try:
+            with trio.CancelScope() as scope:
+                process.attach(scope)
+                info = {
+                    "process_koid": process.koid,
+                    "session": process.session,
+                    "max_frame": MAX_FRAME_BYTES,
+                    "max_io": RX_MAX_IO,
+                    "page_size": PAGE_SIZE,
+                    "memory_bytes": self.kernel.memory.total_pages * PAGE_SIZE,
+                }
+                await sendall(sock, conn.send(HelloReply(RX_OK, info)))
+                while True:
+                    event = await _next_event(sock, conn)
+                    if event is CLOSED:
+                        return
+                    assert isinstance(event, Request)
+                    await self._serve_request(sock, conn, process, event)
+        finally:
+            process.teardown("disconnected")
+
+    async def _serve_request(self, sock: trio.socket.SocketType, conn: Connection, process: Process, req: Request) -> None:
+        call = Call(self.kernel, process)
+        try:
+            syscall = check_args(req.number, list(req.args))
+            result = await HANDLERS[syscall.name](call, *req.args)
+            reply = Reply(req.id, RX_OK, result)
+        except RxError as e:
+            reply = Reply(req.id, e.status, (str(e),))
+        except Exception:
+            log.exception("syscall failed inside rxd", number=req.number, pid=process.pid)
+            reply = Reply(req.id, RX_ERR_INTERNAL, ("internal error in rxd (logged)",))
+        try:
+            data = conn.send(reply)
+            if call.fds:
+                n = await sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", call.fds))])
+                data = data[n:]
+            if data:
+                await sendall(sock, data)
+        finally:
+            for fd in call.close_after:
+                os.close(fd)
+
+    async def _side_channel(self, sock: trio.socket.SocketType, conn: Connection, hello: Hello, pid: int) -> None:
+        assert hello.token is not None
+        process = self.kernel.sessions.get(hello.token)
+        if process is None or process.pid != pid or not process.alive:
+            await sendall(sock, conn.send(HelloReply(RX_ERR_ACCESS_DENIED)))
+            return
+        await sendall(sock, conn.send(HelloReply(RX_OK)))
+        with trio.CancelScope() as scope:
+            process.attach(scope)
+            if hello.kind == CHANNEL_CONTROL:
+                control = ControlChannel(process, sock, conn)
+                process.control = control
+                try:
+                    await control.read_acks()
+                finally:
+                    if process.control is control:
+                        process.control = None
+            elif hello.kind == CHANNEL_FAULT:
+                await self._fault_channel(sock, conn, process)
+
+    async def _fault_channel(self, sock: trio.socket.SocketType, conn: Connection, process: Process) -> None:
+        while True:
+            event = await _next_event(sock, conn)
+            if event is CLOSED:
+                return
+            assert isinstance(event, FaultRequest)
+            reply = await resolve_fault(process, event.seq, event.addr, event.write)
+            await sendall(sock, conn.send(reply))
+
+
+async def _next_event(sock: trio.socket.SocketType, conn: Connection) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is not NEED_DATA:
+            return event
+        conn.receive_data(await sock.recv(_RECV))
+
+
+

@@ -1,0 +1,367 @@
+"""Syscall handlers, one per entry of proto's table (checked in tests/test_proto.py).
+
+Each handler says which semantics it implements, validates every argument before it touches state,
+and raises RxError for the caller's mistakes. Shapes (types, counts, 64-bit ranges) were already
+checked against the table by the dispatcher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rxkernel.proto import (
+    CONTROL_INVALIDATE,
+    CONTROL_PROTECT,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    RX_DEFAULT_PROCESS_RIGHTS,
+    RX_DEFAULT_SYSTEM_RIGHTS,
+    RX_DEFAULT_VMO_RIGHTS,
+    RX_ERR_ACCESS_DENIED,
+    RX_ERR_ALREADY_EXISTS,
+    RX_ERR_BAD_STATE,
+    RX_ERR_INVALID_ARGS,
+    RX_ERR_NOT_FOUND,
+    RX_ERR_OUT_OF_RANGE,
+    RX_ERR_UNAVAILABLE,
+    RX_MAX_IO,
+    RX_RIGHT_DUPLICATE,
+    RX_RIGHT_INSPECT,
+    RX_RIGHT_MAP,
+    RX_RIGHT_READ,
+    RX_RIGHT_RESIZE,
+    RX_RIGHT_TRANSFER,
+    RX_RIGHT_WRITE,
+    RX_VM_MAP_OPTIONS,
+    RX_VM_MAP_RANGE,
+    RX_VM_PERM_READ,
+    RX_VM_PERM_WRITE,
+    RX_VM_PERMS,
+    RX_VMAR_OP_COMMIT,
+    RX_VMO_COMMIT_EAGER,
+    RX_VMO_CREATE_OPTIONS,
+    RX_VMO_MAX_SIZE,
+    RX_VMO_OP_COMMIT,
+    RX_VMO_OP_DECOMMIT,
+    RX_VMO_OP_ZERO,
+    RX_VMO_RESIZABLE,
+    RX_VMO_RESIZABLE_CAPACITY,
+    RxError,
+    reduce_rights,
+)
+
+from . import _info
+from ._coherence import coalesce, shootdown
+from ._kernel import Kernel
+from ._mapping import Mapping
+from ._process import Process
+from ._vmo import Vmo
+
+# The highest user address a mapping may reach (47-bit x86_64 / 48-bit aarch64 user space).
+USER_ADDR_LIMIT = 1 << 48
+
+
+@dataclasses.dataclass(slots=True)
+class Call:
+    """One request being served: who asks, and fds to attach to the reply."""
+
+    kernel: Kernel
+    process: Process
+    fds: list[int] = dataclasses.field(default_factory=list)  # sent with the reply
+    close_after: list[int] = dataclasses.field(default_factory=list)  # ours to close once sent
+
+
+Handler = Callable[..., Awaitable[tuple[Any, ...]]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def syscall(fn: Handler) -> Handler:
+    HANDLERS[fn.__name__] = fn
+    return fn
+
+
+def _invalid(what: str) -> RxError:
+    return RxError(RX_ERR_INVALID_ARGS, what)
+
+
+def _round_up(n: int) -> int:
+    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def _check_range(offset: int, length: int, limit: int, what: str = "range") -> None:
+    """[offset, offset+length) must not overflow 64 bits and must end by `limit`."""
+    if offset + length >= 1 << 64 or offset + length > limit:
+        raise RxError(RX_ERR_OUT_OF_RANGE, f"{what} {offset:#x}+{length:#x} passes the end ({limit:#x})")
+
+
+def _check_aligned(**values: int) -> None:
+    for name, value in values.items():
+        if value & (PAGE_SIZE - 1):
+            raise _invalid(f"{name} {value:#x} is not page aligned")
+
+
+def _check_perms(perms: int) -> None:
+    if perms & ~RX_VM_PERMS:
+        raise _invalid(f"unknown permission bits {perms & ~RX_VM_PERMS:#x}")
+    if perms & RX_VM_PERM_WRITE and not perms & RX_VM_PERM_READ:
+        raise _invalid("write permission needs read permission")
+
+
+def _vmo(call: Call, handle: int, rights: int = 0) -> tuple[Vmo, int]:
+    h = call.process.handles.get(handle, Vmo, rights)
+    assert isinstance(h.obj, Vmo)
+    return h.obj, h.rights
+
+
+# -- handles (Zircon: zx_process_self, zx_handle_close, zx_handle_duplicate; rx: export/import) ---
+
+
+@syscall
+async def rx_process_self(call: Call) -> tuple[Any, ...]:
+    return (call.process.handles.add(call.process, RX_DEFAULT_PROCESS_RIGHTS),)
+
+
+@syscall
+async def rx_system_handle(call: Call) -> tuple[Any, ...]:
+    # The socket is 0600 inside a 0700 directory: whoever got here is rxd's own user (or root).
+    return (call.process.handles.add(call.kernel.system, RX_DEFAULT_SYSTEM_RIGHTS),)
+
+
+@syscall
+async def rx_handle_close(call: Call, handle: int) -> tuple[Any, ...]:
+    call.process.handles.remove(handle)
+    return ()
+
+
+@syscall
+async def rx_handle_duplicate(call: Call, handle: int, rights: int) -> tuple[Any, ...]:
+    h = call.process.handles.get(handle, None, RX_RIGHT_DUPLICATE)
+    new_rights = reduce_rights(h.rights, rights)
+    if new_rights is None:
+        raise _invalid(f"rights {rights:#x} are not a subset of the handle's {h.rights:#x}")
+    return (call.process.handles.add(h.obj, new_rights),)
+
+
+@syscall
+async def rx_handle_export(call: Call, handle: int, rights: int) -> tuple[Any, ...]:
+    h = call.process.handles.get(handle, None, RX_RIGHT_DUPLICATE | RX_RIGHT_TRANSFER)
+    if reduce_rights(h.rights, rights) is None:
+        raise _invalid(f"rights {rights:#x} are not a subset of the handle's {h.rights:#x}")
+    return (call.kernel.export(call.process, h.obj, h.rights, rights),)
+
+
+@syscall
+async def rx_handle_import(call: Call, token: str) -> tuple[Any, ...]:
+    obj, rights = call.kernel.claim(token)
+    value = call.process.handles.add(obj, rights)
+    obj.drop_ref()  # the token's reference now lives on as the handle's
+    return (value,)
+
+
+# -- VMOs (Zircon: zx_vmo_create, _read, _write, _get_size, _set_size, _op_range) ----------------
+
+
+@syscall
+async def rx_vmo_create(call: Call, size: int, options: int) -> tuple[Any, ...]:
+    if options & ~RX_VMO_CREATE_OPTIONS:
+        raise _invalid(f"unknown options {options & ~RX_VMO_CREATE_OPTIONS:#x}")
+    if size > RX_VMO_MAX_SIZE:
+        raise RxError(RX_ERR_OUT_OF_RANGE, f"size {size:#x} is larger than the {RX_VMO_MAX_SIZE:#x} maximum")
+    size = _round_up(size)
+    capacity = max(size, RX_VMO_RESIZABLE_CAPACITY) if options & RX_VMO_RESIZABLE else size
+    vmo = call.kernel.new_vmo(size, options, capacity)
+    vmo.add_ref()  # held until the handle exists, so a failed eager commit frees the store
+    try:
+        if options & RX_VMO_COMMIT_EAGER:
+            async with vmo.lock:
+                await vmo.commit_locked(0, vmo.size_pages, allocate=True)
+        rights = RX_DEFAULT_VMO_RIGHTS | (RX_RIGHT_RESIZE if options & RX_VMO_RESIZABLE else 0)
+        return (call.process.handles.add(vmo, rights),)
+    finally:
+        vmo.drop_ref()
+
+
+@syscall
+async def rx_vmo_read(call: Call, handle: int, offset: int, length: int) -> tuple[Any, ...]:
+    vmo, _ = _vmo(call, handle, RX_RIGHT_READ)
+    if length > RX_MAX_IO:
+        raise _invalid(f"at most {RX_MAX_IO} bytes per call (the stub library splits larger reads)")
+    _check_range(offset, length, vmo.size)
+    return (vmo.store.read(offset, length),)
+
+
+@syscall
+async def rx_vmo_write(call: Call, handle: int, offset: int, data: bytes) -> tuple[Any, ...]:
+    vmo, _ = _vmo(call, handle, RX_RIGHT_WRITE)
+    _check_range(offset, len(data), vmo.size)
+    async with vmo.lock:
+        _check_range(offset, len(data), vmo.size)  # the size may have changed while we waited
+        await vmo.write_locked(offset, data)
+    return ()
+
+
+@syscall
+async def rx_vmo_get_size(call: Call, handle: int) -> tuple[Any, ...]:
+    vmo, _ = _vmo(call, handle)
+    return (vmo.size,)
+
+
+@syscall
+async def rx_vmo_set_size(call: Call, handle: int, size: int) -> tuple[Any, ...]:
+    vmo, _ = _vmo(call, handle, RX_RIGHT_WRITE | RX_RIGHT_RESIZE)
+    if not vmo.options & RX_VMO_RESIZABLE:
+        raise RxError(RX_ERR_UNAVAILABLE, "the VMO was not created resizable")
+    size = _round_up(size) if size < 1 << 63 else size
+    if size > vmo.store.capacity_pages << PAGE_SHIFT:
+        raise RxError(RX_ERR_OUT_OF_RANGE, f"size {size:#x} passes the VMO's capacity")
+    async with vmo.lock:
+        await vmo.set_size_locked(size)
+    return ()
+
+
+@syscall
+async def rx_vmo_op_range(call: Call, handle: int, op: int, offset: int, size: int) -> tuple[Any, ...]:
+    if op not in (RX_VMO_OP_COMMIT, RX_VMO_OP_DECOMMIT, RX_VMO_OP_ZERO):
+        raise _invalid(f"unknown op {op}")
+    vmo, _ = _vmo(call, handle, RX_RIGHT_WRITE)
+    async with vmo.lock:
+        _check_range(offset, size, vmo.size)
+        start, end = offset >> PAGE_SHIFT, (offset + size + PAGE_SIZE - 1) >> PAGE_SHIFT
+        if op == RX_VMO_OP_COMMIT:
+            await vmo.commit_locked(start, end, allocate=True)
+        elif op == RX_VMO_OP_DECOMMIT:
+            await vmo.decommit_locked(start, end)
+        else:
+            await vmo.zero_locked(offset, size)
+    return ()
+
+
+# -- address space (Zircon: zx_vmar_map, _unmap, _protect, _op_range) ------------------------------
+
+
+@syscall
+async def rx_vmar_map(
+    call: Call, handle: int, vmo_offset: int, length: int, perms: int, options: int, addr: int
+) -> tuple[Any, ...]:
+    _check_perms(perms)
+    if options & ~RX_VM_MAP_OPTIONS:
+        raise _invalid(f"unknown map options {options & ~RX_VM_MAP_OPTIONS:#x}")
+    if length == 0:
+        raise _invalid("length is 0")
+    _check_aligned(vmo_offset=vmo_offset, length=length, addr=addr)
+    if addr == 0 or addr + length > USER_ADDR_LIMIT:
+        raise _invalid(f"address range {addr:#x}+{length:#x} is not in user space")
+    needed = RX_RIGHT_MAP | (RX_RIGHT_READ if perms & RX_VM_PERM_READ else 0)
+    needed |= RX_RIGHT_WRITE if perms & RX_VM_PERM_WRITE else 0
+    vmo, rights = _vmo(call, handle, needed)
+    limit = vmo.store.capacity_pages << PAGE_SHIFT if vmo.options & RX_VMO_RESIZABLE else vmo.size
+    _check_range(vmo_offset, length, limit, "mapping")
+    process = call.process
+    if process.control is None:
+        raise RxError(RX_ERR_BAD_STATE, "the process has no control channel; it cannot map")
+    max_perms = (RX_VM_PERM_READ if rights & RX_RIGHT_READ else 0) | (RX_VM_PERM_WRITE if rights & RX_RIGHT_WRITE else 0)
+    m = Mapping(process, addr, length, vmo, vmo_offset, perms, max_perms, options)
+    if not process.aspace.insert(m):
+        raise RxError(RX_ERR_ALREADY_EXISTS, f"{addr:#x}+{length:#x} overlaps an existing mapping")
+    vmo.mappings.append(m)
+    vmo.add_ref()
+    try:
+        if options & RX_VM_MAP_RANGE and perms & RX_VM_PERM_WRITE:
+            async with vmo.lock:
+                start = m.first_page
+                await vmo.commit_locked(start, max(start, min(m.end_page, vmo.size_pages)), exclude=m)
+    except BaseException:
+        process.remove_mapping(m)
+        raise
+    # The client gets the store's fd with no more access than its handle grants: without WRITE,
+    # a read-only reopening, so a writable MAP_SHARED of it fails in the host kernel.
+    writable = bool(rights & RX_RIGHT_WRITE)
+    fd = vmo.store.fd if writable else vmo.store.reopen_readonly()
+    call.fds.append(fd)
+    if not writable:
+        call.close_after.append(fd)
+    return (vmo.store.store_id, writable)
+
+
+def _covering(process: Process, addr: int, length: int, whole: bool) -> list[Mapping]:
+    """Mappings overlapping [addr, addr+length), split so none crosses either end. With `whole`,
+    the range must be mapped without gaps (Zircon's protect/op_range rule)."""
+    _check_aligned(addr=addr, length=length)
+    if length == 0:
+        raise _invalid("length is 0")
+    _check_range(addr, length, USER_ADDR_LIMIT, "address range")
+    found = process.aspace.overlapping(addr, addr + length)
+    if not found:
+        raise RxError(RX_ERR_NOT_FOUND, f"nothing mapped in {addr:#x}+{length:#x}")
+    if whole:
+        expect = addr
+        for m in found:
+            if m.base > expect:
+                break
+            expect = m.end
+        if found[0].base > addr or expect < addr + length:
+            raise RxError(RX_ERR_NOT_FOUND, f"{addr:#x}+{length:#x} is not mapped without gaps")
+    out = []
+    for m in found:
+        if m.base < addr:
+            m = process.aspace.split(m, addr)
+        if m.end > addr + length:
+            process.aspace.split(m, addr + length)
+        out.append(m)
+    return out
+
+
+@syscall
+async def rx_vmar_unmap(call: Call, addr: int, length: int) -> tuple[Any, ...]:
+    # The client munmaps the range itself once this returns; a fault there afterwards is refused.
+    for m in _covering(call.process, addr, length, whole=False):
+        call.process.remove_mapping(m)
+    return ()
+
+
+@syscall
+async def rx_vmar_protect(call: Call, addr: int, length: int, perms: int) -> tuple[Any, ...]:
+    _check_perms(perms)
+    process = call.process
+    maps = _covering(process, addr, length, whole=True)
+    for m in maps:
+        if perms & ~m.max_perms:
+            raise RxError(RX_ERR_ACCESS_DENIED, f"the handle {m.vmo.koid} was mapped with does not allow {perms:#x}")
+    for m in maps:
+        async with m.vmo.lock:
+            if not m.alive:
+                continue
+            downgrade = not perms & ~m.perms
+            m.perms = perms
+            prot = (1 if perms & RX_VM_PERM_READ else 0) | (2 if perms & RX_VM_PERM_WRITE else 0)
+            # Fewer rights: mprotect in place. More: drop the pages so faults remap them with the
+            # new rights (an mprotect up could make a private zero-page mapping writable).
+            if downgrade:
+                await shootdown({process: [(m.base, m.length, prot)]}, CONTROL_PROTECT)
+            else:
+                await shootdown({process: coalesce([(m.base, m.length)])}, CONTROL_INVALIDATE)
+    return ()
+
+
+@syscall
+async def rx_vmar_op_range(call: Call, addr: int, length: int, op: int) -> tuple[Any, ...]:
+    if op != RX_VMAR_OP_COMMIT:
+        raise _invalid(f"unknown op {op}")
+    for m in _covering(call.process, addr, length, whole=True):
+        if m.perms & RX_VM_PERM_WRITE:
+            async with m.vmo.lock:
+                start = m.first_page
+                await m.vmo.commit_locked(start, max(start, min(m.end_page, m.vmo.size_pages)), exclude=m)
+    return ()  # the stub then touches the range so every page is mapped before it returns
+
+
+# -- information (Zircon: zx_object_get_info) -------------------------------------------------------
+
+
+@syscall
+async def rx_object_get_info(call: Call, handle: int, topic: int) -> tuple[Any, ...]:
+    h = call.process.handles.get(handle, None, RX_RIGHT_INSPECT)
+    return (_info.get_info(call.kernel, h.obj, h.rights, topic),)
+
