@@ -113,7 +113,7 @@ class RxConnection:
             for fd in fds:
                 os.close(fd)
             message = reply.result[0] if reply.result and isinstance(reply.result[0], str) else ""
-            raise RxError(reply.status, message.split(": ", 1)[-1], local=True)
+            raise RxError(reply.status, message, local=True)
         return reply.result, fds
 
     def _receive(self) -> tuple[Reply, list[int]]:

@@ -89,7 +89,6 @@ from ._constants import (
     RX_OBJ_TYPE_SYSTEM as RX_OBJ_TYPE_SYSTEM,
 )
 from ._syscalls import (
-    ArgKind as ArgKind,
     Syscall as Syscall,
     SYSCALLS as SYSCALLS,
     BY_NUMBER as BY_NUMBER,

@@ -79,7 +79,8 @@ class Connection:
         self.hello_done = False
         self.max_buffer_size = max_buffer_size
         self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max_buffer_size, strict_map_key=False)
-        self._fed = 0
+        self._fed = 0  # bytes fed so far
+        self._consumed = 0  # bytes that made up complete frames so far
         self._eof = False
         self._hello_sent = False
 
@@ -105,11 +106,12 @@ class Connection:
         except msgpack.OutOfData:
             if not self._eof:
                 return NEED_DATA
-            if self._unpacker.tell() != self._fed:
+            if self._consumed != self._fed:
                 raise RemoteProtocolError("stream ended inside a frame") from None
             return CLOSED
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
             raise RemoteProtocolError(f"undecodable frame: {e}") from None
+        self._consumed = self._unpacker.tell()
         if type(frame) is not list:
             raise RemoteProtocolError(f"a frame must be an array, got {type(frame).__name__}")
         try:

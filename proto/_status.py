@@ -35,22 +35,25 @@ def status_name(status: int) -> str:
 
 
 class RxError(OSError):
-    """A failed rx_* call: `.status` is the negative code, `.name` its name.
+    """A failed rx_* call: `.status` is the negative code, `.name` its name, `.message` the detail.
 
-    `local` tells whose fault it is: True when the caller misused the API before anything was sent
-    (or rxd rejected the call's arguments), False when the peer misbehaved or went away.
+    `local` tells whose fault it is: True when the caller misused the API (rxd rejected the call's
+    arguments, or the stub did before sending), False when the peer misbehaved or went away.
     """
 
     def __init__(self, status: int, message: str = "", *, local: bool = True) -> None:
+        super().__init__(status, message or status_name(status))
         self.status = status
         self.name = status_name(status)
+        self.message = message
         self.local = local
-        super().__init__(status, f"{self.name}: {message}" if message else self.name)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}" if self.message else self.name
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_error, (self.status, str(self), self.local))
+        return (_rebuild_error, (self.status, self.message, self.local))
 
 
-def _rebuild_error(status: int, text: str, local: bool) -> RxError:
-    message = text.split(": ", 1)[1] if ": " in text else ""
+def _rebuild_error(status: int, message: str, local: bool) -> RxError:
     return RxError(status, message, local=local)

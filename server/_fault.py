@@ -27,7 +27,9 @@ from rxkernel.proto import (
 )
 
 if TYPE_CHECKING:
+    from ._mapping import Mapping
     from ._process import Process
+    from ._vmo import Vmo
 
 MAX_OPS = 64
 _PROT_READ, _PROT_WRITE = 1, 2
@@ -59,16 +61,12 @@ async def resolve_fault(process: Process, seq: int, addr: int, write: bool) -> F
         prot = _prot(m.perms)
         ops: list[FaultOp]
         if write:
-            try:
-                await vmo.commit_locked(start, end, exclude=m)
-            except RxError as e:
-                if e.status != RX_ERR_NO_MEMORY or end - start == 1:
-                    return refuse(e.status)
-                start, end = page, page + 1  # the window did not fit: the page itself may
-                try:
-                    await vmo.commit_locked(start, end, exclude=m)
-                except RxError as e2:
-                    return refuse(e2.status)
+            status = await _commit(vmo, m, start, end)
+            if status == RX_ERR_NO_MEMORY and end - start > 1:
+                start, end = page, page + 1  # the window did not fit the budget: the page alone may
+                status = await _commit(vmo, m, start, end)
+            if status:
+                return refuse(status)
             ops = [FaultOp(m.addr_of(start), (end - start) << PAGE_SHIFT, FAULT_OP_STORE, prot, store.store_id, start << PAGE_SHIFT)]
         else:
             ops = []
@@ -90,3 +88,11 @@ async def resolve_fault(process: Process, seq: int, addr: int, write: bool) -> F
         # was computed carries a larger number, and the client will drop this reply if it has
         # already applied one (WIRE.md "Ordering").
         return FaultReply(seq, 0, process.inval_seq, tuple(ops))
+
+
+async def _commit(vmo: Vmo, m: Mapping, start: int, end: int) -> int:
+    try:
+        await vmo.commit_locked(start, end, exclude=m)
+    except RxError as e:
+        return e.status
+    return 0

@@ -161,7 +161,7 @@ class Server:
             result = await HANDLERS[syscall.name](call, *req.args)
             reply = Reply(req.id, RX_OK, result)
         except RxError as e:
-            reply = Reply(req.id, e.status, (str(e),))
+            reply = Reply(req.id, e.status, (e.message,))
         except Exception:
             log.exception("syscall failed inside rxd", number=req.number, pid=process.pid)
             reply = Reply(req.id, RX_ERR_INTERNAL, ("internal error in rxd (logged)",))

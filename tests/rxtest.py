@@ -1,0 +1,177 @@
+"""Test harness: a real rxd in a subprocess, real client processes, and a raw protocol client.
+
+The raw client speaks proto/ over a plain socket with no native code, so tests can inspect rxd and
+send it malformed input without installing a fault trap in pytest's own process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rxkernel.proto import (
+    CHANNEL_MAIN,
+    CLOSED,
+    NEED_DATA,
+    RX_INFO_KMEM_STATS,
+    RX_INFO_SYSTEM_PROCESSES,
+    SYSCALL_NUMBERS,
+    Connection,
+    Hello,
+    HelloReply,
+    Reply,
+    Request,
+    Role,
+    RxError,
+)
+
+CLIENT_TIMEOUT = 120
+
+
+class RawClient:
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(path)
+        self.conn = Connection(Role.CLIENT, kind=CHANNEL_MAIN)
+        self.sock.sendall(self.conn.send(Hello(CHANNEL_MAIN)))
+        hello = self._event()
+        assert isinstance(hello, HelloReply) and hello.status == 0, hello
+        self.info = hello.info
+        self._id = 0
+
+    def _event(self) -> Any:
+        while True:
+            event = self.conn.next_event()
+            if event is not NEED_DATA:
+                return event
+            self.conn.receive_data(self.sock.recv(1 << 20))
+
+    def call(self, name: str, *args: Any) -> Any:
+        """One syscall; returns the first result value (or None), raises RxError on failure."""
+        self._id += 1
+        self.sock.sendall(self.conn.send(Request(self._id, SYSCALL_NUMBERS[name], args)))
+        reply = self._event()
+        if reply is CLOSED:
+            raise ConnectionError("rxd closed the connection")
+        assert isinstance(reply, Reply) and reply.id == self._id, reply
+        if reply.status:
+            raise RxError(reply.status, reply.result[0] if reply.result else "")
+        return reply.result[0] if reply.result else None
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_raw(self) -> bytes:
+        return self.sock.recv(1 << 20)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Rxd:
+    def __init__(self, directory: str, memory: str, ack_deadline: float, extra: list[str]) -> None:
+        self.directory = directory
+        self.socket = os.path.join(directory, "run", "rxd.sock")
+        self.log_path = os.path.join(directory, "rxd.log")
+        self.log = open(self.log_path, "wb")
+        cmd = [sys.executable, "-c", "from rxkernel.server import main; main()", "--socket", self.socket,
+               "--memory", memory, "--ack-deadline", str(ack_deadline), "--log-level", "debug", *extra]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self._admin = RawClient(self.socket)
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"rxd did not start:\n{self.log_text()}") from None
+                time.sleep(0.02)
+        self.system = self._admin.call("rx_system_handle")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "RX_SOCKET": self.socket, "PYTHONFAULTHANDLER": "1"}
+
+    def log_text(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def call(self, name: str, *args: Any) -> Any:
+        return self._admin.call(name, *args)
+
+    def kmem(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self.call("rx_object_get_info", self.system, RX_INFO_KMEM_STATS)
+        return stats
+
+    def processes(self) -> list[dict[str, Any]]:
+        procs: list[dict[str, Any]] = self.call("rx_object_get_info", self.system, RX_INFO_SYSTEM_PROCESSES)
+        return procs
+
+    def fd_count(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = 20) -> None:
+        """Poll rxd's state until `predicate` holds (client teardown is asynchronous), or fail."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for: {what}; kmem={self.kmem()}")
+            time.sleep(0.02)
+
+    def wait_idle(self, committed_bytes: int = 0, processes: int = 1) -> None:
+        """Wait until only the admin connection (and `processes`-1 others) remain and committed
+        bytes are back to `committed_bytes`."""
+        self.wait_for(
+            lambda: (k := self.kmem())["num_processes"] == processes and k["committed_bytes"] == committed_bytes,
+            f"{processes} processes and {committed_bytes} committed bytes",
+        )
+
+    def run(self, code: str, *args: str, timeout: float = CLIENT_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a client program (Python source) to completion in its own process."""
+        result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=self.env,
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"client failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n--- rxd log tail ---\n{self.log_text()[-3000:]}")
+        return result
+
+    def spawn(self, code: str, *args: str, **kw: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=self.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.PIPE, **kw)
+
+    def stop(self) -> int:
+        self._admin.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def running_rxd(
+    memory: str = "1GiB", ack_deadline: float = 5.0, extra: list[str] | None = None, expect_alive: bool = True
+) -> Iterator[Rxd]:
+    # A short path of our own: Unix socket paths are limited to 108 bytes.
+    directory = tempfile.mkdtemp(prefix="rxt-", dir="/tmp")
+    rxd = Rxd(directory, memory, ack_deadline, extra or [])
+    try:
+        yield rxd
+        assert not expect_alive or rxd.proc.poll() is None, f"rxd died during the test:\n{rxd.log_text()[-5000:]}"
+        assert "Traceback" not in rxd.log_text(), f"rxd logged an exception:\n{rxd.log_text()[-5000:]}"
+    finally:
+        rxd.stop()
+        shutil.rmtree(directory, ignore_errors=True)

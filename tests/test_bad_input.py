@@ -1,0 +1,170 @@
+"""Every kind of bad input gets a clear RxError (or, for a broken stream, that one connection is
+closed), and rxd goes on serving everyone else."""
+
+from __future__ import annotations
+
+import socket
+
+import msgpack
+import pytest
+
+from rxkernel.proto import (
+    PAGE_SIZE,
+    RX_RIGHT_DUPLICATE,
+    RX_RIGHT_MAP,
+    RX_RIGHT_READ,
+    RX_RIGHT_SAME_RIGHTS,
+    RX_RIGHT_WRITE,
+    RX_VM_PERM_READ,
+    RX_VM_PERM_WRITE,
+    RX_VMO_OP_COMMIT,
+    RxError,
+    status_name,
+)
+from rxtest import RawClient, Rxd
+
+RW = RX_VM_PERM_READ | RX_VM_PERM_WRITE
+U64_MAX = (1 << 64) - 1
+
+
+def expect(status: str, fn: object, *args: object) -> None:
+    with pytest.raises(RxError) as e:
+        fn(*args)  # type: ignore[operator]
+    assert e.value.name == status, e.value
+
+
+def still_serving(rxd: Rxd) -> None:
+    other = RawClient(rxd.socket)
+    h = other.call("rx_vmo_create", 4096, 0)
+    assert other.call("rx_vmo_get_size", h) == 4096
+    other.close()
+
+
+@pytest.mark.parametrize(
+    ("number", "args", "status"),
+    [
+        (9999, [], "RX_ERR_BAD_SYSCALL"),
+        (10, [], "RX_ERR_INVALID_ARGS"),
+        (10, [4096, 0, 1], "RX_ERR_INVALID_ARGS"),
+        (10, ["big", 0], "RX_ERR_INVALID_ARGS"),
+        (10, [-4096, 0], "RX_ERR_INVALID_ARGS"),
+        (10, [4096.0, 0], "RX_ERR_INVALID_ARGS"),  # a float
+        (12, [3, 0, 17], "RX_ERR_INVALID_ARGS"),
+    ],
+)
+def test_bad_syscall_shapes(rxd: Rxd, number: int, args: list[object], status: str) -> None:
+    c = RawClient(rxd.socket)
+    c.send_raw(msgpack.packb([1, number, *args]))
+    reply = msgpack.unpackb(c.recv_raw())
+    assert reply[0] == 1 and status_name(reply[1]) == status and reply[2], reply
+    c.close()
+    still_serving(rxd)
+
+
+def test_frame_over_the_limit_closes_that_connection(rxd: Rxd) -> None:
+    c = RawClient(rxd.socket)
+    huge = msgpack.packb([1, 12, 3, 0, b"x" * (9 << 20)])  # over the 8 MiB frame limit
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        c.send_raw(huge)
+        c.recv_raw()
+        c.send_raw(b"\x90" * 1000)
+    still_serving(rxd)
+
+
+@pytest.mark.parametrize("payload", [b"\xc1\xc1\xc1", b"GET / HTTP/1.1\r\n\r\n", msgpack.packb("a string")])
+def test_garbage_closes_that_connection(rxd: Rxd, payload: bytes) -> None:
+    c = RawClient(rxd.socket)
+    c.send_raw(payload)
+    assert c.recv_raw() == b""
+    still_serving(rxd)
+
+
+def test_garbage_instead_of_hello_and_truncated_frames(rxd: Rxd) -> None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(rxd.socket)
+    s.sendall(b"\x00\x01garbage")
+    s.settimeout(20)
+    assert s.recv(100) == b""
+    s.close()
+    c = RawClient(rxd.socket)
+    c.send_raw(msgpack.packb([1, 10, 4096, 0])[:-1])  # a truncated frame, then disconnect
+    c.close()
+    still_serving(rxd)
+    rxd.wait_idle()
+
+
+def test_bad_handles(rxd: Rxd) -> None:
+    a, b = RawClient(rxd.socket), RawClient(rxd.socket)
+    h = a.call("rx_vmo_create", 4096, 0)
+    expect("RX_ERR_BAD_HANDLE", a.call, "rx_vmo_get_size", 0)
+    expect("RX_ERR_BAD_HANDLE", b.call, "rx_vmo_get_size", h)  # another process's value
+    expect("RX_ERR_BAD_HANDLE", b.call, "rx_handle_close", h)
+    a.call("rx_handle_close", h)
+    expect("RX_ERR_BAD_HANDLE", a.call, "rx_vmo_get_size", h)  # closed
+    expect("RX_ERR_BAD_HANDLE", a.call, "rx_handle_close", h)
+    expect("RX_ERR_WRONG_TYPE", a.call, "rx_vmo_get_size", a.call("rx_process_self"))
+    a.close()
+    b.close()
+
+
+def test_ranges_and_overflow(rxd: Rxd) -> None:
+    c = RawClient(rxd.socket)
+    h = c.call("rx_vmo_create", 8192, 0)
+    expect("RX_ERR_OUT_OF_RANGE", c.call, "rx_vmo_read", h, U64_MAX, 2)
+    expect("RX_ERR_OUT_OF_RANGE", c.call, "rx_vmo_read", h, 8192, 1)
+    expect("RX_ERR_OUT_OF_RANGE", c.call, "rx_vmo_write", h, 8190, b"xyz")
+    expect("RX_ERR_OUT_OF_RANGE", c.call, "rx_vmo_op_range", h, RX_VMO_OP_COMMIT, U64_MAX - 10, 100)
+    expect("RX_ERR_OUT_OF_RANGE", c.call, "rx_vmo_create", U64_MAX, 0)
+    expect("RX_ERR_INVALID_ARGS", c.call, "rx_vmo_create", 4096, 1 << 5)  # unknown option
+    expect("RX_ERR_INVALID_ARGS", c.call, "rx_vmo_op_range", h, 77, 0, 4096)  # unknown op
+    expect("RX_ERR_ACCESS_DENIED", c.call, "rx_vmo_set_size", h, 4096)  # no RESIZE right: not resizable
+    r = c.call("rx_vmo_create", 4096, 1 << 1)
+    expect("RX_ERR_OUT_OF_RANGE", c.call, "rx_vmo_set_size", r, 1 << 50)
+    assert c.call("rx_vmo_get_size", h) == 8192
+    c.close()
+
+
+def test_bad_map_arguments(rxd: Rxd) -> None:
+    # The raw client has no control channel, so arguments are checked before that is; use a
+    # real client for the rights checks.
+    c = RawClient(rxd.socket)
+    h = c.call("rx_vmo_create", 8192, 0)
+    addr = 0x7F0000000000
+    expect("RX_ERR_INVALID_ARGS", c.call, "rx_vmar_map", h, 100, 4096, RW, 0, addr)  # unaligned offset
+    expect("RX_ERR_INVALID_ARGS", c.call, "rx_vmar_map", h, 0, 4000, RW, 0, addr)  # unaligned length
+    expect("RX_ERR_INVALID_ARGS", c.call, "rx_vmar_map", h, 0, 4096, RW, 0, addr + 1)  # unaligned address
+    expect("RX_ERR_INVALID_ARGS", c.call, "rx_vmar_map", h, 0, 0, RW, 0, addr)
+    expect("RX_ERR_INVALID_ARGS", c.call, "rx_vmar_map", h, 0, 4096, RX_VM_PERM_WRITE, 0, addr)  # write w/o read
+    expect("RX_ERR_INVALID_ARGS", c.call, "rx_vmar_map", h, 0, 4096, RW, 1 << 3, addr)  # unknown option
+    expect("RX_ERR_OUT_OF_RANGE", c.call, "rx_vmar_map", h, U64_MAX + 1 - 4096, 8192, RW, 0, addr)  # overflows
+    expect("RX_ERR_OUT_OF_RANGE", c.call, "rx_vmar_map", h, 0, 3 * PAGE_SIZE, RW, 0, addr)  # past the end
+    ro = c.call("rx_handle_duplicate", h, RX_RIGHT_READ | RX_RIGHT_MAP | RX_RIGHT_DUPLICATE)
+    nomap = c.call("rx_handle_duplicate", h, RX_RIGHT_READ | RX_RIGHT_WRITE)
+    expect("RX_ERR_ACCESS_DENIED", c.call, "rx_vmar_map", ro, 0, 4096, RW, 0, addr)
+    expect("RX_ERR_ACCESS_DENIED", c.call, "rx_vmar_map", nomap, 0, 4096, RX_VM_PERM_READ, 0, addr)
+    expect("RX_ERR_ACCESS_DENIED", c.call, "rx_vmo_write", ro, 0, b"x")
+    expect("RX_ERR_INVALID_ARGS", c.call, "rx_handle_duplicate", ro, RX_RIGHT_WRITE)  # rights only shrink
+    expect("RX_ERR_NOT_FOUND", c.call, "rx_vmar_unmap", addr, 4096)
+    expect("RX_ERR_INVALID_ARGS", c.call, "rx_vmar_unmap", addr + 5, 4096)
+    c.close()
+
+
+def test_tokens_are_one_time_and_unforgeable(rxd: Rxd) -> None:
+    a, b = RawClient(rxd.socket), RawClient(rxd.socket)
+    h = a.call("rx_vmo_create", 4096, 0)
+    token = a.call("rx_handle_export", h, RX_RIGHT_READ | RX_RIGHT_MAP)
+    assert len(token) == 32
+    h2 = b.call("rx_handle_import", token)
+    assert b.call("rx_vmo_get_size", h2) == 4096
+    expect("RX_ERR_ACCESS_DENIED", b.call, "rx_vmo_write", h2, 0, b"x")
+    expect("RX_ERR_NOT_FOUND", b.call, "rx_handle_import", token)  # spent
+    expect("RX_ERR_NOT_FOUND", b.call, "rx_handle_import", "0" * 32)  # forged
+    expect("RX_ERR_INVALID_ARGS", a.call, "rx_handle_export", h, 1 << 30)  # more rights than held
+    noxfer = a.call("rx_handle_duplicate", h, RX_RIGHT_READ | RX_RIGHT_MAP)
+    expect("RX_ERR_ACCESS_DENIED", a.call, "rx_handle_export", noxfer, RX_RIGHT_SAME_RIGHTS)
+    # an exporter's unclaimed tokens die with it
+    token2 = a.call("rx_handle_export", h, RX_RIGHT_SAME_RIGHTS)
+    a.close()
+    rxd.wait_for(lambda: rxd.kmem()["num_processes"] == 2, "the exporter to be gone")
+    expect("RX_ERR_NOT_FOUND", b.call, "rx_handle_import", token2)
+    b.close()
