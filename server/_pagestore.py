@@ -17,11 +17,13 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import queue
+import threading
 
 import trio
 
 from rxkernel.native import lib
-from rxkernel.proto import PAGE_SHIFT, PAGE_SIZE, RX_ERR_INTERNAL, RxError
+from rxkernel.proto import PAGE_SHIFT, RX_ERR_INTERNAL, RxError
 
 from ._memory import PhysicalMemory
 from ._pagemap import PageMap
@@ -30,6 +32,33 @@ _store_ids = itertools.count(1)
 # fallocate granularity for eager commits run in a worker thread: big enough to be cheap, small
 # enough that cancellation (rxd shutting down) is prompt.
 _ALLOCATE_CHUNK = 64 << 20
+# Freeing host memory costs about as much as allocating it (~0.1 s per GiB): punches larger than
+# this run in a worker thread so the event loop never stalls on them.
+_INLINE_PUNCH_BYTES = 2 << 20
+
+
+class _Reaper:
+    """Closes the memfds of dead stores on a thread of its own: the last close of a memfd frees
+    all its pages, and doing that for gigabytes on the event loop would stall every client."""
+
+    def __init__(self) -> None:
+        self._fds: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def close(self, fd: int) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="rxd-reaper", daemon=True)
+                self._thread.start()
+        self._fds.put(fd)
+
+    def _run(self) -> None:
+        while True:
+            os.close(self._fds.get())
+
+
+_reaper = _Reaper()
 
 
 def _check(rc: int, what: str) -> None:
@@ -84,13 +113,22 @@ class PageStore:
                     _check(rc, "fallocate")
         return new
 
-    def decommit(self, start: int, end: int) -> int:
+    async def decommit(self, start: int, end: int) -> int:
         """Free pages [start, end): the caller has already taken every mapping of them away."""
+        # zero_mapped stays as it is: clients may still map the zero page for the uncommitted
+        # pages of the range (that is still right: they read as zero), and the next commit of
+        # those pages must take those mappings away.
         freed = self.committed.set_range(start, end, False)
-        self.zero_mapped.set_range(start, end, False)
         if freed:
-            _check(lib.rx_punch_hole(self.fd, start << PAGE_SHIFT, (end - start) << PAGE_SHIFT), "punch hole")
             self.memory.release(freed)
+            offset, length = start << PAGE_SHIFT, (end - start) << PAGE_SHIFT
+            if length <= _INLINE_PUNCH_BYTES:
+                rc = lib.rx_punch_hole(self.fd, offset, length)
+            else:
+                # Shielded: the pages are already uncounted, so the punch must happen.
+                with trio.CancelScope(shield=True):
+                    rc = await trio.to_thread.run_sync(lib.rx_punch_hole, self.fd, offset, length)
+            _check(rc, "punch hole")
         return freed
 
     def read(self, offset: int, length: int) -> bytes:
@@ -114,8 +152,6 @@ class PageStore:
         self.memory.release(self.committed.count_set)
         self.committed = PageMap()
         self.zero_mapped = PageMap()
-        os.close(self.fd)
+        _reaper.close(self.fd)
         self.fd = -1
 
-
-PAGE_MASK = PAGE_SIZE - 1

@@ -117,7 +117,7 @@ class Vmo(KernelObject):
         """Free pages [start, end): every mapper loses them first, then the host memory goes."""
         if self.store.committed.count(start, end):
             await shootdown(self._targets(start, end, "committed"), CONTROL_INVALIDATE)
-        return self.store.decommit(start, end)
+        return await self.store.decommit(start, end)
 
     async def zero_locked(self, offset: int, length: int) -> None:
         """Bytes [offset, offset+length) read as zero afterwards; whole pages are released."""
@@ -142,6 +142,6 @@ class Vmo(KernelObject):
             # now fail with RX_ERR_OUT_OF_RANGE instead of reading stale zeros.
             self.size = size
             await shootdown(self._targets(new_pages, old_pages, None), CONTROL_INVALIDATE)
-            self.store.decommit(new_pages, old_pages)
+            await self.store.decommit(new_pages, old_pages)
         else:
             self.size = size

@@ -1,0 +1,74 @@
+"""rxd's and rxctl's command lines: socket permissions, log formats, clean shutdown, rxctl output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+from rxtest import RawClient, Rxd
+
+
+def test_socket_is_private_and_json_logs_parse() -> None:
+    directory = tempfile.mkdtemp(prefix="rxcli-", dir="/tmp")
+    sock = os.path.join(directory, "sub", "rxd.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from rxkernel.server import main; main()", "--socket", sock, "--memory", "64MiB",
+         "--log-format", "json"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(sock)).st_mode) == 0o700
+        c = RawClient(sock)
+        assert c.info is not None and c.info["memory_bytes"] == 64 << 20
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        events = [json.loads(line) for line in err.splitlines() if line.strip()]
+        assert any(e["event"] == "rxd listening" for e in events)
+        assert any(e["event"] == "shutting down" and e["signal"] == "SIGTERM" for e in events)
+        assert not os.path.exists(sock), "rxd removes its socket on a clean shutdown"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_bad_memory_size_is_a_usage_error() -> None:
+    result = subprocess.run([sys.executable, "-c", "from rxkernel.server import main; main()", "--memory", "lots"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "not a size" in result.stderr
+
+
+def test_rxctl(rxd: Rxd) -> None:
+    vmo = rxd.call("rx_vmo_create", 1 << 20, 0)
+    rxd.call("rx_vmo_write", vmo, 0, b"x" * 8192)
+    run = lambda *a: subprocess.run([sys.executable, "-c", "from rxkernel.client._rxctl import entry; entry()", *a],  # noqa: E731
+                                    env=rxd.env, capture_output=True, text=True, timeout=60)
+    stats = json.loads(run("stats", "--json").stdout)
+    assert stats["committed_bytes"] == 8192 and stats["total_bytes"] == 1 << 30
+    assert stats["free_bytes"] == (1 << 30) - 8192
+    for key in ("wired_bytes", "active_bytes", "inactive_bytes", "compressed_bytes", "page_ins", "page_outs",
+                "page_faults", "zero_page_faults"):
+        assert key in stats
+    assert stats["inactive_bytes"] == 8192, "committed but mapped nowhere"
+    vmos = json.loads(run("vmos", "--json").stdout)
+    assert any(v["committed_bytes"] == 8192 and v["size_bytes"] == 1 << 20 for v in vmos)
+    ps = json.loads(run("ps", "--json").stdout)
+    assert len(ps) >= 2
+    human = run("stats")
+    assert human.returncode == 0 and "committed_bytes" in human.stdout and "8.0 KiB" in human.stdout
+    assert "COMMITTED" in run("vmos").stdout and "PID" in run("ps").stdout
+    bad = subprocess.run([sys.executable, "-c", "from rxkernel.client._rxctl import entry; entry()", "stats",
+                          "--socket", "/nonexistent/rx.sock"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "RX_ERR_UNAVAILABLE" in bad.stderr
