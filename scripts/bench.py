@@ -52,8 +52,9 @@ for _ in range(rounds):
     linux.append(lib.rx_bench_anon_first_touch(size))
     vmo = rx.rx_vmo_create(size)
     addr = rx.rx_vmar_map(vmo, 0, size, rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE)
+    before = rx.rx_trap_counters()["faults"]
     rxs.append(lib.rx_touch(addr, size, 1))
-    faults = rx.rx_trap_counters()["faults"]
+    faults = rx.rx_trap_counters()["faults"] - before
     rx.rx_vmar_unmap(addr, size)
     rx.rx_handle_close(vmo)
 print(json.dumps({"rx_ns": min(rxs), "linux_ns": min(linux), "faults_last_round": faults}))

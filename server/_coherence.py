@@ -23,6 +23,7 @@ from rxkernel.proto import Connection as ProtoConnection
 
 if TYPE_CHECKING:
     from ._process import Process
+    from ._stream import Stream
 
 log = structlog.get_logger("rxd.coherence")
 
@@ -32,7 +33,7 @@ MAX_RANGES_PER_REQUEST = 256
 class ControlChannel:
     """rxd's end of one client's control channel: requests out, acks matched back by seq."""
 
-    def __init__(self, process: Process, sock: trio.socket.SocketType, conn: ProtoConnection) -> None:
+    def __init__(self, process: Process, sock: Stream, conn: ProtoConnection) -> None:
         self.process = process
         self._sock = sock
         self._conn = conn
@@ -53,7 +54,7 @@ class ControlChannel:
         self._pending[seq] = slot
         try:
             async with self._send_lock:
-                await sendall(self._sock, self._conn.send(event))
+                await self._sock.send_all(self._conn.send(event))
             await done.wait()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             self.fail_all()
@@ -82,13 +83,6 @@ class ControlChannel:
         self.closed = True
         for slot in self._pending.values():
             slot[0].set()  # type: ignore[attr-defined]
-
-
-async def sendall(sock: trio.socket.SocketType, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = await sock.send(view)
-        view = view[n:]
 
 
 async def shootdown(targets: dict[Process, list[tuple[int, ...]]], op: int = CONTROL_INVALIDATE) -> None:

@@ -8,11 +8,9 @@ only; an exception in a handler becomes RX_ERR_INTERNAL for that request and a l
 
 from __future__ import annotations
 
-import array
 import os
 import socket
 import stat
-import struct
 from typing import Any
 
 import structlog
@@ -42,23 +40,17 @@ from rxkernel.proto import (
     check_args,
 )
 
-from ._coherence import ControlChannel, sendall
+from ._coherence import ControlChannel
 from ._fault import resolve_fault
 from ._kernel import Kernel
 from ._process import Process
+from ._stream import Stream
 from ._syscalls import HANDLERS, Call
 
 log = structlog.get_logger("rxd")
 
 HELLO_TIMEOUT = 10.0
 _RECV = 1 << 18
-
-
-def peer_credentials(sock: trio.socket.SocketType) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the peer, from the kernel (SO_PEERCRED), not from anything it says."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    return pid, uid, gid
 
 
 def prepare_socket_path(path: str) -> None:
@@ -99,7 +91,9 @@ class Server:
                 task_status.started()
                 while True:
                     sock, _ = await listener.accept()
-                    nursery.start_soon(self._connection, sock)
+                    # Our own stream over the plain socket: see _stream.py for why.
+                    plain = socket.socket(fileno=sock.detach())
+                    nursery.start_soon(self._connection, Stream(plain))
         finally:
             listener.close()
             for process in list(self.kernel.processes.values()):
@@ -109,16 +103,16 @@ class Server:
             except FileNotFoundError:
                 pass
 
-    async def _connection(self, sock: trio.socket.SocketType) -> None:
+    async def _connection(self, sock: Stream) -> None:
         self.connections += 1
-        with sock:
+        try:
             conn = Connection(Role.SERVER, max_buffer_size=MAX_FRAME_BYTES)
             try:
                 with trio.fail_after(HELLO_TIMEOUT):
                     hello = await _next_event(sock, conn)
                 if not isinstance(hello, Hello):
                     return
-                pid, uid, _ = peer_credentials(sock)
+                pid, uid, _ = sock.peer_credentials()
                 if hello.kind == CHANNEL_MAIN:
                     await self._main_channel(sock, conn, pid, uid)
                 else:
@@ -129,8 +123,10 @@ class Server:
                 log.warning("broken stream; closing the connection", error=str(e))
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
                 log.debug("connection lost", error=str(e))
+        finally:
+            sock.close()
 
-    async def _main_channel(self, sock: trio.socket.SocketType, conn: Connection, pid: int, uid: int) -> None:
+    async def _main_channel(self, sock: Stream, conn: Connection, pid: int, uid: int) -> None:
         process = self.kernel.new_process(pid, uid)
         log.info("process connected", pid=pid, koid=process.koid)
         try:
@@ -144,7 +140,7 @@ class Server:
                     "page_size": PAGE_SIZE,
                     "memory_bytes": self.kernel.memory.total_pages * PAGE_SIZE,
                 }
-                await sendall(sock, conn.send(HelloReply(RX_OK, info)))
+                await sock.send_all(conn.send(HelloReply(RX_OK, info)))
                 while True:
                     event = await _next_event(sock, conn)
                     if event is CLOSED:
@@ -154,7 +150,7 @@ class Server:
         finally:
             process.teardown("disconnected")
 
-    async def _serve_request(self, sock: trio.socket.SocketType, conn: Connection, process: Process, req: Request) -> None:
+    async def _serve_request(self, sock: Stream, conn: Connection, process: Process, req: Request) -> None:
         call = Call(self.kernel, process)
         try:
             syscall = check_args(req.number, list(req.args))
@@ -166,23 +162,18 @@ class Server:
             log.exception("syscall failed inside rxd", number=req.number, pid=process.pid)
             reply = Reply(req.id, RX_ERR_INTERNAL, ("internal error in rxd (logged)",))
         try:
-            data = conn.send(reply)
-            if call.fds:
-                n = await sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", call.fds))])
-                data = data[n:]
-            if data:
-                await sendall(sock, data)
+            await sock.send_all(conn.send(reply), call.fds)
         finally:
             for fd in call.close_after:
                 os.close(fd)
 
-    async def _side_channel(self, sock: trio.socket.SocketType, conn: Connection, hello: Hello, pid: int) -> None:
+    async def _side_channel(self, sock: Stream, conn: Connection, hello: Hello, pid: int) -> None:
         assert hello.token is not None
         process = self.kernel.sessions.get(hello.token)
         if process is None or process.pid != pid or not process.alive:
-            await sendall(sock, conn.send(HelloReply(RX_ERR_ACCESS_DENIED)))
+            await sock.send_all(conn.send(HelloReply(RX_ERR_ACCESS_DENIED)))
             return
-        await sendall(sock, conn.send(HelloReply(RX_OK)))
+        await sock.send_all(conn.send(HelloReply(RX_OK)))
         with trio.CancelScope() as scope:
             process.attach(scope)
             if hello.kind == CHANNEL_CONTROL:
@@ -196,17 +187,17 @@ class Server:
             elif hello.kind == CHANNEL_FAULT:
                 await self._fault_channel(sock, conn, process)
 
-    async def _fault_channel(self, sock: trio.socket.SocketType, conn: Connection, process: Process) -> None:
+    async def _fault_channel(self, sock: Stream, conn: Connection, process: Process) -> None:
         while True:
             event = await _next_event(sock, conn)
             if event is CLOSED:
                 return
             assert isinstance(event, FaultRequest)
             reply = await resolve_fault(process, event.seq, event.addr, event.write)
-            await sendall(sock, conn.send(reply))
+            await sock.send_all(conn.send(reply))
 
 
-async def _next_event(sock: trio.socket.SocketType, conn: Connection) -> Any:
+async def _next_event(sock: Stream, conn: Connection) -> Any:
     while True:
         event = conn.next_event()
         if event is not NEED_DATA:

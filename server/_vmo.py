@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import trio
-
 from rxkernel.proto import (
     CONTROL_INVALIDATE,
     PAGE_SHIFT,
@@ -30,6 +28,7 @@ from rxkernel.proto import (
 from ._coherence import coalesce, shootdown
 from ._handles import KernelObject
 from ._pagestore import PageStore
+from ._stream import FastLock
 
 if TYPE_CHECKING:
     from ._kernel import Kernel
@@ -48,7 +47,7 @@ class Vmo(KernelObject):
         self.options = options
         self.store = PageStore(capacity, kernel.memory, f"rx-vmo-{koid}")
         self.mappings: list[Mapping] = []  # every live mapping of this VMO, in any process
-        self.lock = trio.Lock()
+        self.lock = FastLock()
         self.alive = True
 
     def __repr__(self) -> str:
