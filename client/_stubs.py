@@ -201,7 +201,7 @@ def rx_view(addr: int, length: int) -> memoryview:
         covered = max(covered, m.end)
     if length <= 0 or covered < addr + length:
         raise RxError(RX_ERR_NOT_FOUND, f"{addr:#x}+{length:#x} is not inside rx mappings")
-    view = memoryview(ffi.buffer(ffi.cast("char *", addr), length))  # type: ignore[arg-type]
+    view = memoryview(ffi.buffer(ffi.cast("char *", addr), length))
     if not all(m.perms & RX_VM_PERM_WRITE for m in pieces):
         view = view.toreadonly()
     return view

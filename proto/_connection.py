@@ -190,7 +190,8 @@ class Connection:
     # -- events in, bytes out -------------------------------------------------------------------
 
     def send(self, event: Event) -> bytes:
-        return msgpack.packb(self._frame(event), use_bin_type=True)
+        data: bytes = msgpack.packb(self._frame(event), use_bin_type=True)
+        return data
 
     def _frame(self, event: Event) -> list[Any]:
         if isinstance(event, Hello):

@@ -53,8 +53,10 @@ def test_bad_memory_size_is_a_usage_error() -> None:
 def test_rxctl(rxd: Rxd) -> None:
     vmo = rxd.call("rx_vmo_create", 1 << 20, 0)
     rxd.call("rx_vmo_write", vmo, 0, b"x" * 8192)
-    run = lambda *a: subprocess.run([sys.executable, "-c", "from rxkernel.client._rxctl import entry; entry()", *a],  # noqa: E731
-                                    env=rxd.env, capture_output=True, text=True, timeout=60)
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", "from rxkernel.client._rxctl import entry; entry()", *args],
+                              env=rxd.env, capture_output=True, text=True, timeout=60)
+
     stats = json.loads(run("stats", "--json").stdout)
     assert stats["committed_bytes"] == 8192 and stats["total_bytes"] == 1 << 30
     assert stats["free_bytes"] == (1 << 30) - 8192
