@@ -59,11 +59,15 @@ class RxConnection:
             if rc < 0:
                 raise _rx_errno(rc, "installing the fault trap")
             control = self._open(CHANNEL_CONTROL)
-            self._hello(control, Connection(Role.CLIENT, kind=CHANNEL_CONTROL), session)
-            # The C control thread owns the fd from here on (it closes it when the channel ends).
-            rc = lib.rx_control_start(control.detach())
-            if rc < 0:
-                raise _rx_errno(rc, "starting the control thread")
+            try:
+                self._hello(control, Connection(Role.CLIENT, kind=CHANNEL_CONTROL), session)
+                rc = lib.rx_control_start(control.fileno())
+                if rc < 0:
+                    raise _rx_errno(rc, "starting the control thread")
+            except BaseException:
+                control.close()
+                raise
+            control.detach()  # the C control thread owns the fd now and closes it when done
         except BaseException:
             self._sock.close()
             raise
@@ -102,9 +106,17 @@ class RxConnection:
             try:
                 self._sock.sendall(self._conn.send(Request(req_id, number, args)))
                 reply, fds = self._receive()
-            except OSError as e:
-                self.closed = True
+            except (OSError, RxError) as e:
+                self._lose()
+                if isinstance(e, RxError):
+                    raise
                 raise RxError(RX_ERR_PEER_CLOSED, f"lost rxd: {e.strerror or e}", local=False) from None
+            except BaseException:
+                # Interrupted mid-call (KeyboardInterrupt, an exception from a signal handler):
+                # the reply is still on its way and would answer the next request. The stream
+                # cannot be trusted any more; rxd will see us go and free what we held.
+                self._lose()
+                raise
         if reply.id != req_id:
             for fd in fds:
                 os.close(fd)
@@ -123,7 +135,6 @@ class RxConnection:
             if isinstance(event, Reply):
                 return event, fds
             if event is CLOSED:
-                self.closed = True
                 raise RxError(RX_ERR_PEER_CLOSED, "rxd closed the connection", local=False)
             assert event is NEED_DATA
             data, ancdata, _, _ = self._sock.recvmsg(_RECV, socket.CMSG_SPACE(_MAX_FDS * 4))
@@ -132,11 +143,14 @@ class RxConnection:
                     fds.extend(array.array("i", payload[: len(payload) - len(payload) % 4]))
             self._conn.receive_data(data)
 
+    def _lose(self) -> None:
+        self.closed = True
+        self._sock.close()
+
     def close(self) -> None:
         if not self.closed:
-            self.closed = True
             lib.rx_control_stop()
-            self._sock.close()
+            self._lose()
 
     def forget_after_fork(self) -> None:
         """In a fork child: this connection belongs to the parent. Drop our copy of the socket

@@ -42,6 +42,9 @@ class ClientProcess:
         self.connection: RxConnection | None = None
         self.mappings: list[LocalMapping] = []
         self.stores: dict[int, StoreFd] = {}
+        # fds replaced by a more capable one: another thread's fault handler may have looked one
+        # up a moment ago, so they stay open until we disconnect.
+        self.retired_fds: list[int] = []
 
     def connect(self, path: str | None = None) -> RxConnection:
         with self.lock:
@@ -49,16 +52,21 @@ class ClientProcess:
                 self.connection = RxConnection(path)
             return self.connection
 
-    def add_store_fd(self, store_id: int, fd: int, writable: bool) -> None:
+    def add_store_fd(self, store_id: int, fd: int, writable: bool) -> bool:
+        """Hold `fd` for store_id (or keep the one we have, if at least as capable) and count one
+        more mapping using it. False when the C store table is full (nothing changed)."""
         current = self.stores.get(store_id)
         if current is not None and (current.writable or not writable):
             os.close(fd)  # we already hold an fd at least this capable
         else:
+            if lib.rx_store_register(store_id, fd) < 0:
+                os.close(fd)
+                return False
             if current is not None:
-                os.close(current.fd)
+                self.retired_fds.append(current.fd)
             self.stores[store_id] = StoreFd(fd, writable, current.mappings if current else 0)
-            lib.rx_store_register(store_id, fd)
         self.stores[store_id].mappings += 1
+        return True
 
     def release_store(self, store_id: int) -> None:
         store = self.stores[store_id]
@@ -86,13 +94,19 @@ class ClientProcess:
             out.append(m)
         return out
 
+    def close_fds(self) -> None:
+        for store in self.stores.values():
+            os.close(store.fd)
+        self.stores.clear()
+        for fd in self.retired_fds:
+            os.close(fd)
+        self.retired_fds.clear()
+
     def reset_after_fork(self) -> None:
         if self.connection is not None:
             self.connection.forget_after_fork()
         self.connection = None
-        for store in self.stores.values():
-            os.close(store.fd)
-        self.stores.clear()
+        self.close_fds()
         self.mappings.clear()
         self.lock = threading.RLock()
 

@@ -13,13 +13,14 @@ rx_vmar_op_range(addr, length, RX_VMAR_OP_COMMIT).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 from rxkernel.native import ffi, lib
 from rxkernel.proto import (
     PAGE_SIZE,
     RX_ERR_INVALID_ARGS,
     RX_ERR_NO_MEMORY,
+    RX_ERR_NO_RESOURCES,
     RX_ERR_NOT_FOUND,
     RX_MAX_IO,
     RX_RIGHT_SAME_RIGHTS,
@@ -45,6 +46,7 @@ def disconnect() -> None:
         if PROCESS.connection is not None:
             PROCESS.connection.close()
             PROCESS.connection = None
+        PROCESS.close_fds()
 
 
 def _call(name: str, *args: Any) -> tuple[Any, ...]:
@@ -138,15 +140,25 @@ def rx_vmar_map(vmo: int, vmo_offset: int, length: int, perms: int, options: int
         except BaseException:
             lib.rx_unreserve(addr, length)
             raise
-        PROCESS.add_store_fd(store_id, fds[0], bool(writable))
         for extra in fds[1:]:
             os.close(extra)
+        if not PROCESS.add_store_fd(store_id, fds[0], bool(writable)):
+            _undo_map(conn, addr, length, "too many VMOs mapped at once")
+        if lib.rx_map_register(addr, length) < 0:
+            PROCESS.release_store(store_id)
+            _undo_map(conn, addr, length, "too many separate rx mappings")
         PROCESS.mappings.append(LocalMapping(addr, length, perms, store_id))
-        lib.rx_map_register(addr, length)
         lib.rx_trap_install()
     if options & RX_VM_MAP_RANGE:
         lib.rx_touch(addr, length, 1 if perms & RX_VM_PERM_WRITE else 0)
     return int(addr)
+
+
+def _undo_map(conn: RxConnection, addr: int, length: int, why: str) -> NoReturn:
+    """The C tables could not take the mapping: unmap it in rxd again and give the range back."""
+    conn.call("rx_vmar_unmap", addr, length)
+    lib.rx_unreserve(addr, length)
+    raise RxError(RX_ERR_NO_RESOURCES, why)
 
 
 def _forget_local(addr: int, length: int) -> None:

@@ -166,6 +166,34 @@ static int map_covers(uint64_t addr, uint64_t len) {
     return ok;
 }
 
+#define RX_CLIP_MAX 256
+
+/* The parts of [addr, addr+len) inside live entries, one per entry, in out (at most max).
+ * Returns how many; more than max means out was too small (and holds the first max). */
+static uint32_t map_clip(uint64_t addr, uint64_t len, uint64_t (*out)[2], uint32_t max) {
+    uint64_t end = addr + len;
+    uint32_t n;
+    uint32_t s;
+    do {
+        s = seq_read_begin(&map_seq);
+        n = 0;
+        uint32_t hi = LD(&map_hi);
+        if (hi > RX_MAP_MAX) hi = RX_MAP_MAX;
+        for (uint32_t i = 0; i < hi; i++) {
+            uint64_t elen = LD(&map_tab[i].len), eb = LD(&map_tab[i].base);
+            if (!elen || LD(&map_tab[i].stale)) continue;
+            uint64_t lo = eb > addr ? eb : addr, top = eb + elen < end ? eb + elen : end;
+            if (lo >= top) continue;
+            if (n < max) {
+                out[n][0] = lo;
+                out[n][1] = top - lo;
+            }
+            n++;
+        }
+    } while (seq_read_retry(&map_seq, s));
+    return n;
+}
+
 /* How many more entries cutting [b, e) and then adding `adding` entries needs than exist. */
 static int map_room_locked(uint64_t b, uint64_t e, uint32_t adding) {
     uint32_t free_n = RX_MAP_MAX - map_hi, split = 0;
@@ -809,7 +837,15 @@ static void rx_fault(uint64_t addr, int write) {
     int failed = 0;
     apply_acquire();
     if (applied_seq > inval_seq) {
-        /* An invalidation reached us after rxd computed this reply: it may be stale. */
+        /* An invalidation reached us after rxd computed this reply: it may be stale, so it is
+         * not applied. Its ranges are emptied instead: rxd computed the reply believing these
+         * pages would be replaced (a write fault stops tracking the zero pages it replaces), so
+         * leaving whatever was mapped there could keep a zero page rxd no longer knows about.
+         * The next touch asks anew. */
+        for (uint32_t i = 0; i < nops; i++) {
+            const int64_t *op = v + 3 + 6 * i;
+            if (map_covers((uint64_t)op[0], (uint64_t)op[1])) map_none((uint64_t)op[0], (uint64_t)op[1]);
+        }
         apply_release();
         cnt_add(CNT_FAULTS, 1);
         cnt_add(CNT_STALE, 1);
@@ -900,17 +936,25 @@ static int64_t ctl_apply(const int64_t *v, uint32_t n) {
     }
     if (na % width) return RX_ERR_INVALID_ARGS;
     for (uint32_t i = 0; op != RX_CTL_PING && i < na; i += width) {
-        if (!map_covers((uint64_t)args[i], (uint64_t)args[i + 1])) return RX_ERR_INVALID_ARGS;
+        if (!range_ok((uint64_t)args[i], (uint64_t)args[i + 1])) return RX_ERR_INVALID_ARGS;
         if (op == RX_CTL_PROTECT && (args[i + 2] & ~(int64_t)3)) return RX_ERR_INVALID_ARGS;
     }
     int64_t status = RX_OK;
     apply_acquire();
     for (uint32_t i = 0; op != RX_CTL_PING && i < na; i += width) {
-        void *a = (void *)(uintptr_t)args[i];
-        size_t len = (size_t)args[i + 1];
-        int r = op == RX_CTL_INVALIDATE ? map_none((uint64_t)args[i], len)
-                                        : mprotect(a, len, (int)args[i + 2]);
-        if (r < 0) status = RX_ERR_INTERNAL;
+        /* Only the parts still in the table: a range the client unmapped while this request was
+         * in flight is already gone (and its addresses may hold other memory by now). */
+        uint64_t pieces[RX_CLIP_MAX][2];
+        uint32_t np = map_clip((uint64_t)args[i], (uint64_t)args[i + 1], pieces, RX_CLIP_MAX);
+        if (np > RX_CLIP_MAX) {
+            status = RX_ERR_INTERNAL;
+            continue;
+        }
+        for (uint32_t j = 0; j < np; j++) {
+            int r = op == RX_CTL_INVALIDATE ? map_none(pieces[j][0], pieces[j][1])
+                                            : mprotect((void *)(uintptr_t)pieces[j][0], pieces[j][1], (int)args[i + 2]);
+            if (r < 0) status = RX_ERR_INTERNAL;
+        }
     }
     if (inval_seq > applied_seq) applied_seq = inval_seq;
     apply_release();

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 
-from rxkernel.proto import RX_ERR_ACCESS_DENIED, RX_ERR_BAD_HANDLE, RX_ERR_NO_RESOURCES, RX_ERR_WRONG_TYPE, RxError
+from rxkernel.proto import RX_ERR_ACCESS_DENIED, RX_ERR_BAD_HANDLE, RX_ERR_BAD_STATE, RX_ERR_NO_RESOURCES, RX_ERR_WRONG_TYPE, RxError
 
 MAX_HANDLES_PER_PROCESS = 1 << 16
 
@@ -49,6 +49,7 @@ class Handle:
 class HandleTable:
     def __init__(self) -> None:
         self._handles: dict[int, Handle] = {}
+        self.closed = False  # set when the process is torn down: no handle may be added after
 
     def __len__(self) -> int:
         return len(self._handles)
@@ -57,6 +58,8 @@ class HandleTable:
         return list(self._handles.values())
 
     def add(self, obj: KernelObject, rights: int) -> int:
+        if self.closed:
+            raise RxError(RX_ERR_BAD_STATE, "the process is gone")
         if len(self._handles) >= MAX_HANDLES_PER_PROCESS:
             raise RxError(RX_ERR_NO_RESOURCES, "handle table full")
         while True:
@@ -85,6 +88,7 @@ class HandleTable:
         handle.obj.drop_ref()
 
     def clear(self) -> None:
+        self.closed = True
         handles, self._handles = self._handles, {}
         for handle in handles.values():
             handle.obj.drop_ref()

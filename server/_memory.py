@@ -34,6 +34,7 @@ class PhysicalMemory:
 
     def reserve(self, pages: int) -> None:
         """Count `pages` more as committed, or raise RX_ERR_NO_MEMORY and count nothing."""
+        assert pages >= 0, pages
         if pages > self.free_pages:
             raise RxError(
                 RX_ERR_NO_MEMORY,

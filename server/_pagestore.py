@@ -101,17 +101,11 @@ class PageStore:
             self.committed.set_range(start, end, True)
         return new
 
-    async def commit_and_allocate(self, start: int, end: int) -> int:
-        """commit(), then make the pages real host memory now (eager commit), off the event loop."""
-        new = self.commit(start, end)
-        if new:
-            runs = [(s, e) for s, e, _ in self.committed.runs(start, end)]
-            for s, e in runs:
-                for off in range(s << PAGE_SHIFT, e << PAGE_SHIFT, _ALLOCATE_CHUNK):
-                    length = min(_ALLOCATE_CHUNK, (e << PAGE_SHIFT) - off)
-                    rc = await trio.to_thread.run_sync(lib.rx_allocate, self.fd, off, length)
-                    _check(rc, "fallocate")
-        return new
+    async def allocate(self, start: int, end: int) -> None:
+        """Make committed pages [start, end) real host memory now, off the event loop."""
+        for off in range(start << PAGE_SHIFT, end << PAGE_SHIFT, _ALLOCATE_CHUNK):
+            length = min(_ALLOCATE_CHUNK, (end << PAGE_SHIFT) - off)
+            _check(await trio.to_thread.run_sync(lib.rx_allocate, self.fd, off, length), "fallocate")
 
     async def decommit(self, start: int, end: int) -> int:
         """Free pages [start, end): the caller has already taken every mapping of them away."""

@@ -123,6 +123,9 @@ class Server:
                 log.warning("broken stream; closing the connection", error=str(e))
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
                 log.debug("connection lost", error=str(e))
+            except Exception:
+                # A bug in rxd, not the client's doing: log it, drop this connection, serve on.
+                log.exception("connection task failed inside rxd; closing the connection")
         finally:
             sock.close()
 

@@ -81,11 +81,17 @@ class FastLock:
     def locked(self) -> bool:
         return self._lock.locked()
 
-    async def __aenter__(self) -> None:
+    async def acquire(self) -> None:
         try:
             self._lock.acquire_nowait()
         except trio.WouldBlock:
             await self._lock.acquire()
 
-    async def __aexit__(self, *exc: object) -> None:
+    def release(self) -> None:
         self._lock.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()

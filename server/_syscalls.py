@@ -13,7 +13,6 @@ from typing import Any
 
 from rxkernel.proto import (
     CONTROL_INVALIDATE,
-    CONTROL_PROTECT,
     PAGE_SHIFT,
     PAGE_SIZE,
     RX_DEFAULT_PROCESS_RIGHTS,
@@ -53,7 +52,7 @@ from rxkernel.proto import (
 )
 
 from . import _info
-from ._coherence import coalesce, shootdown
+from ._coherence import shootdown
 from ._kernel import Kernel
 from ._mapping import Mapping
 from ._process import Process
@@ -155,9 +154,10 @@ async def rx_handle_export(call: Call, handle: int, rights: int) -> tuple[Any, .
 @syscall
 async def rx_handle_import(call: Call, token: str) -> tuple[Any, ...]:
     obj, rights = call.kernel.claim(token)
-    value = call.process.handles.add(obj, rights)
-    obj.drop_ref()  # the token's reference now lives on as the handle's
-    return (value,)
+    try:
+        return (call.process.handles.add(obj, rights),)
+    finally:
+        obj.drop_ref()  # the token's reference: the handle holds its own now (or none exists)
 
 
 # -- VMOs (Zircon: zx_vmo_create, _read, _write, _get_size, _set_size, _op_range) ----------------
@@ -333,15 +333,11 @@ async def rx_vmar_protect(call: Call, addr: int, length: int, perms: int) -> tup
         async with m.vmo.lock:
             if not m.alive:
                 continue
-            downgrade = not perms & ~m.perms
             m.perms = perms
-            prot = (1 if perms & RX_VM_PERM_READ else 0) | (2 if perms & RX_VM_PERM_WRITE else 0)
-            # Fewer rights: mprotect in place. More: drop the pages so faults remap them with the
-            # new rights (an mprotect up could make a private zero-page mapping writable).
-            if downgrade:
-                await shootdown({process: [(m.base, m.length, prot)]}, CONTROL_PROTECT)
-            else:
-                await shootdown({process: coalesce([(m.base, m.length)])}, CONTROL_INVALIDATE)
+            # Always INVALIDATE, never mprotect: the range holds PROT_NONE reservations and
+            # private zero-page runs too, and an mprotect would turn those into ordinary memory
+            # that never faults again. Faults remap every page with the new rights.
+            await shootdown({process: [(m.base, m.length)]}, CONTROL_INVALIDATE)
     return ()
 
 

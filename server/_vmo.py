@@ -105,11 +105,17 @@ class Vmo(KernelObject):
 
     async def commit_locked(self, start: int, end: int, exclude: Mapping | None = None, allocate: bool = False) -> int:
         """Commit pages [start, end) (all or nothing against the budget); first take away any
-        zero-page mappings of them, except in `exclude`, whose fault reply replaces its own."""
-        new = await self.store.commit_and_allocate(start, end) if allocate else self.store.commit(start, end)
+        zero-page mappings of them, except in `exclude`, whose fault reply replaces its own.
+        With `allocate`, the host pages are made real too (eager commit)."""
+        assert start <= end, (start, end)
+        new = self.store.commit(start, end)
         if new and self.store.zero_mapped.count(start, end):
+            # The shootdown is shielded (see _coherence.shootdown), so once pages count as
+            # committed no zero-page mapping of them survives, even if the caller is cancelled.
             await shootdown(self._targets(start, end, "zero_mapped", exclude), CONTROL_INVALIDATE)
             self.store.zero_mapped.set_range(start, end, False)
+        if allocate and new:
+            await self.store.allocate(start, end)
         return new
 
     async def decommit_locked(self, start: int, end: int) -> int:
