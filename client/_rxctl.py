@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         system = _stubs.rx_system_handle()
         topic = {"stats": RX_INFO_KMEM_STATS, "ps": RX_INFO_SYSTEM_PROCESSES, "vmos": RX_INFO_SYSTEM_VMOS}[args.command]
         info = _stubs.rx_object_get_info(system, topic)
+        if args.command == "ps":  # rxctl's own connection is not what anyone asks about
+            me = _stubs.connect().process_koid
+            info = [row for row in info if row["koid"] != me]
     except RxError as e:
         print(f"rxctl: {e}", file=sys.stderr)
         return 1
@@ -51,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             shown = _size(value) if key.endswith("_bytes") else str(value)
             print(f"{key.ljust(width)}  {shown}")
     elif args.command == "ps":
-        me = _stubs.connect().process_koid
-        rows = [r for r in info if r["koid"] != me]  # rxctl's own connection is not interesting
-        print(_table(rows, [("pid", "PID", False), ("koid", "KOID", False), ("num_mappings", "MAPS", False),
+        print(_table(info, [("pid", "PID", False), ("koid", "KOID", False), ("num_mappings", "MAPS", False),
                             ("mem_mapped_bytes", "MAPPED", True), ("mem_private_bytes", "PRIVATE", True),
                             ("mem_shared_bytes", "SHARED", True), ("page_faults", "FAULTS", False)]))
     else:

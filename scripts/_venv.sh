@@ -11,8 +11,14 @@ fi
 # Reinstall when the build inputs changed (C sources, build script, dependencies).
 inputs=$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/native/*.c "$ROOT"/native/*.h "$ROOT/native/_build.py" 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ] || ! "$VENV/bin/python" -c "import rxkernel.native" 2>/dev/null; then
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+    echo "setting up $VENV (pip install -e .[test], builds the C extension)..." >&2
+    log="$VENV/install.log"
+    # The build backend is chatty even with -q; keep its output in a log, show it on failure.
+    if ! { "$VENV/bin/python" -m pip install -q --upgrade pip && "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "setup failed; the log is $log" >&2
+        exit 1
+    fi
     echo "$inputs" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
