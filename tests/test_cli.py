@@ -12,10 +12,13 @@ import sys
 import tempfile
 import time
 
+import pytest
+
 from rxtest import RawClient, Rxd
 
 
-def test_socket_is_private_and_json_logs_parse() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_socket_is_private_and_json_logs_parse(sig: int) -> None:
     directory = tempfile.mkdtemp(prefix="rxcli-", dir="/tmp")
     sock = os.path.join(directory, "sub", "rxd.sock")
     proc = subprocess.Popen(
@@ -31,12 +34,12 @@ def test_socket_is_private_and_json_logs_parse() -> None:
         c = RawClient(sock)
         assert c.info is not None and c.info["memory_bytes"] == 64 << 20
         c.close()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0
         events = [json.loads(line) for line in err.splitlines() if line.strip()]
         assert any(e["event"] == "rxd listening" for e in events)
-        assert any(e["event"] == "shutting down" and e["signal"] == "SIGTERM" for e in events)
+        assert any(e["event"] == "shutting down" and e["signal"] == signal.Signals(sig).name for e in events)
         assert not os.path.exists(sock), "rxd removes its socket on a clean shutdown"
     finally:
         if proc.poll() is None:

@@ -216,3 +216,31 @@ rx.rx_vmar_protect(addr, 1 << 20, rx.RX_VM_PERM_READ)
 import ctypes
 ctypes.memset(addr, 1, 1)
 """, signal.SIGSEGV, "in read-only mapping")
+
+
+def test_wrappers_share_the_stubs(rxd: Rxd) -> None:
+    rxd.run(HEADER + """
+import numpy as np
+with rx.Vmo(1 << 20) as vmo:
+    assert vmo.size == 1 << 20
+    with vmo.map() as m:
+        arr = np.frombuffer(m.view, dtype=np.uint32)
+        arr[:4] = [1, 2, 3, 4]
+        assert vmo.read(0, 16) == np.array([1, 2, 3, 4], dtype=np.uint32).tobytes()
+        assert vmo.info()["committed_bytes"] == 4096
+        vmo.zero(0, 4096)
+        assert int(arr[0]) == 0
+        del arr
+    ro = vmo.duplicate(rx.RX_RIGHT_READ | rx.RX_RIGHT_MAP)
+    with ro.map(rx.RX_VM_PERM_READ) as m:
+        assert m.view.readonly and len(m) == 1 << 20
+    try:
+        ro.write(0, b"x")
+    except rx.RxError as e:
+        assert e.name == "RX_ERR_ACCESS_DENIED"
+    ro.close()
+me = rx.rx_process_self()
+assert rx.rx_object_get_info(me, rx.RX_INFO_PROCESS_VMOS) == []
+assert rx.rx_object_get_info(me, rx.RX_INFO_PROCESS_MAPS) == []
+""")
+    rxd.wait_idle()

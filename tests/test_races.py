@@ -6,7 +6,9 @@ shootdowns), and assert the outcome, not the timing.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 
 from rxtest import Rxd, running_rxd
 
@@ -20,6 +22,18 @@ while True:
     rx.rx_vmo_write(w, 0, b"x")
     rx.rx_vmo_op_range(w, rx.RX_VMO_OP_DECOMMIT, 0, 4096)
 """
+
+
+@contextlib.contextmanager
+def shooting(rxd: Rxd, token: str) -> Iterator[None]:
+    """Run SHOOTER against the VMO behind `token` for the duration of the block."""
+    shooter = rxd.spawn(SHOOTER, token)
+    try:
+        assert shooter.stdout is not None and shooter.stdout.readline().strip() == "go"
+        yield
+    finally:
+        shooter.kill()
+        shooter.wait()
 
 
 def test_protect_never_turns_untouched_pages_into_plain_memory(rxd: Rxd) -> None:
@@ -56,19 +70,12 @@ for g in range(0, G * 32, 32):
 bad = [g for g in range(0, G * 32, 32) if view[(g + 20) * 4096] != ord("Z")]
 print(rx.rx_trap_counters()["stale_replies"], len(bad), flush=True)
 """)
-    assert a.stdout is not None and a.stdin is not None
-    shooter = rxd.spawn(SHOOTER, a.stdout.readline().strip())
-    try:
-        assert shooter.stdout is not None and shooter.stdout.readline().strip() == "go"
-        a.stdin.write("\n")
-        a.stdin.flush()
-        out, err = a.communicate(timeout=120)
-        assert a.returncode == 0, err
-        stale, bad = map(int, out.split())
-        assert bad == 0, f"{bad} pages still show the zero page after vmo_write ({stale} stale replies)"
-    finally:
-        shooter.kill()
-        shooter.wait()
+    assert a.stdout is not None
+    with shooting(rxd, a.stdout.readline().strip()):
+        out, err = a.communicate("\n", timeout=120)
+    assert a.returncode == 0, err
+    stale, bad = map(int, out.split())
+    assert bad == 0, f"{bad} pages still show the zero page after vmo_write ({stale} stale replies)"
 
 
 def test_fault_waiting_for_a_lock_sees_the_mapping_split_meanwhile() -> None:
@@ -116,18 +123,11 @@ while time.monotonic() < t_end:
     n += 1
 print(n, flush=True)
 """)
-    assert a.stdout is not None and a.stdin is not None
-    shooter = rxd.spawn(SHOOTER, a.stdout.readline().strip())
-    try:
-        assert shooter.stdout is not None and shooter.stdout.readline().strip() == "go"
-        a.stdin.write("\n")
-        a.stdin.flush()
-        out, err = a.communicate(timeout=60)
-        assert a.returncode == 0 and int(out) > 100, (a.returncode, err)
-        assert rxd.kmem()["clients_killed"] == 0
-    finally:
-        shooter.kill()
-        shooter.wait()
+    assert a.stdout is not None
+    with shooting(rxd, a.stdout.readline().strip()):
+        out, err = a.communicate("\n", timeout=60)
+    assert a.returncode == 0 and int(out) > 100, (a.returncode, err)
+    assert rxd.kmem()["clients_killed"] == 0
 
 
 def test_commit_whose_caller_dies_still_takes_zero_pages_away() -> None:
