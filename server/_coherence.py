@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from rxkernel.proto import CLOSED, CONTROL_INVALIDATE, CONTROL_PING, ControlAck, ControlRequest
+from rxkernel.proto import CLOSED, CONTROL_INVALIDATE, ControlAck, ControlRequest
 from rxkernel.proto import Connection as ProtoConnection
 
 if TYPE_CHECKING:
@@ -116,11 +116,6 @@ async def _shootdown_one(process: Process, ranges: list[tuple[int, ...]], op: in
         log.warning("killing client", pid=process.pid, koid=process.koid, reason=why, deadline=kernel.ack_deadline)
         kernel.memory.counters.clients_killed += 1
         process.kill()
-
-
-async def ping(process: Process) -> bool:
-    control = process.control
-    return control is not None and await control.request(CONTROL_PING, [])
 
 
 def coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, ...]]:

@@ -140,6 +140,7 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "clients_killed": c.clients_killed,
         "num_processes": len(kernel.processes),
         "num_vmos": len(kernel.vmos),
+        "export_tokens": kernel.outstanding_tokens,  # exported, not yet claimed
     }
 
 

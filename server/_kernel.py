@@ -41,7 +41,6 @@ class Kernel:
         self.vmos: dict[int, Vmo] = {}
         self._tokens: dict[str, _Token] = {}
         self._koids = itertools.count(1024)
-        self.started_processes = 0
         self.system = SystemResource(self.new_koid())
         self.system.add_ref()  # lives as long as the kernel
 
@@ -53,7 +52,6 @@ class Kernel:
         process.add_ref()  # the kernel's own reference; dropped at teardown
         self.processes[process.koid] = process
         self.sessions[process.session] = process
-        self.started_processes += 1
         return process
 
     def new_vmo(self, size: int, options: int, capacity: int) -> Vmo:

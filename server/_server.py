@@ -73,7 +73,6 @@ class Server:
     def __init__(self, kernel: Kernel, socket_path: str) -> None:
         self.kernel = kernel
         self.socket_path = socket_path
-        self.connections = 0
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         prepare_socket_path(self.socket_path)
@@ -104,7 +103,6 @@ class Server:
                 pass
 
     async def _connection(self, sock: Stream) -> None:
-        self.connections += 1
         try:
             conn = Connection(Role.SERVER, max_buffer_size=MAX_FRAME_BYTES)
             try:

@@ -167,4 +167,5 @@ def test_tokens_are_one_time_and_unforgeable(rxd: Rxd) -> None:
     a.close()
     rxd.wait_for(lambda: rxd.kmem()["num_processes"] == 2, "the exporter to be gone")
     expect("RX_ERR_NOT_FOUND", b.call, "rx_handle_import", token2)
+    assert rxd.kmem()["export_tokens"] == 0
     b.close()
