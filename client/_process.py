@@ -34,6 +34,13 @@ class StoreFd:
     fd: int
     writable: bool
     mappings: int = 0  # local mappings using it
+    # fds this one replaced (read-only, then writable): another thread's fault handler may have
+    # looked one up a moment ago, so they are closed with this store, not at once.
+    retired: list[int] = dataclasses.field(default_factory=list)
+
+    def close(self) -> None:
+        for fd in (self.fd, *self.retired):
+            os.close(fd)
 
 
 class ClientProcess:
@@ -42,13 +49,12 @@ class ClientProcess:
         self.connection: RxConnection | None = None
         self.mappings: list[LocalMapping] = []
         self.stores: dict[int, StoreFd] = {}
-        # fds replaced by a more capable one: another thread's fault handler may have looked one
-        # up a moment ago, so they stay open until we disconnect.
-        self.retired_fds: list[int] = []
 
     def connect(self, path: str | None = None) -> RxConnection:
         with self.lock:
             if self.connection is None or self.connection.closed:
+                if self.connection is not None:  # lost (rxd went away, or a call was interrupted)
+                    self.forget_mappings()
                 self.connection = RxConnection(path)
             return self.connection
 
@@ -62,9 +68,10 @@ class ClientProcess:
             if lib.rx_store_register(store_id, fd) < 0:
                 os.close(fd)
                 return False
+            new = StoreFd(fd, writable)
             if current is not None:
-                self.retired_fds.append(current.fd)
-            self.stores[store_id] = StoreFd(fd, writable, current.mappings if current else 0)
+                new.mappings, new.retired = current.mappings, [*current.retired, current.fd]
+            self.stores[store_id] = new
         self.stores[store_id].mappings += 1
         return True
 
@@ -73,7 +80,7 @@ class ClientProcess:
         store.mappings -= 1
         if store.mappings == 0:
             lib.rx_store_unregister(store_id)
-            os.close(store.fd)
+            store.close()
             del self.stores[store_id]
 
     def find(self, addr: int, length: int) -> list[LocalMapping]:
@@ -96,11 +103,20 @@ class ClientProcess:
 
     def close_fds(self) -> None:
         for store in self.stores.values():
-            os.close(store.fd)
+            store.close()
         self.stores.clear()
-        for fd in self.retired_fds:
-            os.close(fd)
-        self.retired_fds.clear()
+
+    def forget_mappings(self) -> None:
+        """Drop every rx mapping locally (the connection that owned them is gone, and with it
+        rxd's side of them): a later touch is an ordinary SIGSEGV, not a fault rxd would refuse
+        as unknown."""
+        for m in self.mappings:
+            lib.rx_map_unregister(m.base, m.length)
+            lib.rx_unreserve(m.base, m.length)
+        self.mappings.clear()
+        for store_id in self.stores:
+            lib.rx_store_unregister(store_id)
+        self.close_fds()
 
     def reset_after_fork(self) -> None:
         if self.connection is not None:

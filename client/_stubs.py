@@ -41,12 +41,10 @@ def connect(path: str | None = None) -> RxConnection:
 def disconnect() -> None:
     """Unmap every rx mapping and close the connection; rxd frees what only we could reach."""
     with PROCESS.lock:
-        for m in list(PROCESS.mappings):
-            _forget_local(m.base, m.length)
+        PROCESS.forget_mappings()
         if PROCESS.connection is not None:
             PROCESS.connection.close()
             PROCESS.connection = None
-        PROCESS.close_fds()
 
 
 def _call(name: str, *args: Any) -> tuple[Any, ...]:

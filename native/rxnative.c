@@ -138,60 +138,32 @@ int rx_map_lookup(uint64_t addr) {
     return r;
 }
 
-/* 1 when [addr, addr+len) is page aligned and covered by live entries (possibly several
- * adjacent ones): ops from rxd may only ever touch address space we handed to rx. */
-static int map_covers(uint64_t addr, uint64_t len) {
-    if (!range_ok(addr, len)) return 0;
-    uint64_t end = addr + len;
-    int ok;
+/* The lowest piece of [cursor, end) that lies inside one live entry: *lo and *len, 1 if found.
+ * Walking with cursor = *lo + *len visits every piece in address order, however many entries the
+ * range spans, with no buffer to overflow. */
+static int map_next_piece(uint64_t cursor, uint64_t end, uint64_t *lo, uint64_t *len) {
+    int found;
     uint32_t s;
     do {
         s = seq_read_begin(&map_seq);
-        uint32_t hi = LD(&map_hi);
-        if (hi > RX_MAP_MAX) hi = RX_MAP_MAX;
-        uint64_t cur = addr;
-        ok = 1;
-        while (ok && cur < end) {
-            ok = 0;
-            for (uint32_t i = 0; i < hi; i++) {
-                uint64_t elen = LD(&map_tab[i].len), ebase = LD(&map_tab[i].base);
-                if (elen && !LD(&map_tab[i].stale) && cur - ebase < elen) {
-                    cur = ebase + elen;
-                    ok = 1;
-                    break;
-                }
-            }
-        }
-    } while (seq_read_retry(&map_seq, s));
-    return ok;
-}
-
-#define RX_CLIP_MAX 256
-
-/* The parts of [addr, addr+len) inside live entries, one per entry, in out (at most max).
- * Returns how many; more than max means out was too small (and holds the first max). */
-static uint32_t map_clip(uint64_t addr, uint64_t len, uint64_t (*out)[2], uint32_t max) {
-    uint64_t end = addr + len;
-    uint32_t n;
-    uint32_t s;
-    do {
-        s = seq_read_begin(&map_seq);
-        n = 0;
+        found = 0;
+        uint64_t best_lo = end, best_hi = end;
         uint32_t hi = LD(&map_hi);
         if (hi > RX_MAP_MAX) hi = RX_MAP_MAX;
         for (uint32_t i = 0; i < hi; i++) {
             uint64_t elen = LD(&map_tab[i].len), eb = LD(&map_tab[i].base);
             if (!elen || LD(&map_tab[i].stale)) continue;
-            uint64_t lo = eb > addr ? eb : addr, top = eb + elen < end ? eb + elen : end;
-            if (lo >= top) continue;
-            if (n < max) {
-                out[n][0] = lo;
-                out[n][1] = top - lo;
+            uint64_t plo = eb > cursor ? eb : cursor, phi = eb + elen < end ? eb + elen : end;
+            if (plo < phi && plo < best_lo) {
+                best_lo = plo;
+                best_hi = phi;
+                found = 1;
             }
-            n++;
         }
+        *lo = best_lo;
+        *len = best_hi - best_lo;
     } while (seq_read_retry(&map_seq, s));
-    return n;
+    return found;
 }
 
 /* How many more entries cutting [b, e) and then adding `adding` entries needs than exist. */
@@ -255,8 +227,6 @@ static int map_change(uint64_t base, uint64_t length, int add) {
     return rc;
 }
 
-int rx_map_register(uint64_t base, uint64_t length) { return map_change(base, length, 1); }
-int rx_map_unregister(uint64_t base, uint64_t length) { return map_change(base, length, 0); }
 
 /* ---- store table ---------------------------------------------------------------------------- */
 
@@ -480,6 +450,23 @@ static void apply_acquire(void) {
 static void apply_release(void) { __atomic_store_n(&apply_lock, 0, __ATOMIC_RELEASE); }
 
 /* INVALIDATE: the next touch faults again. MAP_FIXED replaces atomically, no hole. */
+/* Table changes take the apply lock: a fault reply or control request checks the table and maps
+ * under that lock, so it can never map over a range the moment after it left the table (and
+ * the caller munmapped it, letting other memory take its place). */
+int rx_map_register(uint64_t base, uint64_t length) {
+    apply_acquire();
+    int rc = map_change(base, length, 1);
+    apply_release();
+    return rc;
+}
+
+int rx_map_unregister(uint64_t base, uint64_t length) {
+    apply_acquire();
+    int rc = map_change(base, length, 0);
+    apply_release();
+    return rc;
+}
+
 static int map_none(uint64_t addr, uint64_t len) {
     void *p = mmap((void *)(uintptr_t)addr, len, PROT_NONE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
@@ -811,16 +798,19 @@ static void rx_fault(uint64_t addr, int write) {
         rx_refuse(addr, RX_ERR_INTERNAL);
         return;
     }
-    /* Validate every op before applying any: rxd may only map inside our rx mappings. */
+    /* Validate every op before applying any. Where they land is checked under the apply lock:
+     * only the parts still in the mapping table are applied (another thread may have unmapped
+     * part of a fault-around window meanwhile; rxd may only ever map inside our rx mappings). */
     uint32_t nops = (n - 3) / 6;
     int fds[RX_MAX_OPS];
     uint64_t pages = 0;
+    int covers_fault = 0; /* rxd always maps the faulting page; a reply that does not would loop */
     for (uint32_t i = 0; i < nops; i++) {
         const int64_t *op = v + 3 + 6 * i;
         uint64_t a = (uint64_t)op[0], len = (uint64_t)op[1];
         int64_t kind = op[2], prot = op[3], off = op[5];
         fds[i] = -1;
-        int ok = map_covers(a, len) && (prot & ~(int64_t)3) == 0;
+        int ok = range_ok(a, len) && (prot & ~(int64_t)3) == 0;
         if (ok && kind == RX_OP_STORE) {
             fds[i] = store_lookup((uint64_t)op[4]);
             ok = fds[i] >= 0 && off >= 0 && !(off & (int64_t)RX_PAGE_MASK);
@@ -832,6 +822,11 @@ static void rx_fault(uint64_t addr, int write) {
             return;
         }
         pages += len / RX_PAGE_SIZE;
+        if (addr - a < len) covers_fault = 1;
+    }
+    if (!covers_fault) {
+        rx_refuse(addr, RX_ERR_INTERNAL);
+        return;
     }
     uint64_t inval_seq = (uint64_t)v[2];
     int failed = 0;
@@ -844,7 +839,9 @@ static void rx_fault(uint64_t addr, int write) {
          * The next touch asks anew. */
         for (uint32_t i = 0; i < nops; i++) {
             const int64_t *op = v + 3 + 6 * i;
-            if (map_covers((uint64_t)op[0], (uint64_t)op[1])) map_none((uint64_t)op[0], (uint64_t)op[1]);
+            uint64_t end = (uint64_t)op[0] + (uint64_t)op[1], lo, len;
+            for (uint64_t cur = (uint64_t)op[0]; map_next_piece(cur, end, &lo, &len); cur = lo + len)
+                map_none(lo, len);
         }
         apply_release();
         cnt_add(CNT_FAULTS, 1);
@@ -853,15 +850,18 @@ static void rx_fault(uint64_t addr, int write) {
     }
     for (uint32_t i = 0; i < nops && !failed; i++) {
         const int64_t *op = v + 3 + 6 * i;
-        void *a = (void *)(uintptr_t)op[0];
-        size_t len = (size_t)op[1];
-        void *p;
-        if (op[2] == RX_OP_ZERO)
-            p = mmap(a, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-        else
-            p = mmap(a, len, (int)op[3], MAP_SHARED | MAP_FIXED | MAP_POPULATE, fds[i], (off_t)op[5]);
-        if (p == MAP_FAILED) failed = 1;
-        else madvise(p, len, MADV_DONTFORK);
+        uint64_t base = (uint64_t)op[0], end = base + (uint64_t)op[1], lo, len;
+        for (uint64_t cur = base; !failed && map_next_piece(cur, end, &lo, &len); cur = lo + len) {
+            void *p;
+            if (op[2] == RX_OP_ZERO)
+                p = mmap((void *)(uintptr_t)lo, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                         -1, 0);
+            else
+                p = mmap((void *)(uintptr_t)lo, len, (int)op[3], MAP_SHARED | MAP_FIXED | MAP_POPULATE, fds[i],
+                         (off_t)(op[5] + (int64_t)(lo - base)));
+            if (p == MAP_FAILED) failed = 1;
+            else madvise(p, len, MADV_DONTFORK);
+        }
     }
     apply_release();
     if (failed) {
@@ -944,15 +944,9 @@ static int64_t ctl_apply(const int64_t *v, uint32_t n) {
     for (uint32_t i = 0; op != RX_CTL_PING && i < na; i += width) {
         /* Only the parts still in the table: a range the client unmapped while this request was
          * in flight is already gone (and its addresses may hold other memory by now). */
-        uint64_t pieces[RX_CLIP_MAX][2];
-        uint32_t np = map_clip((uint64_t)args[i], (uint64_t)args[i + 1], pieces, RX_CLIP_MAX);
-        if (np > RX_CLIP_MAX) {
-            status = RX_ERR_INTERNAL;
-            continue;
-        }
-        for (uint32_t j = 0; j < np; j++) {
-            int r = op == RX_CTL_INVALIDATE ? map_none(pieces[j][0], pieces[j][1])
-                                            : mprotect((void *)(uintptr_t)pieces[j][0], pieces[j][1], (int)args[i + 2]);
+        uint64_t end = (uint64_t)args[i] + (uint64_t)args[i + 1], lo, len;
+        for (uint64_t cur = (uint64_t)args[i]; map_next_piece(cur, end, &lo, &len); cur = lo + len) {
+            int r = op == RX_CTL_INVALIDATE ? map_none(lo, len) : mprotect((void *)(uintptr_t)lo, len, (int)args[i + 2]);
             if (r < 0) status = RX_ERR_INTERNAL;
         }
     }

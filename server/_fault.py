@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rxkernel.proto import (
+    CONTROL_INVALIDATE,
     FAULT_OP_STORE,
     FAULT_OP_ZERO,
     PAGE_SHIFT,
@@ -25,6 +26,8 @@ from rxkernel.proto import (
     FaultReply,
     RxError,
 )
+
+from ._coherence import shootdown
 
 if TYPE_CHECKING:
     from ._mapping import Mapping
@@ -45,18 +48,22 @@ async def resolve_fault(process: Process, seq: int, addr: int, write: bool) -> F
         if m is None or not process.alive:
             return FaultReply(seq, RX_ERR_NOT_FOUND, process.inval_seq)
         await m.vmo.lock.acquire()
-        # While we waited, the mapping may have been split, trimmed or removed (protect, unmap):
-        # look again under the lock and start over if the address now belongs to another one.
-        if process.alive and process.aspace.find(addr) is m:
-            break
-        m.vmo.lock.release()
-    try:
-        return await _resolve_locked(process, m, seq, addr, write)
-    finally:
-        m.vmo.lock.release()
+        try:
+            # While we waited, the mapping may have been split, trimmed or removed (protect and
+            # unmap change mappings without the VMO lock): look again under the lock.
+            if process.alive and process.aspace.find(addr) is m:
+                reply = await _resolve_locked(process, m, seq, addr, write)
+                if reply is not None:
+                    return reply
+        finally:
+            m.vmo.lock.release()
+        # The mapping changed under us: start over with whatever maps addr now.
 
 
-async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, write: bool) -> FaultReply:
+async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, write: bool) -> FaultReply | None:
+    """The reply for a fault in `m`, or None when `m` stopped mapping `addr` while we awaited
+    acks (the caller starts over)."""
+
     def refuse(status: int) -> FaultReply:
         return FaultReply(seq, status, process.inval_seq)
 
@@ -67,8 +74,6 @@ async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, wri
     if page >= vmo.size_pages:
         return refuse(RX_ERR_OUT_OF_RANGE)
     start, end = m.fault_window(page, write, vmo.size_pages)
-    prot = _prot(m.perms)
-    ops: list[FaultOp] = []
     if write:
         status = await _commit(vmo, m, start, end)
         if status == RX_ERR_NO_MEMORY and end - start > 1:
@@ -76,6 +81,22 @@ async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, wri
             status = await _commit(vmo, m, start, end)
         if status:
             return refuse(status)
+        # The commit stopped tracking the zero pages this window replaces in m, trusting our
+        # reply to replace them. If it awaited acks and protect/unmap reshaped m meanwhile, the
+        # reply covers less (or nothing): take whatever else of the window m had mapped away.
+        window = (m.addr_of(start), m.addr_of(end))
+        if not process.alive or process.aspace.find(addr) is not m:
+            await shootdown({process: [(window[0], window[1] - window[0])]}, CONTROL_INVALIDATE)
+            return None  # what we committed stays committed; the retry maps it
+        start, end = max(start, m.first_page), min(end, m.end_page)
+        left_out: list[tuple[int, ...]] = [(lo, hi - lo) for lo, hi in ((window[0], m.addr_of(start)), (m.addr_of(end), window[1])) if lo < hi]
+        if left_out:
+            await shootdown({process: left_out}, CONTROL_INVALIDATE)
+            if not process.alive or process.aspace.find(addr) is not m:
+                return None
+    prot = _prot(m.perms)
+    ops: list[FaultOp] = []
+    if write:
         ops.append(FaultOp(m.addr_of(start), (end - start) << PAGE_SHIFT, FAULT_OP_STORE, prot, store.store_id, start << PAGE_SHIFT))
     else:
         for s, e, committed in store.committed.runs(start, end):
@@ -88,8 +109,6 @@ async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, wri
                 ops.append(FaultOp(m.addr_of(s), (e - s) << PAGE_SHIFT, FAULT_OP_ZERO, _PROT_READ))
         if not store.committed.get(page):
             memory.counters.zero_page_faults += 1
-    if not m.alive or not process.alive:
-        return refuse(RX_ERR_NOT_FOUND)  # torn down while we waited for acks
     memory.counters.page_faults += 1
     process.page_faults += 1
     # inval_seq is read now, after the last await: any control request sent after this reply
