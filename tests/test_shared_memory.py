@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 from rxkernel.proto import (
     RX_RIGHT_MAP,
@@ -155,3 +156,36 @@ sys.stdin.readline()
         p.stdin.flush()
         assert p.wait(30) == 0
     assert os.path.exists(rxd.socket)
+
+
+def test_zero_and_shrink_reach_another_process(rxd: Rxd) -> None:
+    vmo = rxd.call("rx_vmo_create", 64 << 10, 1 << 1)  # resizable
+    rxd.call("rx_vmo_write", vmo, 0, b"\xee" * (64 << 10))
+    token = rxd.call("rx_handle_export", vmo, RX_RIGHT_SAME_RIGHTS)
+    mapper = rxd.spawn(HEADER + """
+vmo = rx.rx_handle_import(sys.argv[1])
+view = rx.rx_view(rx.rx_vmar_map(vmo, 0, 64 << 10, RW), 64 << 10)
+assert bytes(view[:64 << 10]) == b"\\xee" * (64 << 10)   # every page mapped from the store
+print("mapped", flush=True)
+sys.stdin.readline()                                     # the test ZEROes pages 2-3
+assert bytes(view[2 * 4096:4 * 4096]) == bytes(8192) and view[4 * 4096] == 0xEE
+print("zeroed", flush=True)
+sys.stdin.readline()                                     # the test shrinks the VMO to 8 pages
+assert view[7 * 4096] == 0xEE
+view[8 * 4096]                                           # past the new end: SIGBUS
+""", token)
+    assert mapper.stdout is not None and mapper.stdin is not None
+    assert mapper.stdout.readline().strip() == "mapped"
+    rxd.call("rx_vmo_op_range", vmo, 10, 2 * 4096, 2 * 4096)  # RX_VMO_OP_ZERO
+    assert rxd.kmem()["committed_bytes"] == 14 * 4096
+    mapper.stdin.write("\n")
+    mapper.stdin.flush()
+    assert mapper.stdout.readline().strip() == "zeroed"
+    rxd.call("rx_vmo_set_size", vmo, 8 * 4096)
+    assert rxd.kmem()["committed_bytes"] == 6 * 4096  # pages 0,1,4..7 are left
+    mapper.stdin.write("\n")
+    mapper.stdin.flush()
+    _, err = mapper.communicate(timeout=30)
+    assert mapper.returncode == -signal.SIGBUS and "beyond the end of the VMO" in err, (mapper.returncode, err)
+    rxd.call("rx_handle_close", vmo)
+    rxd.wait_idle()
