@@ -109,6 +109,7 @@ from ._events import (
     CONTROL_INVALIDATE as CONTROL_INVALIDATE,
     CONTROL_PROTECT as CONTROL_PROTECT,
     CONTROL_PING as CONTROL_PING,
+    CONTROL_RANGE_WIDTHS as CONTROL_RANGE_WIDTHS,
     ControlRequest as ControlRequest,
     ControlAck as ControlAck,
     Event as Event,

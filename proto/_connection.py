@@ -22,6 +22,7 @@ import msgpack
 
 from ._constants import CHANNEL_CONTROL, CHANNEL_FAULT, CHANNEL_MAIN, MAX_FRAME_BYTES, PROTOCOL_MAGIC, PROTOCOL_VERSION
 from ._events import (
+    CONTROL_RANGE_WIDTHS,
     ControlAck,
     ControlRequest,
     Event,
@@ -149,11 +150,11 @@ class Connection:
         _ints(frame, "control request")
         if len(frame) < 3:
             raise RemoteProtocolError("a control request is [seq, op, inval_seq, args...]")
-        width = {1: 2, 2: 3, 3: 1}.get(frame[1], 1)
+        width = CONTROL_RANGE_WIDTHS.get(frame[1])
         args = frame[3:]
-        if frame[1] in (1, 2) and len(args) % width:
-            raise RemoteProtocolError("control request arguments have the wrong width")
-        ranges = tuple(tuple(args[i : i + width]) for i in range(0, len(args), width)) if frame[1] in (1, 2) else ()
+        if width is None or (width == 0 and args) or (width and len(args) % width):
+            raise RemoteProtocolError("control request arguments do not fit its op")
+        ranges = tuple(tuple(args[i : i + width]) for i in range(0, len(args), width)) if width else ()
         return ControlRequest(frame[0], frame[1], frame[2], ranges)
 
     @staticmethod

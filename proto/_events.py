@@ -110,6 +110,8 @@ class FaultReply:
 CONTROL_INVALIDATE = 1
 CONTROL_PROTECT = 2
 CONTROL_PING = 3
+# Integers per range of each control op: (addr, length), (addr, length, prot), none.
+CONTROL_RANGE_WIDTHS = {CONTROL_INVALIDATE: 2, CONTROL_PROTECT: 3, CONTROL_PING: 0}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -122,7 +124,7 @@ class ControlRequest:
     ranges: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
-        width = {CONTROL_INVALIDATE: 2, CONTROL_PROTECT: 3, CONTROL_PING: 0}.get(self.op)
+        width = CONTROL_RANGE_WIDTHS.get(self.op)
         _require(width is not None, f"unknown control op {self.op!r}")
         _require(all(len(r) == width for r in self.ranges), "control ranges have the wrong width")
 
