@@ -58,11 +58,17 @@ from rxkernel.proto import (
     RX_VMO_OP_COMMIT as RX_VMO_OP_COMMIT,
     RX_VMO_OP_DECOMMIT as RX_VMO_OP_DECOMMIT,
     RX_VMO_OP_ZERO as RX_VMO_OP_ZERO,
+    RX_VMO_CHILD_SNAPSHOT as RX_VMO_CHILD_SNAPSHOT,
+    RX_VMO_CHILD_RESIZABLE as RX_VMO_CHILD_RESIZABLE,
+    RX_VMO_CHILD_SLICE as RX_VMO_CHILD_SLICE,
+    RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE as RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE,
+    RX_VMO_CHILD_NO_WRITE as RX_VMO_CHILD_NO_WRITE,
     RX_VM_PERM_READ as RX_VM_PERM_READ,
     RX_VM_PERM_WRITE as RX_VM_PERM_WRITE,
     RX_VM_PERMS as RX_VM_PERMS,
     RX_VM_MAP_RANGE as RX_VM_MAP_RANGE,
     RX_VM_MAP_RANDOM as RX_VM_MAP_RANDOM,
+    RX_VM_SPECIFIC as RX_VM_SPECIFIC,
     RX_VM_MAP_OPTIONS as RX_VM_MAP_OPTIONS,
     RX_VMAR_OP_COMMIT as RX_VMAR_OP_COMMIT,
     RX_INFO_HANDLE_BASIC as RX_INFO_HANDLE_BASIC,
@@ -76,11 +82,14 @@ from rxkernel.proto import (
     RX_INFO_VMO_TYPE_PAGED as RX_INFO_VMO_TYPE_PAGED,
     RX_INFO_VMO_RESIZABLE as RX_INFO_VMO_RESIZABLE,
     RX_INFO_VMO_COMMIT_EAGER as RX_INFO_VMO_COMMIT_EAGER,
+    RX_INFO_VMO_IS_COW_CLONE as RX_INFO_VMO_IS_COW_CLONE,
+    RX_INFO_VMO_IS_SLICE as RX_INFO_VMO_IS_SLICE,
     RX_OBJ_TYPE_PROCESS as RX_OBJ_TYPE_PROCESS,
     RX_OBJ_TYPE_VMO as RX_OBJ_TYPE_VMO,
     RX_OBJ_TYPE_SYSTEM as RX_OBJ_TYPE_SYSTEM,
 )
 
+from ._fork import fork as fork
 from ._objects import Mapping as Mapping
 from ._objects import Vmo as Vmo
 from ._stubs import (
@@ -98,11 +107,15 @@ from ._stubs import (
     rx_vmo_get_size as rx_vmo_get_size,
     rx_vmo_set_size as rx_vmo_set_size,
     rx_vmo_op_range as rx_vmo_op_range,
+    rx_vmo_create_child as rx_vmo_create_child,
     rx_vmar_map as rx_vmar_map,
     rx_vmar_unmap as rx_vmar_unmap,
     rx_vmar_protect as rx_vmar_protect,
     rx_vmar_op_range as rx_vmar_op_range,
     rx_object_get_info as rx_object_get_info,
+    rx_fork_prepare as rx_fork_prepare,
+    rx_fork_claim as rx_fork_claim,
+    rx_fork_cancel as rx_fork_cancel,
     rx_view as rx_view,
     rx_trap_counters as rx_trap_counters,
 )

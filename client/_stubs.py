@@ -26,6 +26,7 @@ from rxkernel.proto import (
     RX_RIGHT_SAME_RIGHTS,
     RX_VM_MAP_RANGE,
     RX_VM_PERM_WRITE,
+    RX_VM_SPECIFIC,
     RxError,
 )
 
@@ -120,32 +121,52 @@ def rx_vmo_op_range(handle: int, op: int, offset: int, size: int) -> None:
     _call("rx_vmo_op_range", handle, op, offset, size)
 
 
+def rx_vmo_create_child(handle: int, options: int, offset: int, size: int) -> int:
+    """A child VMO (Zircon's zx_vmo_create_child): RX_VMO_CHILD_SNAPSHOT (copy-on-write both
+    ways), RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE (sees the parent's later writes until it
+    writes a page) or RX_VMO_CHILD_SLICE (a window, no copying), with RX_VMO_CHILD_NO_WRITE and
+    RX_VMO_CHILD_RESIZABLE modifiers. The handle needs DUPLICATE and READ rights."""
+    return int(_call("rx_vmo_create_child", handle, options, offset, size)[0])
+
+
 # -- address space ----------------------------------------------------------------------------------
 
 
-def rx_vmar_map(vmo: int, vmo_offset: int, length: int, perms: int, options: int = 0) -> int:
+def rx_vmar_map(vmo: int, vmo_offset: int, length: int, perms: int, options: int = 0, addr: int = 0) -> int:
     """Map `length` bytes of `vmo` from `vmo_offset`; returns the address. Nothing is committed or
-    even mapped until first touch, unless options has RX_VM_MAP_RANGE (prefault it all now)."""
+    even mapped until first touch, unless options has RX_VM_MAP_RANGE (prefault it all now).
+    With RX_VM_SPECIFIC the mapping goes exactly at `addr`, replacing any rx mappings there at
+    once (what rx.fork()'s child does); otherwise `addr` must be 0."""
     if type(length) is not int or length <= 0 or length % PAGE_SIZE or length >= 1 << 47:
         raise RxError(RX_ERR_INVALID_ARGS, f"length {length!r} must be a positive multiple of {PAGE_SIZE}")
+    specific = bool(options & RX_VM_SPECIFIC)
+    if specific != bool(addr) or addr % PAGE_SIZE:
+        raise RxError(RX_ERR_INVALID_ARGS, "addr (page aligned) goes with RX_VM_SPECIFIC, and only with it")
     conn = PROCESS.connect()
     with PROCESS.lock:
-        addr = lib.rx_reserve(length)
-        if addr < 0:
-            raise RxError(RX_ERR_NO_MEMORY, f"cannot reserve {length} bytes of address space")
-        try:
-            (store_id, writable), fds = conn.call("rx_vmar_map", vmo, vmo_offset, length, perms, options, addr)
-        except BaseException:
-            lib.rx_unreserve(addr, length)
-            raise
-        for extra in fds[1:]:
-            os.close(extra)
-        if not PROCESS.add_store_fd(store_id, fds[0], bool(writable)):
-            _undo_map(conn, addr, length, "too many VMOs mapped at once")
-        if lib.rx_map_register(addr, length) < 0:
-            PROCESS.release_store(store_id)
-            _undo_map(conn, addr, length, "too many separate rx mappings")
-        PROCESS.mappings.append(LocalMapping(addr, length, perms, store_id))
+        if specific:
+            # rxd first (it replaces its record of the range in one step), then our memory and
+            # table: a fault in between is answered for the new mapping, at the same addresses.
+            conn.call("rx_vmar_map", vmo, vmo_offset, length, perms, options, addr)
+            for m in PROCESS.cut(addr, length):
+                PROCESS.mappings.remove(m)
+            if lib.rx_reserve_at(addr, length) < 0:
+                lib.rx_map_unregister(addr, length)
+                _undo_map(conn, addr, length, "cannot reserve the address range")
+            if lib.rx_map_register(addr, length) < 0:
+                _undo_map(conn, addr, length, "too many separate rx mappings")
+        else:
+            addr = lib.rx_reserve(length)
+            if addr < 0:
+                raise RxError(RX_ERR_NO_MEMORY, f"cannot reserve {length} bytes of address space")
+            try:
+                conn.call("rx_vmar_map", vmo, vmo_offset, length, perms, options, addr)
+            except BaseException:
+                lib.rx_unreserve(addr, length)
+                raise
+            if lib.rx_map_register(addr, length) < 0:
+                _undo_map(conn, addr, length, "too many separate rx mappings")
+        PROCESS.mappings.append(LocalMapping(addr, length, perms))
         lib.rx_trap_install()
     if options & RX_VM_MAP_RANGE:
         lib.rx_touch(addr, length, 1 if perms & RX_VM_PERM_WRITE else 0)
@@ -164,7 +185,6 @@ def _forget_local(addr: int, length: int) -> None:
         lib.rx_map_unregister(m.base, m.length)
         lib.rx_unreserve(m.base, m.length)
         PROCESS.mappings.remove(m)
-        PROCESS.release_store(m.store_id)
 
 
 def rx_vmar_unmap(addr: int, length: int) -> None:
@@ -194,6 +214,23 @@ def rx_vmar_op_range(addr: int, length: int, op: int) -> None:
 
 def rx_object_get_info(handle: int, topic: int) -> Any:
     return _call("rx_object_get_info", handle, topic)[0]
+
+
+# -- rx.fork() (rx extension; see _fork.py) -------------------------------------------------------
+
+
+def rx_fork_prepare() -> str:
+    """Snapshot every VMO this process maps behind a one-time ticket for a fork child."""
+    return str(_call("rx_fork_prepare")[0])
+
+
+def rx_fork_claim(ticket: str) -> list[list[int]]:
+    """[addr, length, vmo_offset, perms, options, handle] for each mapping of the parent."""
+    return [[int(v) for v in e] for e in _call("rx_fork_claim", ticket)[0]]
+
+
+def rx_fork_cancel(ticket: str) -> None:
+    _call("rx_fork_cancel", ticket)
 
 
 # -- not syscalls -----------------------------------------------------------------------------------

@@ -30,6 +30,10 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
 #define RX_PAGE_SIZE 4096ULL
 #define RX_PAGE_MASK (RX_PAGE_SIZE - 1)
 #define RX_MAP_MAX 8192
@@ -51,9 +55,13 @@
 #define RX_CTL_INVALIDATE 1
 #define RX_CTL_PROTECT 2
 #define RX_CTL_PING 3
+#define RX_CTL_STORE 4
+#define RX_CTL_FORGET 5
+#define RX_FDQ_MAX 16
 
 #define RX_OK 0
 #define RX_ERR_INTERNAL (-1)
+#define RX_ERR_NO_RESOURCES (-3)
 #define RX_ERR_NO_MEMORY (-4)
 #define RX_ERR_INVALID_ARGS (-10)
 #define RX_ERR_OUT_OF_RANGE (-14)
@@ -234,6 +242,8 @@ struct rx_store_ent {
     uint64_t id;
     int fd;
     int used;
+    int owned; /* the fd came on the control channel: the table closes it when it goes */
+    uint32_t gen; /* the control session that sent it (owned entries) */
 };
 
 static struct rx_store_ent store_tab[RX_STORE_MAX];
@@ -256,7 +266,10 @@ static int store_lookup(uint64_t id) {
     return fd;
 }
 
-int rx_store_register(uint64_t store_id, int fd) {
+/* Put (store_id, fd) in the table, replacing an entry for the same id. *old gets the replaced fd
+ * if the table owned it (the caller closes it once no fault handler can be using it), else -1. */
+static int store_put(uint64_t store_id, int fd, int owned, uint32_t gen, int *old) {
+    *old = -1;
     if (fd < 0) return -EBADF;
     pthread_mutex_lock(&store_mu);
     int slot = -1, rc = 0;
@@ -267,9 +280,12 @@ int rx_store_register(uint64_t store_id, int fd) {
     if (slot < 0) {
         rc = -ENOMEM;
     } else {
+        if (store_tab[slot].used && store_tab[slot].owned && store_tab[slot].fd != fd) *old = store_tab[slot].fd;
         seq_write_begin(&store_seq);
         ST(&store_tab[slot].id, store_id);
         ST(&store_tab[slot].fd, fd);
+        ST(&store_tab[slot].owned, owned);
+        store_tab[slot].gen = gen;
         ST(&store_tab[slot].used, 1);
         seq_write_end(&store_seq);
     }
@@ -277,11 +293,13 @@ int rx_store_register(uint64_t store_id, int fd) {
     return rc;
 }
 
-int rx_store_unregister(uint64_t store_id) {
+static int store_drop(uint64_t store_id, int *old) {
+    *old = -1;
     pthread_mutex_lock(&store_mu);
     int rc = -ENOENT;
     for (int i = 0; i < RX_STORE_MAX; i++) {
         if (store_tab[i].used && store_tab[i].id == store_id) {
+            if (store_tab[i].owned) *old = store_tab[i].fd;
             seq_write_begin(&store_seq);
             ST(&store_tab[i].used, 0);
             ST(&store_tab[i].fd, -1);
@@ -292,6 +310,38 @@ int rx_store_unregister(uint64_t store_id) {
     }
     pthread_mutex_unlock(&store_mu);
     return rc;
+}
+
+int rx_store_register(uint64_t store_id, int fd) {
+    int old;
+    return store_put(store_id, fd, 0, 0, &old);
+}
+
+/* The control session `gen` ended: its stores' fds go with it (store ids mean nothing to the
+ * next session, which may talk to another rxd). Caller holds the apply lock. */
+static void store_drop_session(uint32_t gen) {
+    pthread_mutex_lock(&store_mu);
+    for (int i = 0; i < RX_STORE_MAX; i++) {
+        if (store_tab[i].used && store_tab[i].owned && store_tab[i].gen == gen) {
+            int fd = store_tab[i].fd;
+            seq_write_begin(&store_seq);
+            ST(&store_tab[i].used, 0);
+            ST(&store_tab[i].fd, -1);
+            seq_write_end(&store_seq);
+            close(fd);
+        }
+    }
+    pthread_mutex_unlock(&store_mu);
+}
+
+int rx_store_fd(uint64_t store_id) {
+    int fd = store_lookup(store_id);
+    return fd < 0 ? -ENOENT : fd;
+}
+
+int rx_store_unregister(uint64_t store_id) {
+    int old;
+    return store_drop(store_id, &old);
 }
 
 /* ---- msgpack: arrays of integers, and a bin for the token --------------------------------- */
@@ -412,8 +462,36 @@ static int send_all(int fd, const uint8_t *p, size_t n) {
 }
 
 /* Read until one whole array is buffered; leftover bytes stay for the next frame. */
-static int read_frame(int fd, uint8_t *buf, size_t cap, size_t *len, int64_t *v, uint32_t maxv,
-                      uint32_t *count) {
+/* An fd queue for a channel that carries SCM_RIGHTS: fds arrive with the bytes of the message
+ * they belong to, in order, so a FIFO matches them to the requests that name them. */
+struct rx_fdq {
+    int fds[RX_FDQ_MAX];
+    int n;
+};
+
+static void fdq_take(struct rx_fdq *q, struct msghdr *mh) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *fds = (int *)CMSG_DATA(c);
+        for (int i = 0; i < k; i++) {
+            if (q->n < RX_FDQ_MAX) q->fds[q->n++] = fds[i];
+            else close(fds[i]); /* more than rxd ever sends unasked: drop them */
+        }
+    }
+}
+
+/* The oldest queued fd, or -1. */
+static int fdq_pop(struct rx_fdq *q) {
+    if (!q->n) return -1;
+    int fd = q->fds[0];
+    memmove(q->fds, q->fds + 1, (size_t)(q->n - 1) * sizeof(int));
+    q->n--;
+    return fd;
+}
+
+static int read_frame_fds(int fd, uint8_t *buf, size_t cap, size_t *len, int64_t *v, uint32_t maxv,
+                          uint32_t *count, struct rx_fdq *q) {
     for (;;) {
         if (*len) {
             size_t used = 0;
@@ -426,7 +504,21 @@ static int read_frame(int fd, uint8_t *buf, size_t cap, size_t *len, int64_t *v,
             }
         }
         if (*len >= cap) return -1; /* a frame bigger than the buffer */
-        ssize_t k = read(fd, buf + *len, cap - *len);
+        ssize_t k;
+        if (q) {
+            union { char buf[CMSG_SPACE(sizeof(int) * RX_FDQ_MAX)]; struct cmsghdr align; } cbuf;
+            struct iovec iov = { buf + *len, cap - *len };
+            struct msghdr mh;
+            memset(&mh, 0, sizeof mh);
+            mh.msg_iov = &iov;
+            mh.msg_iovlen = 1;
+            mh.msg_control = cbuf.buf;
+            mh.msg_controllen = sizeof cbuf.buf;
+            k = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+            if (k > 0) fdq_take(q, &mh);
+        } else {
+            k = read(fd, buf + *len, cap - *len);
+        }
         if (k < 0) {
             if (errno == EINTR) continue;
             return -1;
@@ -434,6 +526,11 @@ static int read_frame(int fd, uint8_t *buf, size_t cap, size_t *len, int64_t *v,
         if (k == 0) return -1;
         *len += (size_t)k;
     }
+}
+
+static int read_frame(int fd, uint8_t *buf, size_t cap, size_t *len, int64_t *v, uint32_t maxv,
+                      uint32_t *count) {
+    return read_frame_fds(fd, buf, cap, len, v, maxv, count, NULL);
 }
 
 /* ---- apply lock --------------------------------------------------------------------------- */
@@ -812,8 +909,7 @@ static void rx_fault(uint64_t addr, int write) {
         fds[i] = -1;
         int ok = range_ok(a, len) && (prot & ~(int64_t)3) == 0;
         if (ok && kind == RX_OP_STORE) {
-            fds[i] = store_lookup((uint64_t)op[4]);
-            ok = fds[i] >= 0 && off >= 0 && !(off & (int64_t)RX_PAGE_MASK);
+            ok = off >= 0 && !(off & (int64_t)RX_PAGE_MASK);
         } else if (kind != RX_OP_ZERO) {
             ok = 0;
         }
@@ -831,6 +927,17 @@ static void rx_fault(uint64_t addr, int write) {
     uint64_t inval_seq = (uint64_t)v[2];
     int failed = 0;
     apply_acquire();
+    /* Store fds are looked up under the apply lock: the control thread replaces and closes them
+     * under it too, so an fd number can never be closed (and reused) between lookup and mmap. */
+    for (uint32_t i = 0; i < nops && !failed; i++) {
+        const int64_t *op = v + 3 + 6 * i;
+        if (op[2] == RX_OP_STORE && (fds[i] = store_lookup((uint64_t)op[4])) < 0) failed = 1;
+    }
+    if (failed) {
+        apply_release();
+        rx_refuse(addr, RX_ERR_INTERNAL);
+        return;
+    }
     if (applied_seq > inval_seq) {
         /* An invalidation reached us after rxd computed this reply: it may be stale, so it is
          * not applied. Its ranges are emptied instead: rxd computed the reply believing these
@@ -913,6 +1020,8 @@ int rx_trap_install(void) {
 
 struct rx_ctl {
     int fd;
+    uint32_t gen;
+    struct rx_fdq fdq;
     size_t len;
     uint8_t buf[RX_CTL_BUF];
     int64_t v[RX_CTL_MAX_VALUES];
@@ -920,9 +1029,40 @@ struct rx_ctl {
 
 static pthread_mutex_t ctl_mu = PTHREAD_MUTEX_INITIALIZER;
 static int ctl_fd = -1; /* the running thread's fd, guarded by ctl_mu */
+static uint32_t ctl_gen; /* control sessions started, guarded by ctl_mu; 0 = stores Python registered */
+
+/* STORE: the fd that came with the request becomes store_id's (replacing a less capable one);
+ * FORGET: close those stores' fds. Under the apply lock, like every change a fault could see. */
+static int64_t ctl_stores(int64_t op, const int64_t *args, uint32_t na, struct rx_fdq *q, uint32_t gen) {
+    int64_t status = RX_OK;
+    if (op == RX_CTL_STORE) {
+        int fd = fdq_pop(q), old = -1;
+        if (fd < 0) return RX_ERR_INVALID_ARGS; /* rxd sends the fd with the request */
+        if (na != 2) {
+            close(fd);
+            return RX_ERR_INVALID_ARGS;
+        }
+        apply_acquire();
+        if (store_put((uint64_t)args[0], fd, 1, gen, &old) < 0) {
+            close(fd);
+            status = RX_ERR_NO_RESOURCES;
+        }
+        if (old >= 0) close(old);
+        apply_release();
+        return status;
+    }
+    apply_acquire();
+    for (uint32_t i = 0; i < na; i++) {
+        int old = -1;
+        store_drop((uint64_t)args[i], &old);
+        if (old >= 0) close(old);
+    }
+    apply_release();
+    return status;
+}
 
 /* Apply one request; returns the ack status. Malformed or out-of-table requests change nothing. */
-static int64_t ctl_apply(const int64_t *v, uint32_t n) {
+static int64_t ctl_apply(const int64_t *v, uint32_t n, struct rx_fdq *q, uint32_t gen) {
     if (n < 3) return RX_ERR_INVALID_ARGS;
     int64_t op = v[1];
     uint64_t inval_seq = (uint64_t)v[2];
@@ -932,6 +1072,15 @@ static int64_t ctl_apply(const int64_t *v, uint32_t n) {
     case RX_CTL_INVALIDATE: width = 2; break;
     case RX_CTL_PROTECT: width = 3; break;
     case RX_CTL_PING: width = 1; if (na) return RX_ERR_INVALID_ARGS; break;
+    case RX_CTL_STORE:
+    case RX_CTL_FORGET: {
+        int64_t status = ctl_stores(op, args, na, q, gen);
+        apply_acquire();
+        if (inval_seq > applied_seq) applied_seq = inval_seq;
+        apply_release();
+        cnt_add(CNT_CONTROL, 1);
+        return status;
+    }
     default: return RX_ERR_INVALID_ARGS;
     }
     if (na % width) return RX_ERR_INVALID_ARGS;
@@ -960,9 +1109,10 @@ static void *ctl_main(void *arg) {
     struct rx_ctl *c = arg;
     for (;;) {
         uint32_t n = 0;
-        if (read_frame(c->fd, c->buf, sizeof c->buf, &c->len, c->v, RX_CTL_MAX_VALUES, &n) < 0 || n < 1)
+        if (read_frame_fds(c->fd, c->buf, sizeof c->buf, &c->len, c->v, RX_CTL_MAX_VALUES, &n, &c->fdq) < 0 ||
+            n < 1)
             break; /* EOF, error, or a stream we cannot ack: the channel is over */
-        int64_t status = ctl_apply(c->v, n);
+        int64_t status = ctl_apply(c->v, n, &c->fdq, c->gen);
         uint8_t msg[32];
         size_t k = mp_put_array(msg, 2);
         k += mp_put_uint(msg + k, (uint64_t)c->v[0]);
@@ -973,6 +1123,10 @@ static void *ctl_main(void *arg) {
     if (ctl_fd == c->fd) ctl_fd = -1;
     close(c->fd); /* under ctl_mu, so rx_control_stop never shuts down a reused fd number */
     pthread_mutex_unlock(&ctl_mu);
+    for (int fd; (fd = fdq_pop(&c->fdq)) >= 0;) close(fd);
+    apply_acquire();
+    store_drop_session(c->gen);
+    apply_release();
     free(c);
     return NULL;
 }
@@ -989,6 +1143,8 @@ int rx_control_start(int fd) {
     struct rx_ctl *c = malloc(sizeof *c);
     if (!c) { rc = -ENOMEM; goto out; }
     c->fd = fd;
+    c->gen = ++ctl_gen;
+    c->fdq.n = 0;
     c->len = 0;
     sigset_t all, old;
     sigfillset(&all);
@@ -1035,10 +1191,22 @@ static void rx_atfork_child(void) {
     ctl_fd = -1;
     pthread_mutex_init(&map_mu, NULL);
     map_seq = 0;
-    for (uint32_t i = 0; i < map_hi; i++) map_tab[i].stale = 1;
+    for (uint32_t i = 0; i < map_hi; i++) {
+        map_tab[i].stale = 1;
+        /* Keep the addresses reserved (MADV_DONTFORK left a hole): nothing else may land there
+         * before rx.fork()'s child maps its clones over them, and a touch still gets the clear
+         * "not inherited" diagnostic. */
+        if (map_tab[i].len)
+            mmap((void *)(uintptr_t)map_tab[i].base, map_tab[i].len, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    }
     pthread_mutex_init(&store_mu, NULL);
     store_seq = 0;
-    for (int i = 0; i < RX_STORE_MAX; i++) { store_tab[i].used = 0; store_tab[i].fd = -1; }
+    for (int i = 0; i < RX_STORE_MAX; i++) {
+        if (store_tab[i].used && store_tab[i].owned) close(store_tab[i].fd);
+        store_tab[i].used = 0;
+        store_tab[i].fd = -1;
+    }
     pthread_mutex_init(&install_mu, NULL);
     apply_lock = 0;
     applied_seq = 0;
@@ -1090,6 +1258,11 @@ int64_t rx_reserve(uint64_t length) {
         return -e;
     }
     return (int64_t)(uintptr_t)p;
+}
+
+int rx_reserve_at(uint64_t addr, uint64_t length) {
+    if (!range_ok(addr, length)) return -EINVAL;
+    return map_none(addr, length) < 0 ? -errno : 0;
 }
 
 int rx_unreserve(uint64_t addr, uint64_t length) {

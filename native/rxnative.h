@@ -53,17 +53,28 @@ int rx_map_lookup(uint64_t addr);
 /* ---- store fds ------------------------------------------------------------------------------ */
 
 /* Let fault replies name store_id: STORE ops map fd. Re-registering an id replaces its fd.
- * The caller keeps owning fd (it is never closed here). 0, -EBADF or -ENOMEM (1024 stores). */
+ * The caller keeps owning fd (it is never closed here). 0, -EBADF or -ENOMEM (1024 stores).
+ * In normal use rxd sends store fds on the control channel (CONTROL_STORE) and the control
+ * thread registers them itself, owning them: it closes them on CONTROL_FORGET, on replacement,
+ * and when its channel ends. This call is for tests that play rxd. */
 int rx_store_register(uint64_t store_id, int fd);
 
 /* Forget store_id (does not close its fd). 0 or -ENOENT. */
 int rx_store_unregister(uint64_t store_id);
+
+/* The fd registered for store_id (still owned by the table), or -ENOENT. For tests and
+ * diagnostics: the fd may be closed by the control thread at any moment after. */
+int rx_store_fd(uint64_t store_id);
 
 /* ---- address reservations ------------------------------------------------------------------- */
 
 /* Reserve length bytes of address space: PROT_NONE, MAP_NORESERVE, MADV_DONTFORK.
  * The address, or -EINVAL (length 0 or not page aligned) / -errno. */
 int64_t rx_reserve(uint64_t length);
+
+/* Reserve exactly [addr, addr+length), replacing whatever is mapped there (MAP_FIXED): for
+ * RX_VM_SPECIFIC maps over rx memory or over the placeholders a fork child keeps. 0 or -errno. */
+int rx_reserve_at(uint64_t addr, uint64_t length);
 
 /* munmap a reservation (or part of one). 0 or -errno. */
 int rx_unreserve(uint64_t addr, uint64_t length);

@@ -30,6 +30,17 @@ RX_VMO_RESIZABLE = 1 << 1
 RX_VMO_COMMIT_EAGER = 1 << 16  # rx extension: commit every page at create
 RX_VMO_CREATE_OPTIONS = RX_VMO_RESIZABLE | RX_VMO_COMMIT_EAGER
 
+# rx_vmo_create_child options (values as in Zircon).
+RX_VMO_CHILD_SNAPSHOT = 1 << 0
+RX_VMO_CHILD_RESIZABLE = 1 << 2
+RX_VMO_CHILD_SLICE = 1 << 3
+RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE = 1 << 4
+RX_VMO_CHILD_NO_WRITE = 1 << 5
+RX_VMO_CHILD_OPTIONS = (
+    RX_VMO_CHILD_SNAPSHOT | RX_VMO_CHILD_RESIZABLE | RX_VMO_CHILD_SLICE | RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE
+    | RX_VMO_CHILD_NO_WRITE
+)
+
 # rx_vmo_op_range ops (values as in Zircon).
 RX_VMO_OP_COMMIT = 1
 RX_VMO_OP_DECOMMIT = 2
@@ -41,9 +52,11 @@ RX_VM_PERM_WRITE = 1 << 1
 RX_VM_PERMS = RX_VM_PERM_READ | RX_VM_PERM_WRITE
 
 # rx_vmar_map options.
+RX_VM_SPECIFIC = 1 << 5  # map exactly at addr, replacing whatever rx mappings are there (Zircon's
+#                          SPECIFIC_OVERWRITE): the old mappings go and the new one appears at once
 RX_VM_MAP_RANGE = 1 << 10  # prefault the whole range now
 RX_VM_MAP_RANDOM = 1 << 20  # rx extension: no fault-around (like MADV_RANDOM)
-RX_VM_MAP_OPTIONS = RX_VM_MAP_RANGE | RX_VM_MAP_RANDOM
+RX_VM_MAP_OPTIONS = RX_VM_SPECIFIC | RX_VM_MAP_RANGE | RX_VM_MAP_RANDOM
 
 # rx_vmar_op_range ops.
 RX_VMAR_OP_COMMIT = 1
@@ -62,6 +75,8 @@ RX_INFO_SYSTEM_VMOS = 101  # rx extension: every live VMO (rxctl vmos)
 RX_INFO_VMO_TYPE_PAGED = 1 << 0
 RX_INFO_VMO_RESIZABLE = 1 << 1
 RX_INFO_VMO_COMMIT_EAGER = 1 << 2
+RX_INFO_VMO_IS_COW_CLONE = 1 << 4  # a snapshot or at-least-on-write child (Zircon's value)
+RX_INFO_VMO_IS_SLICE = 1 << 5  # rx extension: a slice child
 
 # Object types.
 RX_OBJ_TYPE_PROCESS = 1

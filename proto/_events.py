@@ -110,8 +110,10 @@ class FaultReply:
 CONTROL_INVALIDATE = 1
 CONTROL_PROTECT = 2
 CONTROL_PING = 3
-# Integers per range of each control op: (addr, length), (addr, length, prot), none.
-CONTROL_RANGE_WIDTHS = {CONTROL_INVALIDATE: 2, CONTROL_PROTECT: 3, CONTROL_PING: 0}
+CONTROL_STORE = 4  # (store_id, writable) with the store's fd attached: fault replies may name it
+CONTROL_FORGET = 5  # (store_id,)...: close those store fds, rxd will not name them again
+# Integers per range of each control op: (addr, length), (addr, length, prot), none, ...
+CONTROL_RANGE_WIDTHS = {CONTROL_INVALIDATE: 2, CONTROL_PROTECT: 3, CONTROL_PING: 0, CONTROL_STORE: 2, CONTROL_FORGET: 1}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

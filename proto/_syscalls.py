@@ -42,13 +42,19 @@ SYSCALLS: Final[tuple[Syscall, ...]] = (
     _s(13, "rx_vmo_get_size", "handle:handle", "u64"),
     _s(14, "rx_vmo_set_size", "handle:handle size:u64", "none"),
     _s(15, "rx_vmo_op_range", "handle:handle op:u32 offset:u64 size:u64", "none"),
+    _s(16, "rx_vmo_create_child", "handle:handle options:u32 offset:u64 size:u64", "handle"),
     # The client reserves the address range itself (it is its own address space) and tells rxd
-    # where; the reply is [store_id] with the store's fd attached (SCM_RIGHTS).
-    _s(20, "rx_vmar_map", "vmo:handle vmo_offset:u64 length:u64 perms:u32 options:u32 addr:u64", "store_id"),
+    # where. Store fds reach the client later, on its control channel, when a fault needs them.
+    _s(20, "rx_vmar_map", "vmo:handle vmo_offset:u64 length:u64 perms:u32 options:u32 addr:u64", "none"),
     _s(21, "rx_vmar_unmap", "addr:u64 length:u64", "none"),
     _s(22, "rx_vmar_protect", "addr:u64 length:u64 perms:u32", "none"),
     _s(23, "rx_vmar_op_range", "addr:u64 length:u64 op:u32", "none"),
     _s(30, "rx_object_get_info", "handle:handle topic:u32", "dict|list"),
+    # rx.fork(): the parent snapshots everything it maps into a one-time ticket; the child (a new
+    # rx process) claims it and gets the snapshots as handles with where to map them.
+    _s(40, "rx_fork_prepare", "", "str"),
+    _s(41, "rx_fork_claim", "ticket:str", "list"),
+    _s(42, "rx_fork_cancel", "ticket:str", "none"),
 )
 
 BY_NUMBER: Final[dict[int, Syscall]] = {s.number: s for s in SYSCALLS}

@@ -13,15 +13,17 @@ can target the very process whose fault is being resolved without deadlock.
 from __future__ import annotations
 
 import itertools
+import os
 from typing import TYPE_CHECKING
 
 import structlog
 import trio
 
-from rxkernel.proto import CLOSED, CONTROL_INVALIDATE, ControlAck, ControlRequest
+from rxkernel.proto import CLOSED, CONTROL_FORGET, CONTROL_INVALIDATE, CONTROL_STORE, ControlAck, ControlRequest
 from rxkernel.proto import Connection as ProtoConnection
 
 if TYPE_CHECKING:
+    from ._pagestore import PageStore
     from ._process import Process
     from ._stream import Stream
 
@@ -40,10 +42,29 @@ class ControlChannel:
         self._seq = itertools.count(1)
         self._pending: dict[int, list[object]] = {}  # seq -> [trio.Event, status]
         self._send_lock = trio.Lock()
+        self._posted_send, self._posted = trio.open_memory_channel[tuple[int, list[tuple[int, ...]]]](float("inf"))
         self.closed = False
 
-    async def request(self, op: int, ranges: list[tuple[int, ...]]) -> bool:
-        """Send one control request and wait for its ack; False if the channel died first."""
+    async def run(self) -> None:
+        """The channel's life: acks in, posted requests out."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send_posted)
+            await self.read_acks()
+            nursery.cancel_scope.cancel()
+
+    def post(self, op: int, ranges: list[tuple[int, ...]]) -> None:
+        """Send a request nobody waits for (FORGET): in order, from the channel's own task."""
+        if not self.closed:
+            self._posted_send.send_nowait((op, ranges))
+
+    async def _send_posted(self) -> None:
+        async for op, ranges in self._posted:
+            if not await self.request(op, ranges):
+                return
+
+    async def request(self, op: int, ranges: list[tuple[int, ...]], fds: list[int] | None = None) -> bool:
+        """Send one control request (`fds` ride with it) and wait for its ack; False if the
+        channel died first or the client refused it."""
         if self.closed:
             return False
         seq = next(self._seq)
@@ -54,7 +75,7 @@ class ControlChannel:
         self._pending[seq] = slot
         try:
             async with self._send_lock:
-                await self._sock.send_all(self._conn.send(event))
+                await self._sock.send_all(self._conn.send(event), fds)
             await done.wait()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             self.fail_all()
@@ -116,6 +137,33 @@ async def _shootdown_one(process: Process, ranges: list[tuple[int, ...]], op: in
         log.warning("killing client", pid=process.pid, koid=process.koid, reason=why, deadline=kernel.ack_deadline)
         kernel.memory.counters.clients_killed += 1
         process.kill()
+
+
+async def send_stores(process: Process, needs: dict[PageStore, bool]) -> bool:
+    """Make sure the client holds an fd for each store (writable where needed) before a fault
+    reply names it; a read-only need gets an O_RDONLY reopening, so a writable MAP_SHARED of it
+    fails in the host kernel. False if the client could not take one (its table is full or the
+    channel is gone): the caller refuses the fault."""
+    for store, writable in needs.items():
+        have = process.stores.get(store)
+        if have is not None and (have or not writable):
+            continue
+        control = process.control
+        if control is None or store.fd < 0:
+            return False
+        fd = store.fd if writable else store.reopen_readonly()
+        try:
+            # Shielded like a shootdown: if the request went out, the client holds the fd.
+            with trio.CancelScope(shield=True):
+                ok = await control.request(CONTROL_STORE, [(store.store_id, int(writable))], [fd])
+        finally:
+            if not writable:
+                os.close(fd)
+        if not ok or not process.alive:
+            return False
+        process.stores[store] = writable
+        store.holders.add(process)
+    return True
 
 
 def coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, ...]]:

@@ -1,9 +1,11 @@
 """Fault resolution: what a client's SIGSEGV handler gets back (DESIGN.md §4, WIRE.md).
 
-Semantics: a read of a page nobody wrote maps the host zero page and commits nothing; a write
-commits the page (and, on sequential access, a growing window of pages ahead) and maps the store
-writable; committed pages are mapped with the mapping's permissions, so a later write to an already
-committed page in a writable mapping does not fault again. A fault rxd refuses carries a status the
+Semantics: a read of a page nobody wrote maps the host zero page and commits nothing; a read of a
+page a clone shares with an ancestor maps the ancestor's page read-only (no copy, no memory); a
+write makes the page the VMO's own (committing it, copying it first if it was shared: a
+copy-on-write split), on sequential access with a growing window of pages ahead, and maps it
+writable; a VMO's own pages are mapped with the mapping's permissions, so a later write to one in
+a writable mapping does not fault again. A fault rxd refuses carries a status the
 client turns into its one-line diagnostic and a kernel-style death.
 """
 
@@ -18,6 +20,7 @@ from rxkernel.proto import (
     PAGE_SHIFT,
     RX_ERR_ACCESS_DENIED,
     RX_ERR_NO_MEMORY,
+    RX_ERR_NO_RESOURCES,
     RX_ERR_NOT_FOUND,
     RX_ERR_OUT_OF_RANGE,
     RX_VM_PERM_READ,
@@ -27,9 +30,10 @@ from rxkernel.proto import (
     RxError,
 )
 
-from ._coherence import shootdown
+from ._coherence import send_stores, shootdown
 
 if TYPE_CHECKING:
+    from ._cowpages import Resolved
     from ._mapping import Mapping
     from ._process import Process
     from ._vmo import Vmo
@@ -69,21 +73,34 @@ async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, wri
 
     if not m.perms & RX_VM_PERM_READ or (write and not m.perms & RX_VM_PERM_WRITE):
         return refuse(RX_ERR_ACCESS_DENIED)
-    vmo, store, memory = m.vmo, m.vmo.store, process.kernel.memory
+    vmo, memory = m.vmo, process.kernel.memory
+    node, off = vmo.node, vmo.node_offset
     page = m.page_of(addr)
     if page >= vmo.size_pages:
         return refuse(RX_ERR_OUT_OF_RANGE)
     start, end = m.fault_window(page, write, vmo.size_pages)
+    resolved: list[Resolved] = []
     if write:
-        status = await _commit(vmo, m, start, end)
+        status = await _commit(process, vmo, m, start, end)
         if status == RX_ERR_NO_MEMORY and end - start > 1:
             start, end = page, page + 1  # the window did not fit the budget: the page alone may
-            status = await _commit(vmo, m, start, end)
+            status = await _commit(process, vmo, m, start, end)
         if status:
             return refuse(status)
-        # The commit stopped tracking the zero pages this window replaces in m, trusting our
-        # reply to replace them. If it awaited acks and protect/unmap reshaped m meanwhile, the
-        # reply covers less (or nothing): take whatever else of the window m had mapped away.
+        needs = {node.store: True}
+    else:
+        resolved = node.resolve(start + off, end + off)
+        needs = {}
+        for _, _, owner, _ in resolved:
+            if owner is not None:
+                needs[owner.store] = needs.get(owner.store, False) or (owner is node and bool(m.perms & RX_VM_PERM_WRITE))
+    if not await send_stores(process, needs):
+        return refuse(RX_ERR_NO_RESOURCES)
+    if write:
+        # The commit stopped tracking what this window showed in m (zero pages, an ancestor's
+        # pages), trusting our reply to replace it. If it awaited acks and protect/unmap
+        # reshaped m meanwhile, the reply covers less (or nothing): take whatever else of the
+        # window m had mapped away.
         window = (m.addr_of(start), m.addr_of(end))
         if not process.alive or process.aspace.find(addr) is not m:
             await shootdown({process: [(window[0], window[1] - window[0])]}, CONTROL_INVALIDATE)
@@ -94,20 +111,28 @@ async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, wri
             await shootdown({process: left_out}, CONTROL_INVALIDATE)
             if not process.alive or process.aspace.find(addr) is not m:
                 return None
+    elif not process.alive or process.aspace.find(addr) is not m:
+        return None
     prot = _prot(m.perms)
     ops: list[FaultOp] = []
     if write:
-        ops.append(FaultOp(m.addr_of(start), (end - start) << PAGE_SHIFT, FAULT_OP_STORE, prot, store.store_id, start << PAGE_SHIFT))
+        ops.append(FaultOp(m.addr_of(start), (end - start) << PAGE_SHIFT, FAULT_OP_STORE, prot, node.store.store_id, (start + off) << PAGE_SHIFT))
     else:
-        for s, e, committed in store.committed.runs(start, end):
+        for s, e, owner, os_ in resolved:
             if len(ops) == MAX_OPS:
                 break
-            if committed:
-                ops.append(FaultOp(m.addr_of(s), (e - s) << PAGE_SHIFT, FAULT_OP_STORE, prot, store.store_id, s << PAGE_SHIFT))
+            length, at = (e - s) << PAGE_SHIFT, m.addr_of(s - off)
+            if owner is node:
+                ops.append(FaultOp(at, length, FAULT_OP_STORE, prot, node.store.store_id, os_ << PAGE_SHIFT))
+                continue
+            # Not this node's own page: read-only, and marked, so whoever changes what this page
+            # resolves to finds this mapping (see _cowpages.py).
+            node.shadowed.set_range(s, e, True)
+            if owner is None:
+                ops.append(FaultOp(at, length, FAULT_OP_ZERO, _PROT_READ))
             else:
-                store.zero_mapped.set_range(s, e, True)
-                ops.append(FaultOp(m.addr_of(s), (e - s) << PAGE_SHIFT, FAULT_OP_ZERO, _PROT_READ))
-        if not store.committed.get(page):
+                ops.append(FaultOp(at, length, FAULT_OP_STORE, _PROT_READ, owner.store.store_id, os_ << PAGE_SHIFT))
+        if not node.store.committed.get(page + off) and node.resolve(page + off, page + off + 1)[0][2] is None:
             memory.counters.zero_page_faults += 1
     memory.counters.page_faults += 1
     process.page_faults += 1
@@ -117,9 +142,12 @@ async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, wri
     return FaultReply(seq, 0, process.inval_seq, tuple(ops))
 
 
-async def _commit(vmo: Vmo, m: Mapping, start: int, end: int) -> int:
+async def _commit(process: Process, vmo: Vmo, m: Mapping, start: int, end: int) -> int:
     try:
-        await vmo.commit_locked(start, end, exclude=m)
+        _, copied = await vmo.commit_locked(start, end, exclude=m)
     except RxError as e:
         return e.status
+    if copied:
+        process.kernel.memory.counters.cow_faults += 1
+        process.cow_faults += 1
     return 0

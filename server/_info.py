@@ -6,8 +6,11 @@ Definitions (documented in README too):
 - active: committed pages inside at least one live mapping's range; inactive: the other committed
   pages (reachable only through handles);
 - wired: memory rxd itself spends on page metadata (it cannot be paged or freed while the stores live);
-- private/shared (TASK_STATS): committed pages in a mapping of a VMO that one process maps (private)
-  or several map (shared, and scaled = shared / number of processes), as Zircon counts them.
+- private/shared (TASK_STATS): committed pages a process's mappings show. A page is private when
+  only one VMO can read it and only this process maps that VMO; otherwise it is shared, and
+  scaled_shared gives each sharer 1/n of it (n = VMOs that read it × processes mapping the VMO).
+  Pages a copy-on-write clone still shares with its parent count as shared, not as the clone's.
+- cow_faults: write faults that split a shared page; cow_pages_copied: pages those copied.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from rxkernel.proto import (
     PAGE_SHIFT,
+    PAGE_SIZE,
     RX_ERR_INVALID_ARGS,
     RX_ERR_WRONG_TYPE,
     RX_INFO_HANDLE_BASIC,
@@ -29,6 +33,7 @@ from rxkernel.proto import (
     RxError,
 )
 
+from ._cowpages import CowPages
 from ._handles import KernelObject
 from ._process import Process
 from ._vmo import Vmo
@@ -49,7 +54,50 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _mapped_committed(m: Mapping) -> int:
-    return m.vmo.store.committed.count(m.first_page, min(m.end_page, m.vmo.size_pages))
+    """Pages of m's VMO's own store inside m."""
+    off = m.vmo.node_offset
+    return m.vmo.store.committed.count(m.first_page + off, min(m.end_page, m.vmo.size_pages) + off)
+
+
+def _readers(owner: CowPages, start: int, end: int) -> list[tuple[int, int, int]]:
+    """(s, e, n): how many visible nodes read owner's pages [s, e)."""
+    edges: dict[int, int] = {}
+    for node, lo, hi, d in owner.see_through(start, end):
+        if node.fronts:
+            edges[lo + d] = edges.get(lo + d, 0) + 1
+            edges[hi + d] = edges.get(hi + d, 0) - 1
+    out, n, prev = [], 0, start
+    for at in sorted(edges):
+        if n and at > prev:
+            out.append((prev, at, n))
+        n += edges[at]
+        prev = at
+    return out
+
+
+def _mapped_pages(m: Mapping) -> tuple[int, int, float]:
+    """(private, shared, scaled shared) committed pages m shows."""
+    vmo, off = m.vmo, m.vmo.node_offset
+    procs = max(vmo.share_count(), 1)
+    private = shared = 0
+    scaled = 0.0
+    end = min(m.end_page, vmo.size_pages)
+    if m.first_page >= end:
+        return 0, 0, 0.0
+    for s, e, owner, os_ in vmo.node.resolve(m.first_page + off, end + off):
+        if owner is None:
+            continue
+        if owner is vmo.node and procs == 1:
+            private += e - s
+            continue
+        for rs, re, n in _readers(owner, os_, os_ + (e - s)) if owner is not vmo.node else [(s, e, 1)]:
+            n *= procs
+            if n == 1:
+                private += re - rs
+            else:
+                shared += re - rs
+                scaled += (re - rs) / n
+    return private, shared, scaled
 
 
 def vmo_info(vmo: Vmo, rights: int) -> dict[str, Any]:
@@ -62,26 +110,25 @@ def vmo_info(vmo: Vmo, rights: int) -> dict[str, Any]:
         "flags": vmo.info_flags,
         "handle_rights": rights,
         "store_id": vmo.store.store_id,
+        "parent_koid": vmo.parent_koid,
+        "num_children": vmo.num_children,
     }
 
 
 def task_stats(process: Process) -> dict[str, Any]:
-    mapped = private = shared = scaled = 0
+    mapped = private = shared = 0
+    scaled = 0.0
     for m in process.aspace:
         mapped += m.length
-        committed = _mapped_committed(m) << PAGE_SHIFT
-        sharers = m.vmo.share_count()
-        if sharers <= 1:
-            private += committed
-        else:
-            shared += committed
-            scaled += committed // sharers
+        p, s, sc = _mapped_pages(m)
+        private, shared, scaled = private + p, shared + s, scaled + sc
     return {
         "mem_mapped_bytes": mapped,
-        "mem_private_bytes": private,
-        "mem_shared_bytes": shared,
-        "mem_scaled_shared_bytes": scaled,
+        "mem_private_bytes": private << PAGE_SHIFT,
+        "mem_shared_bytes": shared << PAGE_SHIFT,
+        "mem_scaled_shared_bytes": int(scaled * PAGE_SIZE),
         "page_faults": process.page_faults,
+        "cow_faults": process.cow_faults,
     }
 
 
@@ -114,14 +161,21 @@ def process_maps(process: Process) -> list[dict[str, Any]]:
 
 def kmem_stats(kernel: Kernel) -> dict[str, Any]:
     memory = kernel.memory
-    active = 0
-    wired = 0
+    nodes: set[CowPages] = set()
     for vmo in kernel.vmos.values():
-        wired += vmo.store.metadata_bytes
-        limit = vmo.size_pages
+        nodes.add(vmo.node)
+        nodes.update(vmo.node.ancestors())
+    wired = sum(n.store.metadata_bytes + n.shadowed.memory_bytes + n.zeroed.memory_bytes for n in nodes)
+    # active: committed pages some live mapping shows, wherever they live.
+    shown: dict[CowPages, list[tuple[int, int]]] = {}
+    for vmo in kernel.vmos.values():
+        off, limit = vmo.node_offset, vmo.size_pages
         for s, e in _merged([(m.first_page, min(m.end_page, limit)) for m in vmo.mappings]):
             if s < e:
-                active += vmo.store.committed.count(s, e)
+                for rs, re, owner, os_ in vmo.node.resolve(s + off, e + off):
+                    if owner is not None:
+                        shown.setdefault(owner, []).append((os_, os_ + re - rs))
+    active = sum(owner.store.committed.count(s, e) for owner, runs in shown.items() for s, e in _merged(runs))
     c = memory.counters
     committed = memory.committed_pages
     return {
@@ -136,10 +190,13 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "committed_bytes": committed << PAGE_SHIFT,
         "page_faults": c.page_faults,
         "zero_page_faults": c.zero_page_faults,
+        "cow_faults": c.cow_faults,
+        "cow_pages_copied": c.cow_pages_copied,
         "shootdowns": c.shootdowns,
         "clients_killed": c.clients_killed,
         "num_processes": len(kernel.processes),
         "num_vmos": len(kernel.vmos),
+        "num_hidden_nodes": sum(1 for n in nodes if n.hidden),
         "export_tokens": kernel.outstanding_tokens,  # exported, not yet claimed
     }
 

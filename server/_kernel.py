@@ -10,12 +10,18 @@ import dataclasses
 import itertools
 import secrets
 
+import structlog
+import trio
+
 from rxkernel.proto import RX_ERR_INVALID_ARGS, RX_ERR_NOT_FOUND, RX_OBJ_TYPE_SYSTEM, RxError, reduce_rights
 
+from ._cowpages import CowPages
 from ._handles import KernelObject
 from ._memory import PhysicalMemory
 from ._process import Process
-from ._vmo import Vmo
+from ._vmo import Vmo, collapse_locked, new_root_vmo
+
+log = structlog.get_logger("rxd.kernel")
 
 
 class SystemResource(KernelObject):
@@ -23,6 +29,19 @@ class SystemResource(KernelObject):
 
     obj_type = RX_OBJ_TYPE_SYSTEM
     type_name = "system"
+
+
+@dataclasses.dataclass(slots=True)
+class ForkEntry:
+    """One mapping of a forking process, for its child to map again at the same place."""
+
+    addr: int
+    length: int
+    vmo_offset: int
+    perms: int
+    options: int
+    vmo: Vmo  # the snapshot; the ticket holds one reference per distinct snapshot
+    rights: int
 
 
 @dataclasses.dataclass(slots=True)
@@ -40,9 +59,13 @@ class Kernel:
         self.sessions: dict[bytes, Process] = {}
         self.vmos: dict[int, Vmo] = {}
         self._tokens: dict[str, _Token] = {}
+        self._fork_tickets: dict[str, tuple[Process, list[ForkEntry]]] = {}
         self._koids = itertools.count(1024)
         self.system = SystemResource(self.new_koid())
         self.system.add_ref()  # lives as long as the kernel
+        # Background work that needs the event loop (collapsing COW chains); set by the server.
+        self.nursery: trio.Nursery | None = None
+        self._collapsing: set[CowPages] = set()
 
     def new_koid(self) -> int:
         return next(self._koids)
@@ -55,9 +78,27 @@ class Kernel:
         return process
 
     def new_vmo(self, size: int, options: int, capacity: int) -> Vmo:
-        vmo = Vmo(self, self.new_koid(), size, options, capacity)
+        return self.register_vmo(new_root_vmo(self, self.new_koid(), size, options, capacity))
+
+    def register_vmo(self, vmo: Vmo) -> Vmo:
         self.vmos[vmo.koid] = vmo
         return vmo
+
+    def defer_collapse(self, node: CowPages) -> None:
+        """Merge hidden `node` into its only child soon, under the tree lock (it needs acks)."""
+        if self.nursery is None or node in self._collapsing:
+            return
+        self._collapsing.add(node)
+        self.nursery.start_soon(self._collapse, node)
+
+    async def _collapse(self, node: CowPages) -> None:
+        try:
+            async with node.tree.lock:
+                await collapse_locked(node)
+        except Exception:
+            log.exception("collapsing a copy-on-write node failed; the tree stays correct, only longer")
+        finally:
+            self._collapsing.discard(node)
 
     def export(self, exporter: Process, obj: KernelObject, rights: int, requested: int) -> str:
         new_rights = reduce_rights(rights, requested)
@@ -82,6 +123,27 @@ class Kernel:
         if entry is not None:
             entry.exporter.tokens.discard(token)
             entry.obj.drop_ref()
+
+    def new_fork_ticket(self, parent: Process, entries: list[ForkEntry]) -> str:
+        ticket = secrets.token_hex(16)
+        self._fork_tickets[ticket] = (parent, entries)
+        parent.fork_tickets.add(ticket)
+        return ticket
+
+    def claim_fork_ticket(self, ticket: str) -> list[ForkEntry]:
+        """One-time, like export tokens; the caller takes over the snapshots' references."""
+        found = self._fork_tickets.pop(ticket, None)
+        if found is None:
+            raise RxError(RX_ERR_NOT_FOUND, "no such fork ticket (already claimed, cancelled, or its parent is gone)")
+        found[0].fork_tickets.discard(ticket)
+        return found[1]
+
+    def cancel_fork_ticket(self, parent: Process, ticket: str) -> None:
+        found = self._fork_tickets.get(ticket)
+        if found is None or found[0] is not parent:
+            return  # claimed already (or never ours): nothing to free
+        for vmo in {e.vmo for e in self.claim_fork_ticket(ticket)}:
+            vmo.drop_ref()
 
     @property
     def outstanding_tokens(self) -> int:

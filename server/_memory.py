@@ -20,6 +20,8 @@ class Counters:
     page_outs: int = 0
     shootdowns: int = 0  # control requests sent to clients
     clients_killed: int = 0  # clients that did not ack in time
+    cow_faults: int = 0  # write faults that split a shared page (copy-on-write)
+    cow_pages_copied: int = 0  # pages copied by those splits (and by writes and commits to clones)
 
 
 class PhysicalMemory:

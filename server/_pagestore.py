@@ -1,15 +1,16 @@
 """A page store: one sealed memfd holding one object's pages at offset page×4096 (DESIGN.md §3).
 
-The store knows nothing about mappings or processes (Zircon's VmCowPages role): it tracks which
-pages are committed, asks PhysicalMemory before committing, and frees host memory on decommit.
+The store knows nothing about mappings or copy-on-write (that is CowPages, above it): it tracks
+which pages are committed, asks PhysicalMemory before committing, and frees host memory on decommit.
 Its memfd is sized sparse at the store's capacity and sealed against shrink, grow and further seals,
 so no client holding the fd can change its size or seal it against rxd's writes.
 
-Two page maps, one byte per page each:
-- committed:   pages rxd counts as memory (the page may not be allocated on the host yet: a client's
-               touch allocates it; eager commits allocate at once);
-- zero_mapped: pages some mapping was given the host zero page for. Committing such a page must
-               first take those zero-page mappings away, or a reader would keep seeing zeros.
+`committed` is one byte per page: pages rxd counts as memory (the page may not be allocated on the
+host yet: a client's touch allocates it; eager commits allocate at once). Invariant: a page that is
+not committed is a hole, so it reads as zero (decommit punches).
+
+`holders` are the processes that were sent an fd of this store (on their control channel); when
+the store dies they are told to close it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import itertools
 import os
 import queue
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -27,6 +30,9 @@ from rxkernel.proto import PAGE_SHIFT, RX_ERR_INTERNAL, RxError
 
 from ._memory import PhysicalMemory
 from ._pagemap import PageMap
+
+if TYPE_CHECKING:
+    from ._process import Process
 
 _store_ids = itertools.count(1)
 # fallocate granularity for eager commits run in a worker thread: big enough to be cheap, small
@@ -38,24 +44,25 @@ _INLINE_PUNCH_BYTES = 2 << 20
 
 
 class _Reaper:
-    """Closes the memfds of dead stores on a thread of its own: the last close of a memfd frees
-    all its pages, and doing that for gigabytes on the event loop would stall every client."""
+    """Frees host memory on a thread of its own, in order: punching or closing gigabytes on the
+    event loop would stall every client. Accounting never waits for it: pages stop counting when
+    rxd decides to free them, the host catches up here."""
 
     def __init__(self) -> None:
-        self._fds: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def close(self, fd: int) -> None:
+    def submit(self, job: Callable[[], object]) -> None:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="rxd-reaper", daemon=True)
                 self._thread.start()
-        self._fds.put(fd)
+        self._jobs.put(job)
 
     def _run(self) -> None:
         while True:
-            os.close(self._fds.get())
+            self._jobs.get()()
 
 
 _reaper = _Reaper()
@@ -72,7 +79,7 @@ class PageStore:
         self.capacity_pages = capacity_bytes >> PAGE_SHIFT
         self.memory = memory
         self.committed = PageMap()
-        self.zero_mapped = PageMap()
+        self.holders: set[Process] = set()
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(self.fd, capacity_bytes)
@@ -87,7 +94,7 @@ class PageStore:
 
     @property
     def metadata_bytes(self) -> int:
-        return self.committed.memory_bytes + self.zero_mapped.memory_bytes
+        return self.committed.memory_bytes
 
     def reopen_readonly(self) -> int:
         """A new O_RDONLY fd on the same memfd: a writable MAP_SHARED of it fails in the host."""
@@ -107,11 +114,39 @@ class PageStore:
             length = min(_ALLOCATE_CHUNK, (end << PAGE_SHIFT) - off)
             _check(await trio.to_thread.run_sync(lib.rx_allocate, self.fd, off, length), "fallocate")
 
+    def decommit_nowait(self, start: int, end: int) -> int:
+        """Free pages [start, end) now in the accounting; the reaper punches the holes. Only for
+        pages no client can have mapped (so nothing can read them before the punch lands)."""
+        freed = self.committed.set_range(start, end, False)
+        if freed:
+            self.memory.release(freed)
+            fd, offset, length = self.fd, start << PAGE_SHIFT, (end - start) << PAGE_SHIFT
+            if length <= _INLINE_PUNCH_BYTES:
+                _check(lib.rx_punch_hole(fd, offset, length), "punch hole")
+            else:
+                dup = os.dup(fd)  # the store may close before the reaper gets here
+
+                def punch() -> None:
+                    lib.rx_punch_hole(dup, offset, length)
+                    os.close(dup)
+
+                _reaper.submit(punch)
+        return freed
+
+    def take_pages(self, other: PageStore, runs: list[tuple[int, int]], delta: int = 0) -> None:
+        """Copy `other`'s committed pages in `runs` (its page numbers) to page + delta here and
+        move their accounting with them (the budget sees no difference); `other` forgets them
+        without punching, since whoever empties it next closes or punches it. Targets must be holes."""
+        for s, e in runs:
+            for rs, re, v in other.committed.runs(s, e):
+                if v:
+                    n = re - rs
+                    _check(lib.rx_copy_range(self.fd, (rs + delta) << PAGE_SHIFT, other.fd, rs << PAGE_SHIFT, n << PAGE_SHIFT), "copy")
+                    assert self.committed.set_range(rs + delta, re + delta, True) == n
+                    other.committed.set_range(rs, re, False)
+
     async def decommit(self, start: int, end: int) -> int:
         """Free pages [start, end): the caller has already taken every mapping of them away."""
-        # zero_mapped stays as it is: clients may still map the zero page for the uncommitted
-        # pages of the range (that is still right: they read as zero), and the next commit of
-        # those pages must take those mappings away.
         freed = self.committed.set_range(start, end, False)
         if freed:
             self.memory.release(freed)
@@ -140,12 +175,23 @@ class PageStore:
         _check(lib.rx_zero_range(self.fd, offset, length), "zero range")
 
     def close(self) -> None:
-        """Free everything: the VMO is gone and no mapping of it is left anywhere."""
+        """Free everything: no node uses this store and no mapping of it is left anywhere."""
         if self.fd < 0:
             return
         self.memory.release(self.committed.count_set)
         self.committed = PageMap()
-        self.zero_mapped = PageMap()
-        _reaper.close(self.fd)
+        fd, size = self.fd, self.capacity_pages << PAGE_SHIFT
+        # Clients that were sent the fd may still hold it (a misbehaving one could keep it):
+        # punch everything first so the host memory goes regardless.
+        punch = bool(self.holders)
+
+        def free() -> None:
+            if punch:
+                lib.rx_punch_hole(fd, 0, size)
+            os.close(fd)
+
+        _reaper.submit(free)
         self.fd = -1
+        for process in list(self.holders):
+            process.forget_store(self)
 

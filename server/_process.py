@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from rxkernel.proto import RX_OBJ_TYPE_PROCESS, SESSION_TOKEN_BYTES
+from rxkernel.proto import CONTROL_FORGET, RX_OBJ_TYPE_PROCESS, SESSION_TOKEN_BYTES
 
 from ._handles import HandleTable, KernelObject
 from ._mapping import AddressSpace, Mapping
@@ -23,6 +23,7 @@ from ._mapping import AddressSpace, Mapping
 if TYPE_CHECKING:
     from ._coherence import ControlChannel
     from ._kernel import Kernel
+    from ._pagestore import PageStore
 
 log = structlog.get_logger("rxd.process")
 
@@ -43,8 +44,12 @@ class Process(KernelObject):
         self.control: ControlChannel | None = None
         self.inval_seq = 0  # control requests sent so far (WIRE.md "Ordering")
         self.page_faults = 0
+        self.cow_faults = 0
         self.alive = True
+        # Stores whose fd the client holds (sent on its control channel), and whether writable.
+        self.stores: dict[PageStore, bool] = {}
         self.tokens: set[str] = set()  # export tokens not yet claimed
+        self.fork_tickets: set[str] = set()  # rx.fork() tickets its child has not claimed yet
         self.cancel_scopes: list[trio.CancelScope] = []  # one per channel task
 
     def __repr__(self) -> str:
@@ -61,6 +66,24 @@ class Process(KernelObject):
         self.aspace.remove(m)
         m.vmo.mappings.remove(m)
         m.vmo.drop_ref()
+
+    def forget_store(self, store: PageStore) -> None:
+        """Tell the client to close its fd of `store` (it died, or nothing we map reaches it)."""
+        store.holders.discard(self)
+        if self.stores.pop(store, None) is not None and self.control is not None:
+            self.control.post(CONTROL_FORGET, [(store.store_id,)])
+
+    def prune_stores(self) -> None:
+        """After an unmap: forget the stores no remaining mapping can reach."""
+        if not self.stores:
+            return
+        keep = set()
+        for m in self.aspace:
+            node = m.vmo.node
+            keep.add(node.store)
+            keep.update(a.store for a in node.ancestors())
+        for store in [s for s in self.stores if s not in keep]:
+            self.forget_store(store)
 
     def kill(self) -> None:
         """SIGKILL the client (it failed the coherence protocol) and treat it as dead now."""
@@ -80,8 +103,13 @@ class Process(KernelObject):
         log.info("process gone", pid=self.pid, koid=self.koid, why=why, mappings=len(self.aspace), handles=len(self.handles))
         for m in list(self.aspace):
             self.remove_mapping(m)
+        for store in self.stores:
+            store.holders.discard(self)
+        self.stores.clear()
         for token in list(self.tokens):
             self.kernel.revoke_token(token)
+        for ticket in list(self.fork_tickets):
+            self.kernel.cancel_fork_ticket(self, ticket)
         self.handles.clear()
         if self.control is not None:
             self.control.fail_all()

@@ -87,6 +87,7 @@ class Server:
         log.info("rxd listening", socket=self.socket_path, memory_bytes=self.kernel.memory.total_pages * PAGE_SIZE)
         try:
             async with trio.open_nursery() as nursery:
+                self.kernel.nursery = nursery
                 task_status.started()
                 while True:
                     sock, _ = await listener.accept()
@@ -181,7 +182,7 @@ class Server:
                 control = ControlChannel(process, sock, conn)
                 process.control = control
                 try:
-                    await control.read_acks()
+                    await control.run()
                 finally:
                     if process.control is control:
                         process.control = None

@@ -23,6 +23,7 @@ from rxkernel.proto import (
     RX_ERR_BAD_STATE,
     RX_ERR_INVALID_ARGS,
     RX_ERR_NOT_FOUND,
+    RX_ERR_NOT_SUPPORTED,
     RX_ERR_OUT_OF_RANGE,
     RX_ERR_UNAVAILABLE,
     RX_MAX_IO,
@@ -35,10 +36,17 @@ from rxkernel.proto import (
     RX_RIGHT_WRITE,
     RX_VM_MAP_OPTIONS,
     RX_VM_MAP_RANGE,
+    RX_VM_SPECIFIC,
     RX_VM_PERM_READ,
     RX_VM_PERM_WRITE,
     RX_VM_PERMS,
     RX_VMAR_OP_COMMIT,
+    RX_VMO_CHILD_NO_WRITE,
+    RX_VMO_CHILD_OPTIONS,
+    RX_VMO_CHILD_RESIZABLE,
+    RX_VMO_CHILD_SLICE,
+    RX_VMO_CHILD_SNAPSHOT,
+    RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE,
     RX_VMO_COMMIT_EAGER,
     RX_VMO_CREATE_OPTIONS,
     RX_VMO_MAX_SIZE,
@@ -53,10 +61,10 @@ from rxkernel.proto import (
 
 from . import _info
 from ._coherence import shootdown
-from ._kernel import Kernel
+from ._kernel import ForkEntry, Kernel
 from ._mapping import Mapping
 from ._process import Process
-from ._vmo import Vmo
+from ._vmo import Vmo, new_slice, snapshot_locked
 
 # The highest user address a mapping may reach (47-bit x86_64 / 48-bit aarch64 user space).
 USER_ADDR_LIMIT = 1 << 48
@@ -189,7 +197,9 @@ async def rx_vmo_read(call: Call, handle: int, offset: int, length: int) -> tupl
     if length > RX_MAX_IO:
         raise _invalid(f"at most {RX_MAX_IO} bytes per call (the stub library splits larger reads)")
     _check_range(offset, length, vmo.size)
-    return (vmo.store.read(offset, length),)
+    async with vmo.lock:  # a split in flight must not show half-done
+        _check_range(offset, length, vmo.size)
+        return (vmo.read_locked(offset, length),)
 
 
 @syscall
@@ -232,10 +242,60 @@ async def rx_vmo_op_range(call: Call, handle: int, op: int, offset: int, size: i
         if op == RX_VMO_OP_COMMIT:
             await vmo.commit_locked(start, end, allocate=True)
         elif op == RX_VMO_OP_DECOMMIT:
-            await vmo.decommit_locked(start, end)
+            # Zircon: whole pages only. On a clone the pages then read as zero (its own copies go
+            # and it no longer reads its parent's there), as Zircon's decommit of a child does.
+            await vmo.release_locked(start, end)
         else:
             await vmo.zero_locked(offset, size)
     return ()
+
+
+@syscall
+async def rx_vmo_create_child(call: Call, handle: int, options: int, offset: int, size: int) -> tuple[Any, ...]:
+    """Zircon's zx_vmo_create_child: SNAPSHOT, SNAPSHOT_AT_LEAST_ON_WRITE or SLICE, with the
+    NO_WRITE and RESIZABLE modifiers. The parent handle needs DUPLICATE and READ; the child's
+    handle has the parent handle's rights, plus WRITE for copy-on-write children (minus it with
+    NO_WRITE), and RESIZE only if the child is resizable."""
+    if options & ~RX_VMO_CHILD_OPTIONS:
+        raise _invalid(f"unknown options {options & ~RX_VMO_CHILD_OPTIONS:#x}")
+    kinds = options & (RX_VMO_CHILD_SNAPSHOT | RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE | RX_VMO_CHILD_SLICE)
+    if kinds not in (RX_VMO_CHILD_SNAPSHOT, RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE, RX_VMO_CHILD_SLICE):
+        raise _invalid("exactly one of SNAPSHOT, SNAPSHOT_AT_LEAST_ON_WRITE and SLICE is needed")
+    resizable = bool(options & RX_VMO_CHILD_RESIZABLE)
+    if kinds == RX_VMO_CHILD_SLICE and resizable:
+        raise _invalid("a slice cannot be resizable")
+    parent, rights = _vmo(call, handle, RX_RIGHT_DUPLICATE | RX_RIGHT_READ)
+    _check_aligned(offset=offset)
+    if size > RX_VMO_MAX_SIZE or offset + size >= 1 << 64:
+        raise RxError(RX_ERR_OUT_OF_RANGE, f"child {offset:#x}+{size:#x} is too large")
+    size = _round_up(size)
+    rights &= ~RX_RIGHT_RESIZE
+    rights |= RX_RIGHT_RESIZE if resizable else 0
+    if kinds != RX_VMO_CHILD_SLICE:
+        rights |= RX_RIGHT_WRITE
+    if options & RX_VMO_CHILD_NO_WRITE:
+        rights &= ~RX_RIGHT_WRITE
+    kernel = call.kernel
+    async with parent.lock:
+        if not parent.alive:
+            raise RxError(RX_ERR_BAD_STATE, "the parent VMO is gone")
+        if kinds == RX_VMO_CHILD_SLICE:
+            if parent.options & RX_VMO_RESIZABLE:
+                raise RxError(RX_ERR_NOT_SUPPORTED, "a resizable VMO cannot have slices")
+            _check_range(offset, size, parent.size, "slice")
+            child = new_slice(parent, kernel.new_koid(), offset, size, 0)
+        else:
+            capacity = max(size, RX_VMO_RESIZABLE_CAPACITY) if resizable else size
+            child = await snapshot_locked(
+                parent, kernel.new_koid(), offset, size, RX_VMO_RESIZABLE if resizable else 0, capacity,
+                at_least_on_write=kinds == RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE,
+            )
+        kernel.register_vmo(child)
+        child.add_ref()
+    try:
+        return (call.process.handles.add(child, rights),)
+    finally:
+        child.drop_ref()
 
 
 # -- address space (Zircon: zx_vmar_map, _unmap, _protect, _op_range) ------------------------------
@@ -263,6 +323,11 @@ async def rx_vmar_map(
         raise RxError(RX_ERR_BAD_STATE, "the process has no control channel; it cannot map")
     max_perms = (RX_VM_PERM_READ if rights & RX_RIGHT_READ else 0) | (RX_VM_PERM_WRITE if rights & RX_RIGHT_WRITE else 0)
     m = Mapping(process, addr, length, vmo, vmo_offset, perms, max_perms, options)
+    if options & RX_VM_SPECIFIC:
+        # Replace whatever this process maps there, with no await in between: a fault sees the
+        # old mapping or the new one, never a hole. The client replaces its memory the same way.
+        for old in _covering(process, addr, length, whole=False, must_exist=False):
+            process.remove_mapping(old)
     if not process.aspace.insert(m):
         raise RxError(RX_ERR_ALREADY_EXISTS, f"{addr:#x}+{length:#x} overlaps an existing mapping")
     vmo.mappings.append(m)
@@ -275,17 +340,14 @@ async def rx_vmar_map(
     except BaseException:
         process.remove_mapping(m)
         raise
-    # The client gets the store's fd with no more access than its handle grants: without WRITE,
-    # a read-only reopening, so a writable MAP_SHARED of it fails in the host kernel.
-    writable = bool(rights & RX_RIGHT_WRITE)
-    fd = vmo.store.fd if writable else vmo.store.reopen_readonly()
-    call.fds.append(fd)
-    if not writable:
-        call.close_after.append(fd)
-    return (vmo.store.store_id, writable)
+    if options & RX_VM_SPECIFIC:
+        process.prune_stores()
+    # Store fds reach the client on its control channel when a fault first needs them, with
+    # no more access than the mapping allows (see send_stores).
+    return ()
 
 
-def _covering(process: Process, addr: int, length: int, whole: bool) -> list[Mapping]:
+def _covering(process: Process, addr: int, length: int, whole: bool, must_exist: bool = True) -> list[Mapping]:
     """Mappings overlapping [addr, addr+length), split so none crosses either end. With `whole`,
     the range must be mapped without gaps (Zircon's protect/op_range rule)."""
     _check_aligned(addr=addr, length=length)
@@ -294,6 +356,8 @@ def _covering(process: Process, addr: int, length: int, whole: bool) -> list[Map
     _check_range(addr, length, USER_ADDR_LIMIT, "address range")
     found = process.aspace.overlapping(addr, addr + length)
     if not found:
+        if not must_exist:
+            return []
         raise RxError(RX_ERR_NOT_FOUND, f"nothing mapped in {addr:#x}+{length:#x}")
     if whole:
         expect = addr
@@ -318,6 +382,7 @@ async def rx_vmar_unmap(call: Call, addr: int, length: int) -> tuple[Any, ...]:
     # The client munmaps the range itself once this returns; a fault there afterwards is refused.
     for m in _covering(call.process, addr, length, whole=False):
         call.process.remove_mapping(m)
+    call.process.prune_stores()
     return ()
 
 
@@ -361,3 +426,60 @@ async def rx_object_get_info(call: Call, handle: int, topic: int) -> tuple[Any, 
     h = call.process.handles.get(handle, None, RX_RIGHT_INSPECT)
     return (_info.get_info(call.kernel, h.obj, h.rights, topic),)
 
+
+
+# -- rx.fork() (rx extension) ------------------------------------------------------------------------
+
+
+@syscall
+async def rx_fork_prepare(call: Call) -> tuple[Any, ...]:
+    """Snapshot every VMO this process maps (once each, however many mappings it has) and keep
+    the snapshots behind a one-time ticket for the child: see rxkernel.client.fork()."""
+    process, kernel = call.process, call.kernel
+    entries: list[ForkEntry] = []
+    snapshots: dict[Vmo, Vmo] = {}
+    try:
+        for m in sorted(process.aspace, key=lambda m: m.base):
+            vmo = m.vmo
+            if vmo not in snapshots:
+                async with vmo.lock:
+                    if not m.alive:
+                        continue
+                    resizable = bool(vmo.options & RX_VMO_RESIZABLE)
+                    child = await snapshot_locked(
+                        vmo, kernel.new_koid(), 0, vmo.size, vmo.options & RX_VMO_RESIZABLE,
+                        vmo.store.capacity_pages << PAGE_SHIFT if resizable else vmo.size, at_least_on_write=False,
+                    )
+                    kernel.register_vmo(child)
+                    child.add_ref()  # the ticket's reference
+                    snapshots[vmo] = child
+            rights = RX_DEFAULT_VMO_RIGHTS & ~(0 if m.max_perms & RX_VM_PERM_WRITE else RX_RIGHT_WRITE)
+            rights |= RX_RIGHT_RESIZE if vmo.options & RX_VMO_RESIZABLE else 0
+            entries.append(ForkEntry(m.base, m.length, m.vmo_offset, m.perms, m.options & ~RX_VM_MAP_RANGE, snapshots[vmo], rights))
+    except BaseException:
+        for child in snapshots.values():
+            child.drop_ref()
+        raise
+    return (kernel.new_fork_ticket(process, entries),)
+
+
+@syscall
+async def rx_fork_claim(call: Call, ticket: str) -> tuple[Any, ...]:
+    """The fork child's side: handles to the snapshots, and where the parent mapped them."""
+    entries = call.kernel.claim_fork_ticket(ticket)
+    out = []
+    handles = call.process.handles
+    try:
+        for e in entries:
+            out.append([e.addr, e.length, e.vmo_offset, e.perms, e.options, handles.add(e.vmo, e.rights)])
+    finally:
+        for vmo in {e.vmo for e in entries}:
+            vmo.drop_ref()  # the ticket's reference: the handles hold their own now
+    return (out,)
+
+
+@syscall
+async def rx_fork_cancel(call: Call, ticket: str) -> tuple[Any, ...]:
+    """The parent's side when the child died before claiming: free the snapshots."""
+    call.kernel.cancel_fork_ticket(call.process, ticket)
+    return ()

@@ -245,17 +245,30 @@ assert all(view[0] == 0 for view in views)
 def test_upgrading_a_store_fd_does_not_leak(rxd: Rxd) -> None:
     rxd.run(HEADER + """
 v = rx.rx_vmo_create(4096)
+rx.rx_vmo_write(v, 0, b"x")
 ro = rx.rx_handle_duplicate(v, rx.RX_RIGHT_READ | rx.RX_RIGHT_MAP)
 def fds():
     return len(os.listdir("/proc/self/fd"))
+def settled(target=None):
+    deadline = time.monotonic() + 10
+    while (fds() != target if target is not None else True) and time.monotonic() < deadline:
+        if target is None:
+            n = fds(); time.sleep(0.3)
+            if fds() == n:
+                return n
+        else:
+            time.sleep(0.01)
+    return fds()
 for i in range(201):
     if i == 1:
-        before = fds()
-    a = rx.rx_vmar_map(ro, 0, 4096, rx.RX_VM_PERM_READ)   # read-only fd
-    b = rx.rx_vmar_map(v, 0, 4096, RW)                    # upgraded to a writable one
+        before = settled()  # the first touch opened a fault channel, which stays
+    a = rx.rx_vmar_map(ro, 0, 4096, rx.RX_VM_PERM_READ)
+    assert bytes(rx.rx_view(a, 1)) == b"x"                # rxd sends a read-only fd
+    b = rx.rx_vmar_map(v, 0, 4096, RW)
+    rx.rx_view(b, 1)[0] = ord("x")                        # upgraded to a writable one
     rx.rx_vmar_unmap(a, 4096)
-    rx.rx_vmar_unmap(b, 4096)
-assert fds() == before, (before, fds())
+    rx.rx_vmar_unmap(b, 4096)                             # nothing maps it: rxd says forget it
+assert settled(before) == before, (before, fds())
 """)
 
 

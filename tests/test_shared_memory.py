@@ -6,6 +6,7 @@ import os
 import signal
 
 from rxkernel.proto import (
+    RX_RIGHT_INSPECT,
     RX_RIGHT_MAP,
     RX_RIGHT_READ,
     RX_RIGHT_SAME_RIGHTS,
@@ -56,10 +57,10 @@ def test_32_processes_share_one_vmo(rxd: Rxd) -> None:
 def test_read_only_handle_gives_a_read_only_fd(rxd: Rxd) -> None:
     vmo = rxd.call("rx_vmo_create", 1 << 20, 0)
     rxd.call("rx_vmo_write", vmo, 0, b"secret")
-    token = rxd.call("rx_handle_export", vmo, RX_RIGHT_READ | RX_RIGHT_MAP)
+    token = rxd.call("rx_handle_export", vmo, RX_RIGHT_READ | RX_RIGHT_MAP | RX_RIGHT_INSPECT)
     rxd.run(HEADER + """
 import mmap
-from rxkernel.client._process import PROCESS
+from rxkernel.native import lib
 vmo = rx.rx_handle_import(sys.argv[1])
 try:
     rx.rx_vmar_map(vmo, 0, 1 << 20, RW)
@@ -75,14 +76,15 @@ else:
     raise AssertionError("vmo_write needs WRITE")
 addr = rx.rx_vmar_map(vmo, 0, 1 << 20, rx.RX_VM_PERM_READ)
 assert bytes(rx.rx_view(addr, 6)) == b"secret"
-(store,) = PROCESS.stores.values()
+fd = lib.rx_store_fd(rx.rx_object_get_info(vmo, rx.RX_INFO_VMO)["store_id"])
+assert fd >= 0
 try:
-    mmap.mmap(store.fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 except PermissionError:
     pass
 else:
     raise AssertionError("the store fd must not allow writable shared mappings")
-flags = int(open(f"/proc/self/fdinfo/{store.fd}").read().split("flags:")[1].split()[0], 8)
+flags = int(open(f"/proc/self/fdinfo/{fd}").read().split("flags:")[1].split()[0], 8)
 assert flags & os.O_ACCMODE == os.O_RDONLY
 """, token)
     assert rxd.call("rx_vmo_read", vmo, 0, 6) == b"secret"

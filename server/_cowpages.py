@@ -1,0 +1,243 @@
+"""Copy-on-write page trees (Zircon's VmCowPages role): where each page of a VMO really lives.
+
+Every VMO stands on a CowPages node; a node owns one page store and may have a parent it reads
+through for the pages it lacks. A snapshot turns the original's pages into an immutable hidden
+node (no VMO stands on it) whose two children are the original and the new child; an
+at-least-on-write child reads straight through to its (visible, still written) parent; a slice is
+a second VMO standing on the same node at an offset. All nodes of one tree share one lock.
+
+Resolving page i of node N: N's own committed page; else zero if N has a zero marker there (a ZERO
+on a clone) or i is past N.parent_limit; else page i + parent_offset of the parent, recursively.
+A page nobody wrote resolves to nothing: it reads as zero everywhere and costs nothing.
+
+Invariants (hold whenever the tree's lock is free):
+- a hidden node's page that no visible descendant resolves to is not committed (freed at once, so
+  committed bytes always equal what some VMO can still read);
+- a client maps node N's page i writable only from N's own store, and only if N is visible;
+- whatever a client maps for N's page i from anywhere other than N's own store (the zero page, an
+  ancestor's page) is marked in N.shadowed until that mapping is taken away, so a change to what
+  page i resolves to can find and invalidate it;
+- an uncommitted page of any store is a hole (reads as zero).
+
+Lock order: tree.lock → (awaiting acks). Nothing else is held across an await.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from rxkernel.proto import PAGE_SHIFT
+
+from ._coherence import coalesce
+from ._pagemap import PageMap
+from ._pagestore import PageStore
+from ._stream import FastLock
+
+if TYPE_CHECKING:
+    from ._kernel import Kernel
+    from ._mapping import Mapping
+    from ._process import Process
+    from ._vmo import Vmo
+
+Runs = list[tuple[int, int]]
+Targets = dict["Process", list[tuple[int, ...]]]
+# A resolved run: node pages [start, end) live in `owner`'s store from owner_start on (owner None:
+# they read as zero).
+Resolved = tuple[int, int, "CowPages | None", int]
+
+
+class CowTree:
+    """What every node of one tree shares: the lock that makes tree changes atomic."""
+
+    __slots__ = ("lock", "kernel")
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.lock = FastLock()
+        self.kernel = kernel
+
+
+def merge_runs(runs: Runs) -> Runs:
+    out: list[list[int]] = []
+    for s, e in sorted(runs):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def subtract_runs(runs: Runs, minus: Runs) -> Runs:
+    """runs − minus, both sorted and merged."""
+    out: Runs = []
+    j = 0
+    for s, e in runs:
+        while j < len(minus) and minus[j][1] <= s:
+            j += 1
+        k, cur = j, s
+        while k < len(minus) and minus[k][0] < e:
+            if minus[k][0] > cur:
+                out.append((cur, minus[k][0]))
+            cur = max(cur, minus[k][1])
+            k += 1
+        if cur < e:
+            out.append((cur, e))
+    return out
+
+
+def set_runs(pagemap: PageMap, start: int, end: int, value: bool = True) -> Runs:
+    return [(s, e) for s, e, v in pagemap.runs(start, end) if v == value]
+
+
+class CowPages:
+    __slots__ = (
+        "tree", "store", "parent", "parent_offset", "parent_limit", "children", "fronts", "shadowed", "zeroed",
+    )
+
+    def __init__(self, tree: CowTree, store: PageStore) -> None:
+        self.tree = tree
+        self.store = store
+        self.parent: CowPages | None = None
+        self.parent_offset = 0  # pages: my page i is the parent's page i + parent_offset
+        self.parent_limit = 0  # pages [0, parent_limit) read through to the parent
+        self.children: list[CowPages] = []
+        self.fronts: list[Vmo] = []  # VMOs standing on this node (the VMO and its slices)
+        self.shadowed = PageMap()  # see the module invariants
+        self.zeroed = PageMap()  # zero markers: read as zero, not through to the parent
+
+    def __repr__(self) -> str:
+        kind = "visible" if self.fronts else "hidden"
+        return f"<CowPages {kind} store={self.store.store_id} committed={self.store.committed_pages} children={len(self.children)}>"
+
+    @property
+    def hidden(self) -> bool:
+        return not self.fronts
+
+    def depth(self) -> int:
+        n, node = 0, self.parent
+        while node is not None:
+            n, node = n + 1, node.parent
+        return n
+
+    def ancestors(self) -> Iterator[CowPages]:
+        node = self.parent
+        while node is not None:
+            yield node
+            node = node.parent
+
+    # -- resolution ------------------------------------------------------------------------------
+
+    def holes(self, start: int, end: int) -> Runs:
+        """Pages of [start, end) that read through to the parent."""
+        if self.parent is None:
+            return []
+        end = min(end, self.parent_limit)
+        out: Runs = []
+        for s, e in set_runs(self.store.committed, start, end, False) if start < end else []:
+            out.extend(set_runs(self.zeroed, s, e, False))
+        return out
+
+    def resolve(self, start: int, end: int) -> list[Resolved]:
+        """Where pages [start, end) live, as runs in page order."""
+        out: list[Resolved] = []
+        parent, po, lim = self.parent, self.parent_offset, self.parent_limit
+        for s, e, own in self.store.committed.runs(start, end):
+            if own:
+                out.append((s, e, self, s))
+            elif parent is None:
+                out.append((s, e, None, 0))
+            else:
+                for zs, ze, zeroed in self.zeroed.runs(s, e):
+                    if not zeroed and zs < lim:
+                        for ps, pe, owner, os_ in parent.resolve(zs + po, min(ze, lim) + po):
+                            out.append((ps - po, pe - po, owner, os_))
+                        zs = min(ze, lim)
+                    if zs < ze:
+                        out.append((zs, ze, None, 0))
+        return _merge_resolved(out)
+
+    def see_through(self, start: int, end: int, delta: int = 0) -> Iterator[tuple[CowPages, int, int, int]]:
+        """(node, lo, hi, delta) for this node's [start, end) and every descendant range that
+        reads through to it there; node page p is this node's page p + delta."""
+        yield self, start, end, delta
+        for c in self.children:
+            lo, hi = max(start - c.parent_offset, 0), min(end - c.parent_offset, c.parent_limit)
+            if lo < hi:
+                for s, e in c.holes(lo, hi):
+                    yield from c.see_through(s, e, delta + c.parent_offset)
+
+    def seen(self, start: int, end: int) -> Runs:
+        """Pages of [start, end) that some visible node resolves to this node (for a visible
+        node: all of them)."""
+        if self.fronts:
+            return [(start, end)]
+        return merge_runs([(lo + d, hi + d) for n, lo, hi, d in self.see_through(start, end) if n.fronts])
+
+    def unseen_committed(self, start: int, end: int) -> Runs:
+        """Committed pages of [start, end) no visible node can read: garbage to free."""
+        if self.fronts:
+            return []
+        return subtract_runs(set_runs(self.store.committed, start, end), self.seen(start, end))
+
+    def free_unseen(self, start: int = 0, end: int | None = None) -> int:
+        """Free every committed page of this hidden node in [start, end) that no one can read.
+        No client maps such a page (only readers of a page ever map it), so no shootdown."""
+        if end is None:
+            end = self.store.capacity_pages
+        freed = 0
+        for s, e in self.unseen_committed(start, end):
+            freed += self.store.decommit_nowait(s, e)
+        return freed
+
+    # -- who maps what ---------------------------------------------------------------------------
+
+    def add_targets(self, targets: dict[Process, list[tuple[int, int]]], runs: Runs, exclude: Mapping | None) -> None:
+        """Address ranges where mappings of this node's VMOs show node pages `runs`."""
+        for vmo in self.fronts:
+            vo = vmo.node_offset
+            for m in vmo.mappings:
+                if m is exclude:
+                    continue
+                mf, me = m.first_page + vo, m.end_page + vo
+                for s, e in runs:
+                    lo, hi = max(s, mf), min(e, me)
+                    if lo < hi:
+                        targets.setdefault(m.process, []).append((m.addr_of(lo - vo), (hi - lo) << PAGE_SHIFT))
+
+    def change_targets(self, runs: Runs, exclude: Mapping | None = None, own: bool = False) -> tuple[Targets, list[tuple[CowPages, Runs]]]:
+        """Every mapping that shows this node's pages `runs` from somewhere else than its own
+        node's store — here, and in every descendant reading through — plus (with `own`) this
+        node's mappings of its own committed pages there. Returns the targets and the shadow marks
+        to clear once they acked. Call it before changing what those pages resolve to."""
+        targets: dict[Process, list[tuple[int, int]]] = {}
+        marks: list[tuple[CowPages, Runs]] = []
+        for s, e in runs:
+            for node, lo, hi, _ in self.see_through(s, e):
+                shadow = set_runs(node.shadowed, lo, hi)
+                if shadow:
+                    marks.append((node, shadow))
+                mine = shadow
+                if own and node is self:
+                    mine = merge_runs(shadow + set_runs(node.store.committed, lo, hi))
+                node.add_targets(targets, mine, exclude)
+        return {p: coalesce(r) for p, r in targets.items()}, marks
+
+
+def clear_marks(marks: list[tuple[CowPages, Runs]]) -> None:
+    for node, runs in marks:
+        for s, e in runs:
+            node.shadowed.set_range(s, e, False)
+
+
+def _merge_resolved(runs: list[Resolved]) -> list[Resolved]:
+    out: list[Resolved] = []
+    for s, e, owner, os_ in runs:
+        if s >= e:
+            continue
+        if out:
+            ps, pe, powner, pos = out[-1]
+            if pe == s and powner is owner and (owner is None or pos + (pe - ps) == os_):
+                out[-1] = (ps, e, owner, pos)
+                continue
+        out.append((s, e, owner, os_))
+    return out
