@@ -161,7 +161,7 @@ class Vmo(KernelObject):
         for s, e, owner, os_ in missing:
             if owner is not None and owner.hidden:
                 owner.free_unseen(os_, os_ + (e - s))  # the last sharer's copy: the page moves
-        if allocate:
+        if allocate and store.fd >= 0:  # (the VMO may have died while we awaited acks)
             for s, e, owner, _ in missing:
                 if owner is None:
                     await store.allocate(s, e)
@@ -324,11 +324,21 @@ async def collapse_locked(node: CowPages) -> None:
     holds fewer pages than the parent, it adopts the parent's store and its own pages are copied
     in; otherwise the parent's pages the child can see are copied down. Either way the mappings
     that showed pages of the store that goes are taken away first."""
-    if not node.hidden or len(node.children) != 1 or node.fronts:
+    if not node.hidden or len(node.children) != 1:
         return
     child = node.children[0]
     node.free_unseen()
-    adopt = child.parent_offset == 0 and child.store.committed_pages <= node.store.committed_pages
+
+    def unchanged() -> bool:
+        # Closing handles changes trees without the lock (it only ever removes what nobody can
+        # see): after an await, give up if that removed either node.
+        return node.children == [child] and child.parent is node and node.store.fd >= 0 and child.store.fd >= 0
+
+    adopt = (
+        child.parent_offset == 0
+        and child.store.committed_pages <= node.store.committed_pages
+        and node.store.capacity_pages >= child.store.capacity_pages  # the child may grow into it
+    )
     if adopt:
         # The child's own pages move into the parent's store, which becomes the child's.
         # Writers must stop writing the child's old store before its pages are copied.
@@ -336,6 +346,8 @@ async def collapse_locked(node: CowPages) -> None:
         targets, marks = child.change_targets(own, own=True)
         await shootdown(targets, CONTROL_INVALIDATE)
         clear_marks(marks)
+        if not unchanged():
+            return
         moving_to, leaving = node.store, child.store
         # Pages of the parent's store past the child's window were unseen, so already freed.
         moving_to.take_pages(leaving, own)
@@ -349,6 +361,8 @@ async def collapse_locked(node: CowPages) -> None:
         targets, marks = child.change_targets(through)
         await shootdown(targets, CONTROL_INVALIDATE)
         clear_marks(marks)
+        if not unchanged():
+            return
         child.store.take_pages(node.store, [(s + po, e + po) for s, e in through], -po)
         node.store.close()
     # The child now reads where the parent did, through the parent's zero markers and limit.

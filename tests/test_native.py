@@ -554,6 +554,48 @@ def test_control_thread_lifecycle() -> None:
     lib.rx_control_stop()
 
 
+def test_control_store_and_forget() -> None:
+    """rxd hands store fds to the control thread (STORE, fd by SCM_RIGHTS); it owns them."""
+    ours, theirs = socket.socketpair()
+    assert lib.rx_control_start(theirs.detach()) == 0
+    u = msgpack.Unpacker()
+    a, b = os.memfd_create("store-a"), os.memfd_create("store-b")
+    try:
+        def store(seq: int, store_id: int, fd: int | None) -> int:
+            data = msgpack.packb([seq, 4, 0, store_id, 1])
+            socket.send_fds(ours, [data], [fd]) if fd is not None else ours.sendall(data)
+            ack_seq, status = _recv_obj(ours, u)
+            assert ack_seq == seq
+            return int(status)
+
+        def ino(fd: int) -> int:
+            return os.fstat(fd).st_ino
+
+        assert store(1, 77, a) == 0
+        held = lib.rx_store_fd(77)
+        assert held >= 0 and held != a and ino(held) == ino(a)  # its own copy of the fd
+        assert store(2, 77, b) == 0  # replaced (read-only → writable): the old copy is closed
+        assert ino(lib.rx_store_fd(77)) == ino(b)
+        assert not os.path.exists(f"/proc/self/fd/{held}") or os.readlink(f"/proc/self/fd/{held}").find("store-a") < 0
+        assert store(3, 78, None) == -10  # a STORE must carry its fd
+        assert store(4, 78, a) == 0
+        ours.sendall(msgpack.packb([5, 5, 0, 77, 78]))  # FORGET both
+        assert _recv_obj(ours, u) == [5, 0]
+        assert lib.rx_store_fd(77) < 0 and lib.rx_store_fd(78) < 0
+        assert store(6, 79, a) == 0
+        lib.rx_control_stop()  # the channel ends: its stores' fds go with it
+        ours.settimeout(5)
+        assert ours.recv(16) == b""
+        deadline = time.monotonic() + 5
+        while lib.rx_store_fd(79) >= 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lib.rx_store_fd(79) < 0
+    finally:
+        ours.close()
+        os.close(a)
+        os.close(b)
+
+
 # -- server helpers and benchmarks --------------------------------------------------------------------
 
 
