@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import signal
 import sys
 
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> None:
+    # Copy-on-write trees are walked recursively (a chain of children is as deep as the clones
+    # made of clones); Python's default limit of 1000 would make a deep chain an internal error.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
+    # Every page store is a memfd: allow as many as the hard limit lets us.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     kernel = Kernel(args.memory, ack_deadline=args.ack_deadline)
     server = Server(kernel, args.socket or default_socket_path())
     log = structlog.get_logger("rxd")

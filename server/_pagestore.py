@@ -15,6 +15,7 @@ the store dies they are told to close it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import os
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from rxkernel.native import lib
-from rxkernel.proto import PAGE_SHIFT, RX_ERR_INTERNAL, RxError
+from rxkernel.proto import PAGE_SHIFT, RX_ERR_INTERNAL, RX_ERR_NO_RESOURCES, RxError
 
 from ._memory import PhysicalMemory
 from ._pagemap import PageMap
@@ -80,7 +81,12 @@ class PageStore:
         self.memory = memory
         self.committed = PageMap()
         self.holders: set[Process] = set()
-        self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                raise RxError(RX_ERR_NO_RESOURCES, "rxd has no file descriptors left for another page store") from e
+            raise
         try:
             os.ftruncate(self.fd, capacity_bytes)
             fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)

@@ -442,3 +442,33 @@ if pid == 0:
 _, status = os.waitpid(pid, 0)
 assert status == 0
 """)
+
+
+def test_snapshots_taken_while_another_process_writes_are_consistent(rxd: Rxd) -> None:
+    """No write slips into a snapshot after it is taken, and each one is a moment of the writer."""
+    n = 4
+    base = rxd.call("rx_vmo_create", n * P, 0)
+    writer = rxd.spawn(HEADER + """
+v = rx.rx_handle_import(sys.argv[1])
+view = rx.rx_view(rx.rx_vmar_map(v, 0, 4 * 4096, RW), 4 * 4096)
+print("go", flush=True)
+i = 0
+while True:
+    i += 1
+    for p in range(4):                      # page 0 first: a snapshot sees v0 >= v1 >= v2 >= v3
+        view[p * 4096:p * 4096 + 8] = i.to_bytes(8, "little")
+""", rxd.call("rx_handle_export", base, RX_RIGHT_SAME_RIGHTS))
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "go"
+        snaps = []
+        for _ in range(40):
+            snap = rxd.call("rx_vmo_create_child", base, RX_VMO_CHILD_SNAPSHOT, 0, n * P)
+            values = [int.from_bytes(rxd.call("rx_vmo_read", snap, p * P, 8), "little") for p in range(n)]
+            assert values == sorted(values, reverse=True) and values[0] - values[-1] <= 1, values
+            snaps.append((snap, values))
+        for snap, values in snaps:  # the writer kept writing: none of it reached a snapshot
+            assert [int.from_bytes(rxd.call("rx_vmo_read", snap, p * P, 8), "little") for p in range(n)] == values
+        assert snaps[-1][1][0] > snaps[0][1][0], "the writer made progress between snapshots"
+    finally:
+        writer.kill()
+        writer.wait(10)
