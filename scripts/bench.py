@@ -6,6 +6,17 @@ this is a noisy 2-vCPU VM and absolute numbers drift (DESIGN.md §4).
    round trip plus one mmap
 3. syscall throughput: rx_vmo_get_size with 1, 16 and 64 client processes, and rxd's CPU per syscall
 4. rxd memory per committed page with 1 GiB committed
+5. snapshot (RX_VMO_CHILD_SNAPSHOT) of a fully committed 1 GiB VMO, unmapped and mapped + touched, vs
+   the same snapshot of a 1 MiB VMO (it must not grow with size) and vs os.fork() of a process with
+   1 GiB of touched anonymous memory
+6. copy-on-write write faults: one byte written per page of a mapped snapshot child, sequentially, vs
+   Linux's copy-on-write in a fork child writing one byte per page of the same size
+7. rx.fork() of a process mapping 1 GiB (touched) vs os.fork() with 1 GiB of touched anonymous
+   memory, and what the child costs after writing one page
+
+Benchmarks 5-7 use 1 GiB, or 512 MiB when the machine has too little RAM for 1 GiB twice over (the
+output says which). `scripts/bench cow` runs only 5-7, `scripts/bench core` only 1-4; benchmarks can
+also be named one by one (`scripts/bench snapshot rx-fork`).
 """
 
 from __future__ import annotations
@@ -105,6 +116,305 @@ sys.stdin.readline()
 """
 
 
+# -- copy-on-write benchmarks (5-7) -----------------------------------------------------------------
+
+# Shared by the rx client programs below: kmem from the client itself, and a wait for rxd to settle
+# (closing a snapshot leaves a hidden node that rxd collapses asynchronously; until it has, a write
+# to the parent would copy).
+RX_PRELUDE = """
+import json, os, sys, time
+import rxkernel.client as rx
+from rxkernel.native import ffi, lib
+RW = rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE
+SYSTEM = rx.rx_system_handle()
+def kmem():
+    return rx.rx_object_get_info(SYSTEM, rx.RX_INFO_KMEM_STATS)
+def settle(committed, processes=None):
+    deadline = time.monotonic() + 60
+    while True:
+        k = kmem()
+        if not k["num_hidden_nodes"] and k["committed_bytes"] == committed and processes in (None, k["num_processes"]):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"rxd did not settle to {committed} committed bytes / {processes} processes: {k}")
+        time.sleep(0.002)
+"""
+
+# This process's memory as Linux counts it (bytes): the whole process (Python's own pages too), and
+# the mappings inside [lo, hi) (the memory under test) from /proc/self/smaps.
+PROC_MEM = """
+def mem_status(lo, hi):
+    out = {"range_Rss": 0, "range_Private_Dirty": 0, "range_Shared_Dirty": 0}
+    for line in open("/proc/self/status"):
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            out[key] = int(rest.split()[0]) * 1024
+    inside = False
+    for line in open("/proc/self/smaps"):
+        first = line.split(None, 1)[0]
+        if not first.endswith(":"):
+            start, end = (int(x, 16) for x in first.split("-"))
+            inside = start < hi and end > lo
+        elif inside and "range_" + first[:-1] in out:
+            out["range_" + first[:-1]] += int(line.split()[1]) * 1024
+    return out
+"""
+
+SNAPSHOT = RX_PRELUDE + """
+big, small, rounds, mapped = (int(a) for a in sys.argv[1:5])
+t0 = time.perf_counter_ns()
+vmos = {size: rx.rx_vmo_create(size, rx.RX_VMO_COMMIT_EAGER) for size in (big, small)}
+commit_ns = time.perf_counter_ns() - t0
+committed = kmem()["committed_bytes"]
+assert committed == big + small, kmem()
+addrs = {size: rx.rx_vmar_map(vmo, 0, size, RW) for size, vmo in vmos.items()} if mapped else {}
+times = {big: [], small: []}
+touch = []
+for r in range(rounds):
+    for size in (small, big):
+        vmo = vmos[size]
+        mark = b"snap%04d" % r
+        rx.rx_vmo_write(vmo, size - 4096, mark)
+        if mapped:
+            faults = rx.rx_trap_counters()["faults"]
+            ns = lib.rx_touch(addrs[size], size, 1)
+            if size == big:
+                touch.append({"ns": ns, "faults": rx.rx_trap_counters()["faults"] - faults})
+        t0 = time.perf_counter_ns()
+        child = rx.rx_vmo_create_child(vmo, rx.RX_VMO_CHILD_SNAPSHOT, 0, size)
+        times[size].append(time.perf_counter_ns() - t0)
+        k = kmem()
+        assert k["committed_bytes"] == committed, f"a snapshot committed memory: {k}"
+        assert rx.rx_vmo_read(child, size - 4096, 8) == mark, "the snapshot does not show the parent's data"
+        rx.rx_handle_close(child)
+        settle(committed)
+print(json.dumps({"big_ns": times[big], "small_ns": times[small], "commit_ns": commit_ns, "touch": touch}))
+"""
+
+# Linux baselines: a process with `size` bytes of touched private anonymous memory forks.
+#   fork: time os.fork() until it returns in the parent; the child _exit(0)s at once.
+#   cow:  the child writes one byte per page (rx_touch: the same C loop as the rx side), timed.
+#   rss:  the child's memory before and after writing one page.
+LINUX_FORK = PROC_MEM + """
+import json, mmap, os, sys, time, traceback
+from rxkernel.native import ffi, lib
+size, rounds, modes = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(",")
+mem = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+addr = int(ffi.cast("uintptr_t", ffi.from_buffer(mem)))
+out = {"touch_ns": lib.rx_touch(addr, size, 1)}
+def in_child(fn):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # never return into the parent's code, whatever happens
+        try:
+            os.close(r)
+            os.write(w, json.dumps(fn()).encode())
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, status
+    return json.loads(data)
+if "fork" in modes:
+    out["fork_ns"] = []
+    for _ in range(rounds):
+        t0 = time.perf_counter_ns()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        out["fork_ns"].append(time.perf_counter_ns() - t0)
+        os.waitpid(pid, 0)
+if "cow" in modes:
+    out["cow_ns"] = [in_child(lambda: lib.rx_touch(addr, size, 1)) for _ in range(rounds)]
+if "rss" in modes:
+    def one_page():
+        mem_status(addr, addr + size)  # warm up, as on the rx side
+        before = mem_status(addr, addr + size)
+        lib.rx_touch(addr, 4096, 1)
+        return {"before": before, "after": mem_status(addr, addr + size)}
+    out["rss"] = in_child(one_page)
+print(json.dumps(out))
+"""
+
+COW_WRITE = RX_PRELUDE + """
+size, rounds = int(sys.argv[1]), int(sys.argv[2])
+vmo = rx.rx_vmo_create(size, rx.RX_VMO_COMMIT_EAGER)
+marks = {0: b"first pg", size // 2: b"middle p", size - 4096: b"last pg!"}
+for off, mark in marks.items():
+    rx.rx_vmo_write(vmo, off, mark)
+settle(size)
+out = []
+for _ in range(rounds):
+    child = rx.rx_vmo_create_child(vmo, rx.RX_VMO_CHILD_SNAPSHOT, 0, size)
+    addr = rx.rx_vmar_map(child, 0, size, RW)
+    k0, f0 = kmem(), rx.rx_trap_counters()["faults"]
+    ns = lib.rx_touch(addr, size, 1)
+    k1, f1 = kmem(), rx.rx_trap_counters()["faults"]
+    view = rx.rx_view(addr, size)
+    for off, mark in marks.items():
+        assert bytes(view[off:off + 8]) == mark, f"the child lost the parent's data at {off:#x}"
+    view[0:8] = b"childwr!"
+    assert rx.rx_vmo_read(vmo, 0, 8) == marks[0], "the child's write reached the parent"
+    del view
+    out.append({"ns": ns, "faults": f1 - f0, **{key: k1[key] - k0[key] for key in ("committed_bytes", "cow_faults", "cow_pages_copied")}})
+    rx.rx_vmar_unmap(addr, size)
+    rx.rx_handle_close(child)
+    settle(size)
+print(json.dumps(out))
+"""
+
+RX_FORK = RX_PRELUDE + PROC_MEM + """
+import traceback
+size, rounds = int(sys.argv[1]), int(sys.argv[2])
+vmo = rx.rx_vmo_create(size, rx.RX_VMO_COMMIT_EAGER)
+addr = rx.rx_vmar_map(vmo, 0, size, RW)
+view = rx.rx_view(addr, size)
+view[0:8] = b"parent!!"
+processes = kmem()["num_processes"]
+fork_ns = []
+for _ in range(rounds):
+    lib.rx_touch(addr, size, 1)
+    t0 = time.perf_counter_ns()
+    pid = rx.fork()
+    if pid == 0:
+        os._exit(0)
+    fork_ns.append(time.perf_counter_ns() - t0)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, status
+    settle(size, processes)
+# One more fork whose child writes one page: what that costs rxd and the child.
+lib.rx_touch(addr, size, 1)
+r, w = os.pipe()
+go_r, go_w = os.pipe()
+k0 = kmem()
+pid = rx.fork()
+if pid == 0:  # never return into the parent's code, whatever happens
+    try:
+        os.close(r)
+        os.close(go_w)
+        mem_status(addr, addr + size)  # warm up: the figures should show the page, not Python's first call
+        before = mem_status(addr, addr + size)
+        lib.rx_touch(addr, 4096, 1)
+        after = mem_status(addr, addr + size)
+        view[0:8] = b"childwr!"
+        ok = bytes(view[0:8]) == b"childwr!"
+        os.write(w, json.dumps({"before": before, "after": after, "ok": ok}).encode())
+        os.close(w)
+        os.read(go_r, 1)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+os.close(w)
+os.close(go_r)
+data = b""
+while chunk := os.read(r, 65536):
+    data += chunk
+os.close(r)
+child = json.loads(data)
+k1 = kmem()
+assert child["ok"], "the fork child does not see its own write"
+assert bytes(view[0:8]) == b"parent!!", "the child's write reached the parent"
+# rx_fork_prepare took the parent's pages away (its mapping now reads through a hidden node):
+# the parent faults them back in (reads, nothing copied) while the child is alive.
+f0 = rx.rx_trap_counters()["faults"]
+reread_ns = lib.rx_touch(addr, size, 0)
+reread_faults = rx.rx_trap_counters()["faults"] - f0
+k2 = kmem()
+os.write(go_w, b"x")
+os.close(go_w)
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+print(json.dumps({"fork_ns": fork_ns, "child": child, "committed_delta": k1["committed_bytes"] - k0["committed_bytes"],
+                  "cow_pages_copied": k1["cow_pages_copied"] - k0["cow_pages_copied"], "reread_ns": reread_ns,
+                  "reread_faults": reread_faults, "reread_committed_delta": k2["committed_bytes"] - k1["committed_bytes"]}))
+"""
+
+
+def human_size(n: int) -> str:
+    return f"{n >> 30} GiB" if n >= 1 << 30 and not n % (1 << 30) else f"{n >> 20} MiB"
+
+
+def mem_available() -> int:
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable")
+
+
+def cow_size(quick: bool) -> tuple[int, str]:
+    """1 GiB if it fits twice over with room to spare, else 512 MiB. Benchmark 6 holds a VMO and
+    its full copy in rxd (2×), and its Linux baseline a process and its child's full copy (2× more,
+    though not at the same time); keep 1 GiB of headroom on top."""
+    available = mem_available()
+    if quick:
+        return 256 << 20, f"quick run: 256 MiB ({available >> 20} MiB RAM available)"
+    need = 4 * (1 << 30) + (1 << 30)
+    if available >= need:
+        return 1 << 30, f"1 GiB ({available >> 20} MiB RAM available, {need >> 20} MiB wanted)"
+    return 512 << 20, f"scaled down to 512 MiB: only {available >> 20} MiB RAM available, 1 GiB wants {need >> 20} MiB"
+
+
+def bench_snapshot(rxd: Any, size: int, rounds: int) -> dict[str, Any]:
+    small = 1 << 20
+    linux = client(rxd, LINUX_FORK, str(size), str(rounds), "fork")
+    fork_ns = min(linux["fork_ns"])
+    out: dict[str, Any] = {"size": size, "small_size": small, "linux_fork_ms": fork_ns / 1e6,
+                           "linux_fork_ms_all": [t / 1e6 for t in linux["fork_ns"]]}
+    for mode, mapped in (("unmapped", 0), ("mapped", 1)):
+        rxd.wait_idle()
+        r = client(rxd, SNAPSHOT, str(size), str(small), str(rounds), str(mapped))
+        big_ns, small_ns = min(r["big_ns"]), min(r["small_ns"])
+        out[mode] = {
+            "big_ms": big_ns / 1e6, "small_ms": small_ns / 1e6, "ratio_vs_small": big_ns / small_ns,
+            "ratio_vs_fork": big_ns / fork_ns, "big_ms_all": [t / 1e6 for t in r["big_ns"]],
+            "small_ms_all": [t / 1e6 for t in r["small_ns"]], "eager_commit_ms": r["commit_ns"] / 1e6,
+            "touch": r["touch"],
+        }
+    return out
+
+
+def bench_cow_write(rxd: Any, size: int, rounds: int) -> dict[str, Any]:
+    pages = size // 4096
+    rxd.wait_idle()
+    rx_rounds = client(rxd, COW_WRITE, str(size), str(rounds))
+    linux = client(rxd, LINUX_FORK, str(size), str(rounds), "cow")
+    rx_ns, linux_ns = min(r["ns"] for r in rx_rounds), min(linux["cow_ns"])
+    return {
+        "size": size, "rx_pages_per_s": pages / rx_ns * 1e9, "linux_pages_per_s": pages / linux_ns * 1e9,
+        "ratio": linux_ns / rx_ns,  # rx's rate as a multiple of Linux's
+        "rx_pages_per_s_all": [pages / r["ns"] * 1e9 for r in rx_rounds],
+        "linux_pages_per_s_all": [pages / ns * 1e9 for ns in linux["cow_ns"]],
+        "rx_rounds": rx_rounds,
+    }
+
+
+def bench_rx_fork(rxd: Any, size: int, rounds: int) -> dict[str, Any]:
+    rxd.wait_idle()
+    r = client(rxd, RX_FORK, str(size), str(rounds))
+    linux = client(rxd, LINUX_FORK, str(size), str(rounds), "fork,rss")
+    rx_ns, linux_ns = min(r["fork_ns"]), min(linux["fork_ns"])
+
+    def growth(c: dict[str, Any]) -> dict[str, int]:
+        return {k: c["after"][k] - c["before"][k] for k in c["before"]}
+
+    return {
+        "size": size, "rx_fork_ms": rx_ns / 1e6, "linux_fork_ms": linux_ns / 1e6, "ratio": rx_ns / linux_ns,
+        "rx_fork_ms_all": [t / 1e6 for t in r["fork_ns"]], "linux_fork_ms_all": [t / 1e6 for t in linux["fork_ns"]],
+        "rx_child_committed_delta": r["committed_delta"], "rx_child_cow_pages_copied": r["cow_pages_copied"],
+        "rx_child_mem_growth": growth(r["child"]), "rx_child_mem_before": r["child"]["before"],
+        "linux_child_mem_growth": growth(linux["rss"]), "linux_child_mem_before": linux["rss"]["before"],
+        "rx_parent_reread_ms": r["reread_ns"] / 1e6, "rx_parent_reread_faults": r["reread_faults"],
+        "rx_parent_reread_committed_delta": r["reread_committed_delta"],
+    }
+
+
 def bench_first_touch(rxd: Any, size: int, rounds: int) -> dict[str, Any]:
     r = client(rxd, FIRST_TOUCH, str(size), str(rounds))
     pages = size // 4096
@@ -149,38 +459,124 @@ def bench_memory(rxd: Any) -> dict[str, Any]:
     return {"committed_pages": pages, "rss_bytes_per_page": (after - before) / pages, "metadata_bytes_per_page": kmem["wired_bytes"] / pages}
 
 
+CORE = ["first-touch", "fault-latency", "syscalls", "memory"]
+COW = ["snapshot", "cow-write", "rx-fork"]
+GROUPS = {"core": CORE, "cow": COW, "all": CORE + COW}
+
+
+def selected(names: list[str]) -> list[str]:
+    """Benchmark names from command-line words: groups (core, cow, all) or single benchmarks."""
+    chosen: set[str] = set()
+    for name in names or ["all"]:
+        if name in GROUPS:
+            chosen.update(GROUPS[name])
+        elif name in GROUPS["all"]:
+            chosen.add(name)
+        else:
+            raise SystemExit(f"unknown benchmark {name!r}: choose from {', '.join([*GROUPS, *GROUPS['all']])}")
+    return [b for b in GROUPS["all"] if b in chosen]
+
+
+def rows_core(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    if ft := results.get("first_touch"):
+        rows.append(("1. first touch, 256 MiB sequential", f"{ft['rx_us_per_page']:.2f} µs/page ({ft['faults']} faults)",
+                     f"Linux anon {ft['linux_us_per_page']:.2f} µs/page", f"{ft['ratio']:.2f}×", "≤ 1.5×"))
+    if fl := results.get("fault_latency"):
+        rows.append(("2. fault latency p50 (1 page, random)", f"{fl['rx_p50']:.0f} µs", f"C round trip + mmap {fl['base_p50']:.0f} µs",
+                     f"{fl['ratio_p50']:.2f}×", "≤ 2×"))
+        rows.append(("2. fault latency p99", f"{fl['rx_p99']:.0f} µs", f"{fl['base_p99']:.0f} µs", f"{fl['ratio_p99']:.2f}×", ""))
+    for s in results.get("syscalls", []):
+        rows.append((f"3. rx_vmo_get_size, {s['clients']} clients", f"{s['calls_per_s']:.0f} calls/s",
+                     "rxd CPU per call", f"{s['rxd_cpu_us_per_call']:.1f} µs", "< 20 µs"))
+    if mem := results.get("memory"):
+        rows.append(("4. rxd memory per committed page (1 GiB)", f"{mem['rss_bytes_per_page']:.2f} B RSS",
+                     f"metadata {mem['metadata_bytes_per_page']:.2f} B", "", "< 16 B"))
+    return rows
+
+
+def times(x: float) -> str:
+    return f"{x:.2f}×" if x >= 0.1 else f"{x:.2g}×"
+
+
+def kib(n: int) -> str:
+    return f"{n / 1024:+.0f} KiB"
+
+
+def rows_cow(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    if sn := results.get("snapshot"):
+        size, small = human_size(sn["size"]), human_size(sn["small_size"])
+        for mode, what in (("unmapped", "unmapped"), ("mapped", "mapped + touched")):
+            m = sn[mode]
+            target = "≈ 1× (O(1))" if mode == "unmapped" else ""
+            rows.append((f"5. snapshot, {size} committed, {what}", f"{m['big_ms']:.2f} ms",
+                         f"same, {small}: {m['small_ms']:.2f} ms", times(m["ratio_vs_small"]), target))
+            rows.append((f"5. snapshot, {size} {what} vs fork", f"{m['big_ms']:.2f} ms",
+                         f"os.fork, {size} anon touched: {sn['linux_fork_ms']:.2f} ms", times(m["ratio_vs_fork"]), ""))
+    if cw := results.get("cow_write"):
+        faults = cw["rx_rounds"][0]["faults"]
+        rows.append((f"6. COW write faults, {human_size(cw['size'])} sequential", f"{cw['rx_pages_per_s'] / 1000:.0f} k pages/s ({faults} faults)",
+                     f"Linux fork child {cw['linux_pages_per_s'] / 1000:.0f} k pages/s", f"{times(cw['ratio'])} Linux's rate", ""))
+    if fk := results.get("rx_fork"):
+        size = human_size(fk["size"])
+        rows.append((f"7. rx.fork(), {size} mapped + touched", f"{fk['rx_fork_ms']:.1f} ms",
+                     f"os.fork, {size} anon touched: {fk['linux_fork_ms']:.1f} ms", times(fk["ratio"]), ""))
+        rg, lg = fk["rx_child_mem_growth"], fk["linux_child_mem_growth"]
+        rows.append(("7. fork child writes 1 page", f"rxd committed {kib(fk['rx_child_committed_delta'])}; rx range RSS "
+                     f"{kib(rg['range_Rss'])} (process RSS {kib(rg['VmRSS'])})",
+                     f"Linux child: range Private_Dirty {kib(lg['range_Private_Dirty'])}, RSS {kib(lg['range_Rss'])} "
+                     f"(process RSS {kib(lg['VmRSS'])})", "", "+1 page committed"))
+        rows.append((f"7. parent rereads {size} after rx.fork", f"{fk['rx_parent_reread_ms']:.0f} ms ({fk['rx_parent_reread_faults']} faults)",
+                     "Linux: none (page tables copied)", "", ""))
+    return rows
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description="rxkernel benchmarks (a Markdown table on stdout, JSON in bench-results/)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    ap.add_argument("benchmarks", nargs="*", metavar="NAME",
+                    help=f"groups ({', '.join(GROUPS)}) or benchmarks ({', '.join(GROUPS['all'])}); default all")
     args = ap.parse_args()
     quick = args.quick
+    run = selected(args.benchmarks)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}}
-    with running_rxd(memory="4GiB") as rxd:
-        results["first_touch"] = bench_first_touch(rxd, (32 if quick else 256) << 20, 1 if quick else 3)
-        results["fault_latency"] = bench_fault_latency(rxd, 500 if quick else 3000)
-        results["syscalls"] = [bench_syscalls(rxd, n, 1.0 if quick else 3.0) for n in ((1, 4) if quick else (1, 16, 64))]
-        results["memory"] = bench_memory(rxd)
+    if any(b in CORE for b in run):
+        with running_rxd(memory="4GiB") as rxd:
+            if "first-touch" in run:
+                results["first_touch"] = bench_first_touch(rxd, (32 if quick else 256) << 20, 1 if quick else 3)
+            if "fault-latency" in run:
+                results["fault_latency"] = bench_fault_latency(rxd, 500 if quick else 3000)
+            if "syscalls" in run:
+                results["syscalls"] = [bench_syscalls(rxd, n, 1.0 if quick else 3.0) for n in ((1, 4) if quick else (1, 16, 64))]
+            if "memory" in run:
+                results["memory"] = bench_memory(rxd)
+    size_note = ""
+    if any(b in COW for b in run):
+        size, size_note = cow_size(quick)
+        thp = open("/sys/kernel/mm/transparent_hugepage/enabled").read().strip()
+        results["machine"].update({"mem_available_bytes": mem_available(), "transparent_hugepage": thp})
+        results["cow_size"] = {"bytes": size, "note": size_note}
+        rounds = 2 if quick else 3
+        # rxd holds at most a VMO and its full copy (benchmark 6) at once.
+        with running_rxd(memory=f"{(2 * size + (256 << 20)) >> 20}MiB") as rxd:
+            for name, key, bench, n in (("snapshot", "snapshot", bench_snapshot, rounds + 2),
+                                        ("cow-write", "cow_write", bench_cow_write, rounds),
+                                        ("rx-fork", "rx_fork", bench_rx_fork, rounds)):
+                if name in run:
+                    t0 = time.monotonic()
+                    results[key] = {**bench(rxd, size, n), "wall_s": time.monotonic() - t0}
+            rxd.wait_idle()
     os.makedirs("bench-results", exist_ok=True)
     path = os.path.join("bench-results", time.strftime("bench-%Y%m%d-%H%M%S.json"))
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
-    ft, fl, mem = results["first_touch"], results["fault_latency"], results["memory"]
-    rows = [
-        ("1. first touch, 256 MiB sequential", f"{ft['rx_us_per_page']:.2f} µs/page ({ft['faults']} faults)",
-         f"Linux anon {ft['linux_us_per_page']:.2f} µs/page", f"{ft['ratio']:.2f}×", "≤ 1.5×"),
-        ("2. fault latency p50 (1 page, random)", f"{fl['rx_p50']:.0f} µs", f"C round trip + mmap {fl['base_p50']:.0f} µs",
-         f"{fl['ratio_p50']:.2f}×", "≤ 2×"),
-        ("2. fault latency p99", f"{fl['rx_p99']:.0f} µs", f"{fl['base_p99']:.0f} µs", f"{fl['ratio_p99']:.2f}×", ""),
-    ]
-    for s in results["syscalls"]:
-        rows.append((f"3. rx_vmo_get_size, {s['clients']} clients", f"{s['calls_per_s']:.0f} calls/s",
-                     "rxd CPU per call", f"{s['rxd_cpu_us_per_call']:.1f} µs", "< 20 µs"))
-    rows.append(("4. rxd memory per committed page (1 GiB)", f"{mem['rss_bytes_per_page']:.2f} B RSS",
-                 f"metadata {mem['metadata_bytes_per_page']:.2f} B", "", "< 16 B"))
     print("| benchmark | rx | baseline (same run) | ratio | target |")
     print("|---|---|---|---|---|")
-    for r in rows:
+    for r in rows_core(results) + rows_cow(results):
         print("| " + " | ".join(r) + " |")
+    if size_note:
+        print(f"\nBenchmarks 5-7 at {size_note}; transparent hugepages: {results['machine']['transparent_hugepage']}.")
     print(f"\nJSON: {path}")
 
 
