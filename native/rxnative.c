@@ -21,6 +21,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -1031,6 +1032,30 @@ static pthread_mutex_t ctl_mu = PTHREAD_MUTEX_INITIALIZER;
 static int ctl_fd = -1; /* the running thread's fd, guarded by ctl_mu */
 static uint32_t ctl_gen; /* control sessions started, guarded by ctl_mu; 0 = stores Python registered */
 
+/* PROTECT changes only the parts of [addr, addr+len) that map a file (a store's pages): over the
+ * PROT_NONE reservation or a zero-page run (anonymous memory) an mprotect would make plain memory
+ * that never faults again. The control thread is an ordinary thread, so it may read
+ * /proc/self/maps; rxd sends PROTECT rarely (write-protecting a VMO it snapshots). */
+static int protect_file_backed(uint64_t addr, uint64_t len, int prot) {
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f) return -1;
+    char line[512];
+    int rc = 0;
+    uint64_t end = addr + len;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long lo, hi, off, inode;
+        unsigned int major, minor;
+        char perms[8];
+        if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &lo, &hi, perms, &off, &major, &minor, &inode) != 7)
+            continue;
+        if (!inode || hi <= addr || lo >= end) continue;
+        uint64_t a = lo > addr ? lo : addr, b = hi < end ? hi : end;
+        if (mprotect((void *)(uintptr_t)a, b - a, prot) < 0) rc = -1;
+    }
+    fclose(f);
+    return rc;
+}
+
 /* STORE: the fd that came with the request becomes store_id's (replacing a less capable one);
  * FORGET: close those stores' fds. Under the apply lock, like every change a fault could see. */
 static int64_t ctl_stores(int64_t op, const int64_t *args, uint32_t na, struct rx_fdq *q, uint32_t gen) {
@@ -1095,7 +1120,7 @@ static int64_t ctl_apply(const int64_t *v, uint32_t n, struct rx_fdq *q, uint32_
          * in flight is already gone (and its addresses may hold other memory by now). */
         uint64_t end = (uint64_t)args[i] + (uint64_t)args[i + 1], lo, len;
         for (uint64_t cur = (uint64_t)args[i]; map_next_piece(cur, end, &lo, &len); cur = lo + len) {
-            int r = op == RX_CTL_INVALIDATE ? map_none(lo, len) : mprotect((void *)(uintptr_t)lo, len, (int)args[i + 2]);
+            int r = op == RX_CTL_INVALIDATE ? map_none(lo, len) : protect_file_backed(lo, len, (int)args[i + 2]);
             if (r < 0) status = RX_ERR_INTERNAL;
         }
     }

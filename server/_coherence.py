@@ -46,10 +46,14 @@ class ControlChannel:
         self.closed = False
 
     async def run(self) -> None:
-        """The channel's life: acks in, posted requests out."""
+        """The channel's life: acks in, posted requests out. A peer that vanishes (a killed
+        client resets the socket) ends it like EOF, not as an error."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_posted)
-            await self.read_acks()
+            try:
+                await self.read_acks()
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
             nursery.cancel_scope.cancel()
 
     def post(self, op: int, ranges: list[tuple[int, ...]]) -> None:

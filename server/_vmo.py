@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from rxkernel.proto import (
     CONTROL_INVALIDATE,
+    CONTROL_PROTECT,
     PAGE_SHIFT,
     PAGE_SIZE,
     RX_ERR_INTERNAL,
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from ._kernel import Kernel
     from ._mapping import Mapping
     from ._process import Process
+
+_PROT_READ = 1
 
 # What kind of child a VMO is (for info and for the rules that differ).
 KIND_ROOT, KIND_SNAPSHOT, KIND_AT_LEAST_ON_WRITE, KIND_SLICE = 0, 1, 2, 3
@@ -253,9 +256,16 @@ async def snapshot_locked(parent: Vmo, koid: int, offset: int, size: int, option
     else:
         old = node.store
         if old.committed_pages:
+            # Every mapping of the original loses write access to its pages first (acked), so
+            # no write slips into what becomes the shared, immutable original. They keep reading
+            # them: the pages are the same, they just belong to the hidden node now, so they are
+            # marked shadowed, and the first write to one splits it and takes the others away.
+            committed = set_runs(old.committed, 0, old.capacity_pages)
             targets: dict[Process, list[tuple[int, int]]] = {}
-            node.add_targets(targets, set_runs(old.committed, 0, old.capacity_pages), None)
-            await shootdown({p: coalesce(r) for p, r in targets.items()}, CONTROL_INVALIDATE)
+            node.add_targets(targets, committed, None)
+            await shootdown({p: [(a, n, _PROT_READ) for a, n in coalesce(r)] for p, r in targets.items()}, CONTROL_PROTECT)
+            for s, e in committed:
+                node.shadowed.set_range(s, e, True)
         above = CowPages(node.tree, old)
         above.parent, above.parent_offset, above.parent_limit = node.parent, node.parent_offset, node.parent_limit
         above.zeroed, node.zeroed = node.zeroed, above.zeroed
