@@ -227,6 +227,8 @@ for line in sys.stdin:
         print(" ".join(str(view[i * 4096]) for i in range(n)), flush=True)
     elif cmd == "write":
         view[int(args[0]) * 4096] = int(args[1]); print("ok", flush=True)
+    elif cmd == "faults":
+        print(rx.rx_trap_counters()["faults"], flush=True)
     elif cmd == "maps":
         lo, hi = addr, addr + n * 4096
         count = 0
@@ -263,7 +265,9 @@ def test_snapshot_of_a_vmo_other_processes_are_writing(rxd: Rxd) -> None:
     writer, reader = Mapper(rxd, base, 4), Mapper(rxd, base, 4)
     writer.ask("write 0 50")
     assert reader.read() == [50, 2, 3, 4]  # both map base's own pages, the writer writably
+    faults = int(reader.ask("faults"))
     snap = rxd.call("rx_vmo_create_child", base, RX_VMO_CHILD_SNAPSHOT, 0, 4 * P)
+    assert reader.read() == [50, 2, 3, 4] and int(reader.ask("faults")) == faults, "write-protected, still mapped"
     snapper = Mapper(rxd, snap, 4)
     writer.ask("write 0 60")  # must fault and split: no write may land in the shared page
     writer.ask("write 3 61")
