@@ -33,7 +33,7 @@ from rxkernel.proto import (
     RxError,
 )
 
-from ._cowpages import CowPages
+from ._cowpages import CowPages, merge_runs
 from ._handles import KernelObject
 from ._process import Process
 from ._vmo import Vmo
@@ -41,16 +41,6 @@ from ._vmo import Vmo
 if TYPE_CHECKING:
     from ._kernel import Kernel
     from ._mapping import Mapping
-
-
-def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for s, e in sorted(ranges):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [(s, e) for s, e in out]
 
 
 def _mapped_committed(m: Mapping) -> int:
@@ -170,12 +160,12 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
     shown: dict[CowPages, list[tuple[int, int]]] = {}
     for vmo in kernel.vmos.values():
         off, limit = vmo.node_offset, vmo.size_pages
-        for s, e in _merged([(m.first_page, min(m.end_page, limit)) for m in vmo.mappings]):
+        for s, e in merge_runs([(m.first_page, min(m.end_page, limit)) for m in vmo.mappings]):
             if s < e:
                 for rs, re, owner, os_ in vmo.node.resolve(s + off, e + off):
                     if owner is not None:
                         shown.setdefault(owner, []).append((os_, os_ + re - rs))
-    active = sum(owner.store.committed.count(s, e) for owner, runs in shown.items() for s, e in _merged(runs))
+    active = sum(owner.store.committed.count(s, e) for owner, runs in shown.items() for s, e in merge_runs(runs))
     c = memory.counters
     committed = memory.committed_pages
     return {
