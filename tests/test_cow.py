@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -476,3 +477,30 @@ while True:
     finally:
         writer.kill()
         writer.wait(10)
+
+
+def test_shared_pages_are_counted_as_shared_and_zero_pages_cost_nothing(rxd: Rxd) -> None:
+    n = 8
+    base = filled(rxd, n)
+    empty = rxd.call("rx_vmo_create", n * P, 0)
+    one = rxd.call("rx_vmo_create_child", base, RX_VMO_CHILD_SNAPSHOT, 0, n * P)
+    two = rxd.call("rx_vmo_create_child", base, RX_VMO_CHILD_SNAPSHOT, 0, n * P)
+    empty_snap = rxd.call("rx_vmo_create_child", empty, RX_VMO_CHILD_SNAPSHOT, 0, n * P)
+    code = HEADER + """
+import json
+v = rx.rx_handle_import(sys.argv[1])
+e = rx.rx_handle_import(sys.argv[2])
+view = rx.rx_view(rx.rx_vmar_map(v, 0, 8 * 4096, rx.RX_VM_PERM_READ), 8 * 4096)
+zeros = rx.rx_view(rx.rx_vmar_map(e, 0, 8 * 4096, rx.RX_VM_PERM_READ), 8 * 4096)
+assert [view[i * 4096] for i in range(8)] == list(range(1, 9))
+assert bytes(zeros) == bytes(8 * 4096)
+print(json.dumps(rx.rx_object_get_info(rx.rx_process_self(), rx.RX_INFO_TASK_STATS)))
+"""
+    for vmo in (one, two):
+        tok = rxd.call("rx_handle_export", vmo, RX_RIGHT_SAME_RIGHTS)
+        etok = rxd.call("rx_handle_export", empty_snap, RX_RIGHT_SAME_RIGHTS)
+        stats = json.loads(rxd.run(code, tok, etok).stdout)
+        # The original pages are read by three VMOs (base, one, two): each gets a third.
+        assert stats["mem_private_bytes"] == 0 and stats["mem_shared_bytes"] == n * P, stats
+        assert stats["mem_scaled_shared_bytes"] == n * P // 3, stats
+    assert pages(rxd) == n, "reading clones, and zero pages anywhere in a tree, commits nothing"
