@@ -94,7 +94,10 @@ class Kernel:
     async def _collapse(self, node: CowPages) -> None:
         try:
             async with node.tree.lock:
-                await collapse_locked(node)
+                # Again if a close changed the node while collapsing awaited acks (collapse then
+                # gives up), as long as it is still a live hidden node with one child.
+                while node.hidden and len(node.children) == 1 and node.store.fd >= 0:
+                    await collapse_locked(node)
         except Exception:
             log.exception("collapsing a copy-on-write node failed; the tree stays correct, only longer")
         finally:
