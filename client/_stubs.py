@@ -145,14 +145,15 @@ def rx_vmar_map(vmo: int, vmo_offset: int, length: int, perms: int, options: int
     conn = PROCESS.connect()
     with PROCESS.lock:
         if specific:
-            # rxd first (it replaces its record of the range in one step), then our memory and
-            # table: a fault in between is answered for the new mapping, at the same addresses.
+            # Our memory goes first (the range becomes PROT_NONE; the table still knows it), so
+            # no store of this thread or another lands in pages rxd no longer tracks. Then rxd
+            # replaces its record in one step: until then a touch refaults the old mapping, and
+            # if rxd refuses, the old mapping simply stays.
+            if lib.rx_reserve_at(addr, length) < 0:
+                raise RxError(RX_ERR_NO_MEMORY, f"cannot reserve {addr:#x}+{length:#x}")
             conn.call("rx_vmar_map", vmo, vmo_offset, length, perms, options, addr)
             for m in PROCESS.cut(addr, length):
                 PROCESS.mappings.remove(m)
-            if lib.rx_reserve_at(addr, length) < 0:
-                lib.rx_map_unregister(addr, length)
-                _undo_map(conn, addr, length, "cannot reserve the address range")
             if lib.rx_map_register(addr, length) < 0:
                 _undo_map(conn, addr, length, "too many separate rx mappings")
         else:
@@ -189,6 +190,11 @@ def _forget_local(addr: int, length: int) -> None:
 
 def rx_vmar_unmap(addr: int, length: int) -> None:
     with PROCESS.lock:
+        # Take our access away before rxd forgets the range: a store another thread makes after
+        # rxd forgot it would land in pages nothing tracks (a snapshot taken then would get it).
+        for m in PROCESS.find(addr, length):
+            lo, hi = max(m.base, addr), min(m.end, addr + length)
+            lib.rx_reserve_at(lo, hi - lo)
         _call("rx_vmar_unmap", addr, length)
         _forget_local(addr, length)
 

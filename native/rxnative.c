@@ -928,17 +928,6 @@ static void rx_fault(uint64_t addr, int write) {
     uint64_t inval_seq = (uint64_t)v[2];
     int failed = 0;
     apply_acquire();
-    /* Store fds are looked up under the apply lock: the control thread replaces and closes them
-     * under it too, so an fd number can never be closed (and reused) between lookup and mmap. */
-    for (uint32_t i = 0; i < nops && !failed; i++) {
-        const int64_t *op = v + 3 + 6 * i;
-        if (op[2] == RX_OP_STORE && (fds[i] = store_lookup((uint64_t)op[4])) < 0) failed = 1;
-    }
-    if (failed) {
-        apply_release();
-        rx_refuse(addr, RX_ERR_INTERNAL);
-        return;
-    }
     if (applied_seq > inval_seq) {
         /* An invalidation reached us after rxd computed this reply: it may be stale, so it is
          * not applied. Its ranges are emptied instead: rxd computed the reply believing these
@@ -954,6 +943,18 @@ static void rx_fault(uint64_t addr, int write) {
         apply_release();
         cnt_add(CNT_FAULTS, 1);
         cnt_add(CNT_STALE, 1);
+        return;
+    }
+    /* Store fds are looked up under the apply lock (the control thread replaces and closes them
+     * under it too, so an fd number can never be closed and reused between lookup and mmap), and
+     * only for a reply that is not stale: a stale one may name a store rxd has since forgotten. */
+    for (uint32_t i = 0; i < nops && !failed; i++) {
+        const int64_t *op = v + 3 + 6 * i;
+        if (op[2] == RX_OP_STORE && (fds[i] = store_lookup((uint64_t)op[4])) < 0) failed = 1;
+    }
+    if (failed) {
+        apply_release();
+        rx_refuse(addr, RX_ERR_INTERNAL);
         return;
     }
     for (uint32_t i = 0; i < nops && !failed; i++) {
@@ -1032,27 +1033,61 @@ static pthread_mutex_t ctl_mu = PTHREAD_MUTEX_INITIALIZER;
 static int ctl_fd = -1; /* the running thread's fd, guarded by ctl_mu */
 static uint32_t ctl_gen; /* control sessions started, guarded by ctl_mu; 0 = stores Python registered */
 
-/* PROTECT changes only the parts of [addr, addr+len) that map a file (a store's pages): over the
- * PROT_NONE reservation or a zero-page run (anonymous memory) an mprotect would make plain memory
- * that never faults again. The control thread is an ordinary thread, so it may read
- * /proc/self/maps; rxd sends PROTECT rarely (write-protecting a VMO it snapshots). */
-static int protect_file_backed(uint64_t addr, uint64_t len, int prot) {
+/* PROTECT changes only the parts of a range that map a file (a store's pages): over the PROT_NONE
+ * reservation or a zero-page run (anonymous memory) an mprotect would make plain memory that never
+ * faults again. The control thread is an ordinary thread, so it may read /proc/self/maps: once per
+ * request, under the apply lock (no fault reply can change the mappings meanwhile), into a sorted
+ * list of file-backed areas that each range is then intersected with. */
+struct rx_vmas {
+    uint64_t (*v)[2];
+    size_t n, cap;
+};
+
+static int vmas_read(struct rx_vmas *out) {
+    out->v = NULL;
+    out->n = out->cap = 0;
     FILE *f = fopen("/proc/self/maps", "re");
     if (!f) return -1;
     char line[512];
-    int rc = 0;
-    uint64_t end = addr + len;
     while (fgets(line, sizeof line, f)) {
         unsigned long long lo, hi, off, inode;
         unsigned int major, minor;
         char perms[8];
-        if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &lo, &hi, perms, &off, &major, &minor, &inode) != 7)
+        if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &lo, &hi, perms, &off, &major, &minor, &inode) != 7 || !inode)
             continue;
-        if (!inode || hi <= addr || lo >= end) continue;
-        uint64_t a = lo > addr ? lo : addr, b = hi < end ? hi : end;
-        if (mprotect((void *)(uintptr_t)a, b - a, prot) < 0) rc = -1;
+        if (out->n == out->cap) {
+            size_t cap = out->cap ? 2 * out->cap : 256;
+            void *p = realloc(out->v, cap * sizeof *out->v);
+            if (!p) {
+                fclose(f);
+                free(out->v);
+                out->v = NULL;
+                return -1;
+            }
+            out->v = p;
+            out->cap = cap;
+        }
+        out->v[out->n][0] = lo;
+        out->v[out->n][1] = hi;
+        out->n++;
     }
     fclose(f);
+    return 0;
+}
+
+static int protect_file_backed(const struct rx_vmas *vmas, uint64_t addr, uint64_t len, int prot) {
+    uint64_t end = addr + len;
+    size_t a = 0, b = vmas->n; /* the first area ending after addr */
+    while (a < b) {
+        size_t mid = a + (b - a) / 2;
+        if (vmas->v[mid][1] <= addr) a = mid + 1;
+        else b = mid;
+    }
+    int rc = 0;
+    for (size_t i = a; i < vmas->n && vmas->v[i][0] < end; i++) {
+        uint64_t lo = vmas->v[i][0] > addr ? vmas->v[i][0] : addr, hi = vmas->v[i][1] < end ? vmas->v[i][1] : end;
+        if (mprotect((void *)(uintptr_t)lo, hi - lo, prot) < 0) rc = -1;
+    }
     return rc;
 }
 
@@ -1115,17 +1150,23 @@ static int64_t ctl_apply(const int64_t *v, uint32_t n, struct rx_fdq *q, uint32_
     }
     int64_t status = RX_OK;
     apply_acquire();
+    struct rx_vmas vmas = { NULL, 0, 0 };
+    if (op == RX_CTL_PROTECT && vmas_read(&vmas) < 0) {
+        apply_release();
+        return RX_ERR_INTERNAL;
+    }
     for (uint32_t i = 0; op != RX_CTL_PING && i < na; i += width) {
         /* Only the parts still in the table: a range the client unmapped while this request was
          * in flight is already gone (and its addresses may hold other memory by now). */
         uint64_t end = (uint64_t)args[i] + (uint64_t)args[i + 1], lo, len;
         for (uint64_t cur = (uint64_t)args[i]; map_next_piece(cur, end, &lo, &len); cur = lo + len) {
-            int r = op == RX_CTL_INVALIDATE ? map_none(lo, len) : protect_file_backed(lo, len, (int)args[i + 2]);
+            int r = op == RX_CTL_INVALIDATE ? map_none(lo, len) : protect_file_backed(&vmas, lo, len, (int)args[i + 2]);
             if (r < 0) status = RX_ERR_INTERNAL;
         }
     }
     if (inval_seq > applied_seq) applied_seq = inval_seq;
     apply_release();
+    free(vmas.v);
     cnt_add(CNT_CONTROL, 1);
     return status;
 }

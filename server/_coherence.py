@@ -12,6 +12,7 @@ can target the very process whose fault is being resolved without deadlock.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 from typing import TYPE_CHECKING
@@ -42,7 +43,8 @@ class ControlChannel:
         self._seq = itertools.count(1)
         self._pending: dict[int, list[object]] = {}  # seq -> [trio.Event, status]
         self._send_lock = trio.Lock()
-        self._posted_send, self._posted = trio.open_memory_channel[tuple[int, list[tuple[int, ...]]]](float("inf"))
+        self._posted: collections.deque[tuple[int, list[tuple[int, ...]]]] = collections.deque()
+        self._posted_ready = trio.Event()
         self.closed = False
 
     async def run(self) -> None:
@@ -59,12 +61,22 @@ class ControlChannel:
     def post(self, op: int, ranges: list[tuple[int, ...]]) -> None:
         """Send a request nobody waits for (FORGET): in order, from the channel's own task."""
         if not self.closed:
-            self._posted_send.send_nowait((op, ranges))
+            self._posted.append((op, ranges))
+            self._posted_ready.set()
+
+    def cancel_forget(self, store_id: int) -> None:
+        """A STORE of store_id is about to go out: a FORGET of it still queued must not follow
+        it (the client would drop the fd rxd now counts on). One already sent went first."""
+        self._posted = collections.deque(p for p in self._posted if not (p[0] == CONTROL_FORGET and p[1] == [(store_id,)]))
 
     async def _send_posted(self) -> None:
-        async for op, ranges in self._posted:
-            if not await self.request(op, ranges):
-                return
+        while True:
+            await self._posted_ready.wait()
+            self._posted_ready = trio.Event()
+            while self._posted:
+                op, ranges = self._posted.popleft()
+                if not await self.request(op, ranges):
+                    return
 
     async def request(self, op: int, ranges: list[tuple[int, ...]], fds: list[int] | None = None) -> bool:
         """Send one control request (`fds` ride with it) and wait for its ack; False if the
@@ -155,14 +167,24 @@ async def send_stores(process: Process, needs: dict[PageStore, bool]) -> bool:
         control = process.control
         if control is None or store.fd < 0:
             return False
-        fd = store.fd if writable else store.reopen_readonly()
         try:
-            # Shielded like a shootdown: if the request went out, the client holds the fd.
-            with trio.CancelScope(shield=True):
+            fd = store.fd if writable else store.reopen_readonly()
+        except OSError:
+            return False  # rxd is out of fds: the fault is refused (RX_ERR_NO_RESOURCES)
+        control.cancel_forget(store.store_id)
+        ok = False
+        try:
+            # Shielded like a shootdown: if the request went out, the client holds the fd. A
+            # client that does not ack in time is killed, like one that does not ack a shootdown.
+            with trio.CancelScope(shield=True), trio.move_on_after(process.kernel.ack_deadline) as deadline:
                 ok = await control.request(CONTROL_STORE, [(store.store_id, int(writable))], [fd])
         finally:
             if not writable:
                 os.close(fd)
+        if deadline.cancelled_caught and process.alive:
+            log.warning("killing client", pid=process.pid, koid=process.koid, reason="did not take a store fd")
+            process.kernel.memory.counters.clients_killed += 1
+            process.kill()
         if not ok or not process.alive:
             return False
         process.stores[store] = writable

@@ -28,13 +28,13 @@ FAULT_AROUND_MAX_PAGES = 512
 
 class Mapping:
     __slots__ = (
-        "process", "base", "length", "vmo", "vmo_offset", "perms", "max_perms", "options", "alive",
+        "process", "base", "length", "vmo", "vmo_offset", "perms", "max_perms", "options", "rights", "alive",
         "_next_page", "_window",
     )
 
     def __init__(
         self, process: Process, base: int, length: int, vmo: Vmo, vmo_offset: int, perms: int, max_perms: int,
-        options: int,
+        options: int, rights: int,
     ) -> None:
         self.process = process
         self.base = base
@@ -44,6 +44,7 @@ class Mapping:
         self.perms = perms
         self.max_perms = max_perms  # what the handle allowed at map time; protect cannot exceed it
         self.options = options
+        self.rights = rights  # of the handle it was mapped with: rx.fork()'s snapshot gets no more
         self.alive = True
         self._next_page = -1
         self._window = 0
@@ -141,7 +142,7 @@ class AddressSpace:
     def split(self, m: Mapping, at: int) -> Mapping:
         """Cut `m` at address `at` (page aligned, inside it); returns the new upper half."""
         upper = Mapping(
-            m.process, at, m.end - at, m.vmo, m.vmo_offset + (at - m.base), m.perms, m.max_perms, m.options
+            m.process, at, m.end - at, m.vmo, m.vmo_offset + (at - m.base), m.perms, m.max_perms, m.options, m.rights
         )
         m.length = at - m.base
         i = bisect.bisect_left(self._bases, m.base)

@@ -322,8 +322,16 @@ async def rx_vmar_map(
     if process.control is None:
         raise RxError(RX_ERR_BAD_STATE, "the process has no control channel; it cannot map")
     max_perms = (RX_VM_PERM_READ if rights & RX_RIGHT_READ else 0) | (RX_VM_PERM_WRITE if rights & RX_RIGHT_WRITE else 0)
-    m = Mapping(process, addr, length, vmo, vmo_offset, perms, max_perms, options)
-    if options & RX_VM_SPECIFIC:
+    m = Mapping(process, addr, length, vmo, vmo_offset, perms, max_perms, options, rights)
+    specific = bool(options & RX_VM_SPECIFIC)
+    if not specific and process.aspace.overlapping(addr, addr + length):
+        raise RxError(RX_ERR_ALREADY_EXISTS, f"{addr:#x}+{length:#x} overlaps an existing mapping")
+    if options & RX_VM_MAP_RANGE and perms & RX_VM_PERM_WRITE:
+        # Before the mapping exists, so a failure (out of memory) leaves everything as it was.
+        async with vmo.lock:
+            start = m.first_page
+            await vmo.commit_locked(start, max(start, min(m.end_page, vmo.size_pages)))
+    if specific:
         # Replace whatever this process maps there, with no await in between: a fault sees the
         # old mapping or the new one, never a hole. The client replaces its memory the same way.
         for old in _covering(process, addr, length, whole=False, must_exist=False):
@@ -332,14 +340,6 @@ async def rx_vmar_map(
         raise RxError(RX_ERR_ALREADY_EXISTS, f"{addr:#x}+{length:#x} overlaps an existing mapping")
     vmo.mappings.append(m)
     vmo.add_ref()
-    try:
-        if options & RX_VM_MAP_RANGE and perms & RX_VM_PERM_WRITE:
-            async with vmo.lock:
-                start = m.first_page
-                await vmo.commit_locked(start, max(start, min(m.end_page, vmo.size_pages)), exclude=m)
-    except BaseException:
-        process.remove_mapping(m)
-        raise
     if options & RX_VM_SPECIFIC:
         process.prune_stores()
     # Store fds reach the client on its control channel when a fault first needs them, with
@@ -453,9 +453,10 @@ async def rx_fork_prepare(call: Call) -> tuple[Any, ...]:
                     kernel.register_vmo(child)
                     child.add_ref()  # the ticket's reference
                     snapshots[vmo] = child
-            rights = RX_DEFAULT_VMO_RIGHTS & ~(0 if m.max_perms & RX_VM_PERM_WRITE else RX_RIGHT_WRITE)
-            rights |= RX_RIGHT_RESIZE if vmo.options & RX_VMO_RESIZABLE else 0
-            entries.append(ForkEntry(m.base, m.length, m.vmo_offset, m.perms, m.options & ~RX_VM_MAP_RANGE, snapshots[vmo], rights))
+            # The child gets no more than the handle the parent mapped with allowed.
+            entries.append(ForkEntry(m.base, m.length, m.vmo_offset, m.perms, m.options & ~RX_VM_MAP_RANGE, snapshots[vmo], m.rights))
+        if not process.alive:
+            raise RxError(RX_ERR_BAD_STATE, "the process died while forking")
     except BaseException:
         for child in snapshots.values():
             child.drop_ref()

@@ -16,7 +16,9 @@ from rxkernel.proto import (
     CONTROL_PROTECT,
     PAGE_SHIFT,
     PAGE_SIZE,
+    RX_ERR_BAD_STATE,
     RX_ERR_INTERNAL,
+    RX_ERR_NOT_SUPPORTED,
     RX_INFO_VMO_COMMIT_EAGER,
     RX_INFO_VMO_IS_COW_CLONE,
     RX_INFO_VMO_IS_SLICE,
@@ -159,6 +161,19 @@ class Vmo(KernelObject):
         store.memory.counters.cow_pages_copied += copied
         # Shielded (see shootdown): once pages count as this node's, no stale view of them survives.
         targets, marks = node.change_targets([(s, e) for s, e, _, _ in missing], exclude)
+        if exclude is not None:
+            # `exclude` keeps its zero pages until its reply replaces them (the zero page is
+            # private and never freed), but not an ancestor's page: that page can be freed
+            # (punched) the moment its last other reader splits too, before our reply reaches
+            # the client, and other threads there would read zeros meanwhile.
+            mine = [
+                (exclude.addr_of(lo - off), (hi - lo) << PAGE_SHIFT)
+                for s, e, owner, _ in missing if owner is not None
+                for lo, hi in set_runs(node.shadowed, max(s, exclude.first_page + off), min(e, exclude.end_page + off))
+                if lo < hi
+            ]
+            if mine:
+                targets[exclude.process] = coalesce([*targets.get(exclude.process, []), *mine])  # type: ignore[list-item]
         await shootdown(targets, CONTROL_INVALIDATE)
         clear_marks(marks)
         for s, e, owner, os_ in missing:
@@ -202,6 +217,8 @@ class Vmo(KernelObject):
     async def write_locked(self, offset: int, data: bytes) -> None:
         if data:
             await self.commit_locked(offset >> PAGE_SHIFT, (offset + len(data) + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            if not self.alive:  # the caller died (and its handle with it) while we awaited acks
+                raise RxError(RX_ERR_BAD_STATE, "the VMO was closed during the write")
             self.node.store.write(offset + (self.node_offset << PAGE_SHIFT), data)
 
     async def set_size_locked(self, size: int) -> None:
@@ -248,10 +265,21 @@ async def snapshot_locked(parent: Vmo, koid: int, offset: int, size: int, option
     is: the child sees the parent's later writes until it writes a page itself."""
     kernel = parent.kernel
     node = parent.node
+    if not at_least_on_write and any(a.fronts for a in node.ancestors()):
+        # An ancestor that is still written (this VMO reads through to it as an at-least-on-
+        # write child) would keep changing what the snapshot sees: not a point in time.
+        raise RxError(RX_ERR_NOT_SUPPORTED, "a snapshot of an at-least-on-write child (or of its descendants) is not supported")
     first = parent.node_offset + (offset >> PAGE_SHIFT)
     limit = max(0, min(size, parent.size - offset) >> PAGE_SHIFT)
-    child = CowPages(node.tree, PageStore(capacity, kernel.memory, f"rx-vmo-{koid}"))
-    if at_least_on_write:
+    # Every store first: running out of fds must fail before anything changed.
+    child_store = PageStore(capacity, kernel.memory, f"rx-vmo-{koid}")
+    try:
+        fresh = None if at_least_on_write else PageStore(node.store.capacity_pages << PAGE_SHIFT, kernel.memory, f"rx-vmo-{parent.koid}")
+    except BaseException:
+        child_store.close()
+        raise
+    child = CowPages(node.tree, child_store)
+    if fresh is None:
         above = node
     else:
         old = node.store
@@ -266,13 +294,17 @@ async def snapshot_locked(parent: Vmo, koid: int, offset: int, size: int, option
             await shootdown({p: [(a, n, _PROT_READ) for a, n in coalesce(r)] for p, r in targets.items()}, CONTROL_PROTECT)
             for s, e in committed:
                 node.shadowed.set_range(s, e, True)
+            if not parent.alive:  # its last handle closed while we awaited acks
+                child_store.close()
+                fresh.close()
+                raise RxError(RX_ERR_BAD_STATE, "the VMO was closed while it was being snapshotted")
         above = CowPages(node.tree, old)
         above.parent, above.parent_offset, above.parent_limit = node.parent, node.parent_offset, node.parent_limit
         above.zeroed, node.zeroed = node.zeroed, above.zeroed
         if node.parent is not None:
             siblings = node.parent.children
             siblings[siblings.index(node)] = above
-        node.store = PageStore(old.capacity_pages << PAGE_SHIFT, kernel.memory, f"rx-vmo-{parent.koid}")
+        node.store = fresh
         node.parent, node.parent_offset = above, 0
         node.parent_limit = node_extent(node)
         above.children.append(node)
@@ -313,7 +345,9 @@ def release_node(node: CowPages) -> None:
     while node.hidden:
         parent = node.parent
         if node.children:
+            # What only this node's VMOs read, here and in every ancestor, is garbage now.
             node.free_unseen()
+            free_unseen_above(node, 0, node.parent_limit)
             if len(node.children) == 1:
                 node.tree.kernel.defer_collapse(node)
             return
@@ -322,9 +356,7 @@ def release_node(node: CowPages) -> None:
         if parent is None:
             return
         parent.children.remove(node)
-        start, end = node.parent_offset, node.parent_offset + node.parent_limit
-        if parent.hidden:
-            parent.free_unseen(start, end)
+        free_unseen_above(node, 0, node.parent_limit)
         node = parent
 
 

@@ -56,6 +56,20 @@ class RawClient:
                 return event
             self.conn.receive_data(self.sock.recv(1 << 20))
 
+    def side_channel(self, kind: int) -> socket.socket:
+        """A fault or control channel of this process, hello done: a test plays the client's C
+        side itself (decides what to fault, and when or whether to ack)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(30)
+        sock.connect(self.sock.getpeername())
+        conn = Connection(Role.CLIENT, kind=kind)
+        assert self.info is not None
+        sock.sendall(conn.send(Hello(kind, self.info["session"])))
+        while (hello := conn.next_event()) is NEED_DATA:
+            conn.receive_data(sock.recv(1 << 16))
+        assert isinstance(hello, HelloReply) and hello.status == 0, hello
+        return sock
+
     def call(self, name: str, *args: Any) -> Any:
         """One syscall; returns the first result value (or None), raises RxError on failure."""
         self._id += 1

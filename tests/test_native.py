@@ -64,6 +64,7 @@ class FakeRxd:
         # Behaviour knobs, set by the client through the main channel.
         self.refuse = 0  # a negative status: refuse every fault with it
         self.stale_next = False  # invalidate behind the next fault reply's back
+        self.stale_names_unknown_store = False  # ... and have that reply name a store the client lacks
         self.delay = 0.0  # seconds to sit on each fault
         self.bad_op = False  # reply with an op outside the mapping
         self.faults: list[tuple[int, int]] = []
@@ -162,6 +163,8 @@ class FakeRxd:
             if self.stale_next:
                 # An invalidation overtakes the reply: the client must discard the reply.
                 self.stale_next = False
+                if self.stale_names_unknown_store and len(reply) > 7:
+                    reply[7] = 999  # e.g. a store rxd FORGOT right after computing the reply
                 assert self.control(1, addr & ~(PAGE - 1), PAGE) == 0
             with self.lock:
                 self.active -= 1
@@ -358,6 +361,20 @@ def test_stale_reply_is_discarded_and_refaults(rxd: FakeRxd) -> None:
     ok(proc)
     assert rxd.faults == [(base, 1), (base, 1)]
     assert os.pread(rxd.memfd, 4, 0) == b"abcd"
+
+
+def test_stale_reply_naming_a_forgotten_store_is_discarded_too(rxd: FakeRxd) -> None:
+    proc, base = run_client(
+        rxd,
+        """
+        rpc("set", "stale_names_unknown_store", True)
+        rpc("set", "stale_next", True)
+        mem[0:4] = b"abcd"          # not refused: a stale reply is dropped before any lookup
+        c = counters()
+        assert c[2] == 1 and c[0] == 2, c
+        """,
+    )
+    ok(proc)
 
 
 def test_control_invalidate_and_protect(rxd: FakeRxd) -> None:
