@@ -306,7 +306,10 @@ async def snapshot_locked(parent: Vmo, koid: int, offset: int, size: int, option
             siblings[siblings.index(node)] = above
         node.store = fresh
         node.parent, node.parent_offset = above, 0
-        node.parent_limit = node_extent(node)
+        # A slice keeps its whole parent's pages (as Zircon's does), even once the parent VMO
+        # is gone: keep reading all of them, not just the slices' windows.
+        has_slices = any(f.kind == KIND_SLICE for f in node.fronts)
+        node.parent_limit = old.capacity_pages if has_slices else node_extent(node)
         above.children.append(node)
     child.parent, child.parent_offset, child.parent_limit = above, first, limit
     above.children.append(child)
