@@ -292,8 +292,10 @@ async def snapshot_locked(parent: Vmo, koid: int, offset: int, size: int, option
             targets: dict[Process, list[tuple[int, int]]] = {}
             node.add_targets(targets, committed, None)
             await shootdown({p: [(a, n, _PROT_READ) for a, n in coalesce(r)] for p, r in targets.items()}, CONTROL_PROTECT)
-            for s, e in committed:
-                node.shadowed.set_range(s, e, True)
+            mapped = merge_runs([(m.first_page + f.node_offset, m.end_page + f.node_offset) for f in node.fronts for m in f.mappings])
+            for lo, hi in mapped:  # (nothing to mark where nothing maps: a snapshot stays O(1))
+                for s, e in set_runs(old.committed, lo, hi):
+                    node.shadowed.set_range(s, e, True)
             if not parent.alive:  # its last handle closed while we awaited acks
                 child_store.close()
                 fresh.close()
