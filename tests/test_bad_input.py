@@ -17,7 +17,9 @@ from rxkernel.proto import (
     RX_RIGHT_WRITE,
     RX_VM_PERM_READ,
     RX_VM_PERM_WRITE,
+    RX_VMO_CHILD_SNAPSHOT,
     RX_VMO_OP_COMMIT,
+    RX_VM_SPECIFIC,
     RxError,
     status_name,
 )
@@ -169,3 +171,25 @@ def test_tokens_are_one_time_and_unforgeable(rxd: Rxd) -> None:
     expect("RX_ERR_NOT_FOUND", b.call, "rx_handle_import", token2)
     assert rxd.kmem()["export_tokens"] == 0
     b.close()
+
+
+def test_bad_children_and_fork_tickets(rxd: Rxd) -> None:
+    a, b = RawClient(rxd.socket), RawClient(rxd.socket)
+    h = a.call("rx_vmo_create", 4096, 0)
+    me = a.call("rx_process_self")
+    expect("RX_ERR_BAD_HANDLE", a.call, "rx_vmo_create_child", 0x1234567, RX_VMO_CHILD_SNAPSHOT, 0, 4096)
+    expect("RX_ERR_WRONG_TYPE", a.call, "rx_vmo_create_child", me, RX_VMO_CHILD_SNAPSHOT, 0, 4096)
+    expect("RX_ERR_OUT_OF_RANGE", a.call, "rx_vmo_create_child", h, RX_VMO_CHILD_SNAPSHOT, 4096, U64_MAX - 4096)
+    expect("RX_ERR_OUT_OF_RANGE", a.call, "rx_vmo_create_child", h, RX_VMO_CHILD_SNAPSHOT, 0, 1 << 50)
+    # A raw client has no control channel, so it maps nothing; its fork ticket is empty but real.
+    ticket = a.call("rx_fork_prepare")
+    expect("RX_ERR_NOT_FOUND", b.call, "rx_fork_claim", "0" * 32)  # forged
+    assert b.call("rx_fork_claim", ticket) == []
+    expect("RX_ERR_NOT_FOUND", b.call, "rx_fork_claim", ticket)  # spent
+    b.call("rx_fork_cancel", ticket)  # claimed already: nothing to free, no error
+    b.call("rx_fork_cancel", "nonsense")
+    # RX_VM_SPECIFIC at an address rxd was told nothing about is just a map there.
+    expect("RX_ERR_BAD_STATE", a.call, "rx_vmar_map", h, 0, 4096, RW, RX_VM_SPECIFIC, 0x7F0000000000)
+    a.close()
+    b.close()
+    still_serving(rxd)
