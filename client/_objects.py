@@ -15,6 +15,7 @@ from rxkernel.proto import (
     RX_VM_PERM_READ,
     RX_VM_PERM_WRITE,
     RX_VMAR_OP_COMMIT,
+    RX_VMO_CHILD_SNAPSHOT,
     RX_VMO_OP_COMMIT,
     RX_VMO_OP_DECOMMIT,
     RX_VMO_OP_ZERO,
@@ -67,6 +68,10 @@ class Vmo:
 
     def zero(self, offset: int, size: int) -> None:
         _stubs.rx_vmo_op_range(self.handle, RX_VMO_OP_ZERO, offset, size)
+
+    def child(self, options: int = RX_VMO_CHILD_SNAPSHOT, offset: int = 0, size: int | None = None) -> Vmo:
+        """A child VMO (rx_vmo_create_child): by default a snapshot of the whole VMO."""
+        return Vmo(handle=_stubs.rx_vmo_create_child(self.handle, options, offset, self.size - offset if size is None else size))
 
     def info(self) -> dict[str, Any]:
         info: dict[str, Any] = _stubs.rx_object_get_info(self.handle, RX_INFO_VMO)

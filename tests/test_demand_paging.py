@@ -228,8 +228,9 @@ with rx.Vmo(1 << 20) as vmo:
         arr[:4] = [1, 2, 3, 4]
         assert vmo.read(0, 16) == np.array([1, 2, 3, 4], dtype=np.uint32).tobytes()
         assert vmo.info()["committed_bytes"] == 4096
-        vmo.zero(0, 4096)
-        assert int(arr[0]) == 0
+        with vmo.child() as snap:
+            vmo.zero(0, 4096)
+            assert int(arr[0]) == 0 and snap.read(0, 4) == b"\x01\x00\x00\x00"
         del arr
     ro = vmo.duplicate(rx.RX_RIGHT_READ | rx.RX_RIGHT_MAP)
     with ro.map(rx.RX_VM_PERM_READ) as m:
