@@ -230,7 +230,7 @@ with rx.Vmo(1 << 20) as vmo:
         assert vmo.info()["committed_bytes"] == 4096
         with vmo.child() as snap:
             vmo.zero(0, 4096)
-            assert int(arr[0]) == 0 and snap.read(0, 4) == b"\x01\x00\x00\x00"
+            assert int(arr[0]) == 0 and snap.read(0, 4) == bytes([1, 0, 0, 0])
         del arr
     ro = vmo.duplicate(rx.RX_RIGHT_READ | rx.RX_RIGHT_MAP)
     with ro.map(rx.RX_VM_PERM_READ) as m:
