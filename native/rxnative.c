@@ -538,6 +538,9 @@ static int read_frame(int fd, uint8_t *buf, size_t cap, size_t *len, int64_t *v,
 
 static int apply_lock;
 static uint64_t applied_seq; /* guarded by apply_lock */
+/* Bumped (under apply_lock) when the client itself takes memory back: a fault reply requested
+ * before then is stale, like one overtaken by an rxd invalidation. */
+static uint64_t local_epoch;
 
 static void apply_acquire(void) {
     while (__atomic_exchange_n(&apply_lock, 1, __ATOMIC_ACQUIRE)) {
@@ -884,6 +887,7 @@ static void rx_chain_sent(int sig, siginfo_t *si, void *ctx) {
 static void rx_fault(uint64_t addr, int write) {
     int64_t v[RX_FAULT_MAX_VALUES];
     uint32_t n = 0;
+    uint64_t epoch = __atomic_load_n(&local_epoch, __ATOMIC_ACQUIRE);
     if (fault_roundtrip(addr, write, v, &n) < 0) {
         rx_unreachable(addr);
         return;
@@ -928,7 +932,7 @@ static void rx_fault(uint64_t addr, int write) {
     uint64_t inval_seq = (uint64_t)v[2];
     int failed = 0;
     apply_acquire();
-    if (applied_seq > inval_seq) {
+    if (applied_seq > inval_seq || local_epoch != epoch) {
         /* An invalidation reached us after rxd computed this reply: it may be stale, so it is
          * not applied. Its ranges are emptied instead: rxd computed the reply believing these
          * pages would be replaced (a write fault stops tracking the zero pages it replaces), so
@@ -1326,13 +1330,24 @@ int64_t rx_reserve(uint64_t length) {
     return (int64_t)(uintptr_t)p;
 }
 
+/* Both under the apply lock, and both make every fault reply already in flight stale: a control
+ * request reads /proc/self/maps and a fault reply maps pages under that lock, and neither may act
+ * on memory the process has just taken back (an old reply would re-map the old VMO's pages). */
 int rx_reserve_at(uint64_t addr, uint64_t length) {
     if (!range_ok(addr, length)) return -EINVAL;
-    return map_none(addr, length) < 0 ? -errno : 0;
+    apply_acquire();
+    int rc = map_none(addr, length) < 0 ? -errno : 0;
+    local_epoch++;
+    apply_release();
+    return rc;
 }
 
 int rx_unreserve(uint64_t addr, uint64_t length) {
-    return munmap((void *)(uintptr_t)addr, length) < 0 ? -errno : 0;
+    apply_acquire();
+    int rc = munmap((void *)(uintptr_t)addr, length) < 0 ? -errno : 0;
+    local_epoch++;
+    apply_release();
+    return rc;
 }
 
 /* ---- touch and benchmarks ---------------------------------------------------------------------- */

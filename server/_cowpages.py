@@ -24,6 +24,7 @@ Lock order: tree.lock → (awaiting acks). Nothing else is held across an await.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -158,26 +159,37 @@ class CowPages:
 
     def see_through(self, start: int, end: int, delta: int = 0) -> Iterator[tuple[CowPages, int, int, int]]:
         """(node, lo, hi, delta) for this node's [start, end) and every descendant range that
-        reads through to it there; node page p is this node's page p + delta."""
-        yield self, start, end, delta
-        for c in self.children:
-            lo, hi = max(start - c.parent_offset, 0), min(end - c.parent_offset, c.parent_limit)
-            if lo < hi:
-                for s, e in c.holes(lo, hi):
-                    yield from c.see_through(s, e, delta + c.parent_offset)
+        reads through to it there; node page p is this node's page p + delta. A queue, not nested
+        generators: every item would pass through each level of a deep chain."""
+        queue = collections.deque([(self, start, end, delta)])  # breadth first: see seen()
+        while queue:
+            node, lo, hi, d = queue.popleft()
+            yield node, lo, hi, d
+            for c in node.children:
+                clo, chi = max(lo - c.parent_offset, 0), min(hi - c.parent_offset, c.parent_limit)
+                if clo < chi:
+                    for s, e in c.holes(clo, chi):
+                        queue.append((c, s, e, d + c.parent_offset))
 
     def seen(self, start: int, end: int) -> Runs:
         """Pages of [start, end) that some visible node resolves to this node (for a visible
         node: all of them)."""
         if self.fronts:
             return [(start, end)]
-        return merge_runs([(lo + d, hi + d) for n, lo, hi, d in self.see_through(start, end) if n.fronts])
+        found: Runs = []
+        for n, lo, hi, d in self.see_through(start, end):
+            if n.fronts:
+                found = merge_runs([*found, (lo + d, hi + d)])
+                if found == [(start, end)]:
+                    break  # all of it is seen: no need to visit the rest of the subtree
+        return found
 
     def unseen_committed(self, start: int, end: int) -> Runs:
         """Committed pages of [start, end) no visible node can read: garbage to free."""
-        if self.fronts:
+        committed = [] if self.fronts else set_runs(self.store.committed, start, end)
+        if not committed:  # (seen() walks the whole subtree: not for nothing)
             return []
-        return subtract_runs(set_runs(self.store.committed, start, end), self.seen(start, end))
+        return subtract_runs(committed, merge_runs([r for s, e in committed for r in self.seen(s, e)]))
 
     def free_unseen(self, start: int = 0, end: int | None = None) -> int:
         """Free every committed page of this hidden node in [start, end) that no one can read.

@@ -331,6 +331,8 @@ async def rx_vmar_map(
         async with vmo.lock:
             start = m.first_page
             await vmo.commit_locked(start, max(start, min(m.end_page, vmo.size_pages)))
+        if not process.alive:  # killed while the commit awaited acks: its teardown is done
+            raise RxError(RX_ERR_BAD_STATE, "the process died while mapping")
     if specific:
         # Replace whatever this process maps there, with no await in between: a fault sees the
         # old mapping or the new one, never a hole. The client replaces its memory the same way.

@@ -32,7 +32,7 @@ from rxkernel.proto import (
 from rxkernel.native import lib
 
 from ._coherence import coalesce, shootdown
-from ._cowpages import CowPages, CowTree, clear_marks, merge_runs, set_runs
+from ._cowpages import CowPages, CowTree, Runs, clear_marks, merge_runs, set_runs
 from ._handles import KernelObject
 from ._pagestore import PageStore
 from ._stream import FastLock
@@ -196,10 +196,11 @@ class Vmo(KernelObject):
         targets, marks = node.change_targets([(s, e)], own=True)
         await shootdown(targets, CONTROL_INVALIDATE)
         clear_marks(marks)
+        through = node.holes(s, e)  # what it read from its ancestors until now
         if clone:
             node.zeroed.set_range(s, min(e, node.parent_limit), True)
         await node.store.decommit(s, e)
-        free_unseen_above(node, s, e)
+        free_unseen_above(node, s, e, through)
 
     async def zero_locked(self, offset: int, length: int) -> None:
         """Bytes [offset, offset+length) read as zero afterwards; whole pages are released."""
@@ -240,11 +241,12 @@ class Vmo(KernelObject):
         node.shadowed.set_range(new_pages, old_pages, False)
         await node.store.decommit(new_pages, old_pages)
         node.zeroed.set_range(new_pages, old_pages, False)
+        through = node.holes(new_pages, old_pages)  # (before the limit below hides them)
         if node.parent is not None and node.parent_limit > new_pages:
             node.parent_limit = new_pages
         for c in node.children:
             c.parent_limit = max(0, min(c.parent_limit, new_pages - c.parent_offset))
-        free_unseen_above(node, new_pages, old_pages)
+        free_unseen_above(node, new_pages, old_pages, through)
 
 
 # -- creating children --------------------------------------------------------------------------
@@ -331,15 +333,19 @@ def new_slice(parent: Vmo, koid: int, offset: int, size: int, options: int) -> V
 # -- releasing ----------------------------------------------------------------------------------
 
 
-def free_unseen_above(node: CowPages, start: int, end: int) -> None:
-    """`node` stopped reading through at [start, end): ancestors' pages there may be garbage."""
-    while node.parent is not None:
-        end = min(end, node.parent_limit)
-        if start >= end:
-            return
-        start, end, node = start + node.parent_offset, end + node.parent_offset, node.parent
+def free_unseen_above(node: CowPages, start: int, end: int, through: Runs | None = None) -> None:
+    """`node` stopped reading through at [start, end) (or at `through`, the runs it read through
+    before it changed): ancestors' pages there may be garbage now. Only the pages it really read
+    through are looked at, level by level, so a change deep in a long chain stays cheap."""
+    runs = node.holes(start, end) if through is None else through
+    while node.parent is not None and runs:
+        po = node.parent_offset
+        runs = [(s + po, min(e, node.parent_limit) + po) for s, e in runs if s < node.parent_limit]
+        node = node.parent
         if node.hidden:
-            node.free_unseen(start, end)
+            for s, e in runs:
+                node.free_unseen(s, e)
+        runs = [r for s, e in runs for r in node.holes(s, e)]
 
 
 def release_node(node: CowPages) -> None:
@@ -357,11 +363,12 @@ def release_node(node: CowPages) -> None:
                 node.tree.kernel.defer_collapse(node)
             return
         # Nothing stands on it and nothing reads through it: it goes, with all its pages.
+        through = node.holes(0, node.parent_limit)
         node.store.close()
         if parent is None:
             return
         parent.children.remove(node)
-        free_unseen_above(node, 0, node.parent_limit)
+        free_unseen_above(node, 0, 0, through)
         node = parent
 
 
