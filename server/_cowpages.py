@@ -114,12 +114,6 @@ class CowPages:
     def hidden(self) -> bool:
         return not self.fronts
 
-    def depth(self) -> int:
-        n, node = 0, self.parent
-        while node is not None:
-            n, node = n + 1, node.parent
-        return n
-
     def ancestors(self) -> Iterator[CowPages]:
         node = self.parent
         while node is not None:
