@@ -20,7 +20,10 @@ from typing import Any, Final
 
 import msgpack
 
-from ._constants import CHANNEL_CONTROL, CHANNEL_FAULT, CHANNEL_MAIN, MAX_FRAME_BYTES, PROTOCOL_MAGIC, PROTOCOL_VERSION
+from ._constants import CHANNEL_CONTROL, CHANNEL_FAULT, CHANNEL_MAIN, CHANNEL_THREAD, MAX_FRAME_BYTES, PROTOCOL_MAGIC, PROTOCOL_VERSION
+
+# Channels that carry syscalls as Request/Reply: the main one and each client thread's own.
+_CALL_CHANNELS = (CHANNEL_MAIN, CHANNEL_THREAD)
 from ._events import (
     CONTROL_RANGE_WIDTHS,
     ControlAck,
@@ -126,7 +129,7 @@ class Connection:
         if not self.hello_done:
             return self._parse_hello(frame)
         if self.role is Role.SERVER:
-            if self.kind == CHANNEL_MAIN:
+            if self.kind in _CALL_CHANNELS:
                 if len(frame) < 2:
                     raise RemoteProtocolError("a request is [id, syscall, args...]")
                 if type(frame[0]) is not int or not 0 <= frame[0] < 1 << 64:
@@ -137,7 +140,7 @@ class Connection:
                 return FaultRequest(seq, addr, bool(flags & 1))
             seq, status = self._fixed(frame, 2, "control ack")
             return ControlAck(seq, status)
-        if self.kind == CHANNEL_MAIN:
+        if self.kind in _CALL_CHANNELS:
             if len(frame) < 2 or type(frame[0]) is not int or type(frame[1]) is not int:
                 raise RemoteProtocolError("a reply is [id, status, result...]")
             return Reply(frame[0], frame[1], tuple(frame[2:]))
@@ -206,10 +209,10 @@ class Connection:
             return [PROTOCOL_MAGIC, PROTOCOL_VERSION, event.status]
         self._expect(self.hello_done, event)
         if isinstance(event, Request):
-            self._expect(self.role is Role.CLIENT and self.kind == CHANNEL_MAIN, event)
+            self._expect(self.role is Role.CLIENT and self.kind in _CALL_CHANNELS, event)
             return [event.id, event.number, *event.args]
         if isinstance(event, Reply):
-            self._expect(self.role is Role.SERVER and self.kind == CHANNEL_MAIN, event)
+            self._expect(self.role is Role.SERVER and self.kind in _CALL_CHANNELS, event)
             return [event.id, event.status, *event.result]
         if isinstance(event, FaultRequest):
             self._expect(self.role is Role.CLIENT and self.kind == CHANNEL_FAULT, event)

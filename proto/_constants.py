@@ -12,6 +12,7 @@ PROTOCOL_VERSION = 1
 CHANNEL_MAIN = 0
 CHANNEL_FAULT = 1
 CHANNEL_CONTROL = 2
+CHANNEL_THREAD = 3  # per client thread: calls that may block (futex waits) without holding up main
 
 SESSION_TOKEN_BYTES = 16
 
@@ -44,6 +45,10 @@ RX_VMO_CHILD_OPTIONS = (
 # rx_vmo_op_range ops (values as in Zircon).
 RX_VMO_OP_COMMIT = 1
 RX_VMO_OP_DECOMMIT = 2
+RX_VMO_OP_CACHE_SYNC = 6
+RX_VMO_OP_CACHE_INVALIDATE = 7
+RX_VMO_OP_CACHE_CLEAN = 8
+RX_VMO_OP_CACHE_CLEAN_INVALIDATE = 9
 RX_VMO_OP_ZERO = 10
 
 # Mapping permissions.
@@ -77,6 +82,10 @@ RX_INFO_VMO_RESIZABLE = 1 << 1
 RX_INFO_VMO_COMMIT_EAGER = 1 << 2
 RX_INFO_VMO_IS_COW_CLONE = 1 << 4  # a snapshot or at-least-on-write child (Zircon's value)
 RX_INFO_VMO_IS_SLICE = 1 << 5  # rx extension: a slice child
+
+# Futexes.
+RX_TIME_INFINITE = (1 << 63) - 1  # a deadline that never comes (Zircon's ZX_TIME_INFINITE)
+RX_FUTEX_WAKE_ALL = (1 << 32) - 1  # a wake or requeue count meaning every waiter
 
 # Object types.
 RX_OBJ_TYPE_PROCESS = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ._constants import CHANNEL_CONTROL, CHANNEL_FAULT, CHANNEL_MAIN, SESSION_TOKEN_BYTES
+from ._constants import CHANNEL_CONTROL, CHANNEL_FAULT, CHANNEL_MAIN, CHANNEL_THREAD, SESSION_TOKEN_BYTES
 from ._status import RX_ERR_INVALID_ARGS, RxError
 
 
@@ -26,13 +26,13 @@ class Hello:
     token: bytes | None = None
 
     def __post_init__(self) -> None:
-        _require(self.kind in (CHANNEL_MAIN, CHANNEL_FAULT, CHANNEL_CONTROL), f"bad channel kind {self.kind!r}")
+        _require(self.kind in (CHANNEL_MAIN, CHANNEL_FAULT, CHANNEL_CONTROL, CHANNEL_THREAD), f"bad channel kind {self.kind!r}")
         if self.kind == CHANNEL_MAIN:
             _require(self.token is None, "a main channel carries no token")
         else:
             _require(
                 type(self.token) is bytes and len(self.token) == SESSION_TOKEN_BYTES,
-                "fault and control channels carry a 16-byte session token",
+                "fault, control and thread channels carry a 16-byte session token",
             )
 
 

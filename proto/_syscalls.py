@@ -11,9 +11,15 @@ from typing import Final, Literal
 
 from ._status import RX_ERR_BAD_SYSCALL, RX_ERR_INVALID_ARGS, RxError
 
-ArgKind = Literal["u32", "u64", "handle", "bytes", "str"]
+ArgKind = Literal["u32", "u64", "i64", "handle", "bytes", "str"]
 
-_LIMITS: Final[dict[str, int]] = {"u32": (1 << 32) - 1, "u64": (1 << 64) - 1, "handle": (1 << 32) - 1}
+# Inclusive (low, high) of each integer kind.
+_LIMITS: Final[dict[str, tuple[int, int]]] = {
+    "u32": (0, (1 << 32) - 1),
+    "u64": (0, (1 << 64) - 1),
+    "i64": (-(1 << 63), (1 << 63) - 1),
+    "handle": (0, (1 << 32) - 1),
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,6 +61,15 @@ SYSCALLS: Final[tuple[Syscall, ...]] = (
     _s(40, "rx_fork_prepare", "", "str"),
     _s(41, "rx_fork_claim", "ticket:str", "list"),
     _s(42, "rx_fork_cancel", "ticket:str", "none"),
+    # Futexes on rx-mapped memory, keyed by the page behind the address (not the address), so
+    # processes mapping one VMO at different addresses meet. Waits block only the calling thread's
+    # own channel. owner: the pid the waiter believes holds the word (robust mutexes), or 0.
+    _s(50, "rx_futex_wait", "addr:u64 expected:u32 deadline:i64 owner:u32", "none"),
+    _s(51, "rx_futex_wake", "addr:u64 count:u32", "u32"),
+    _s(52, "rx_futex_requeue", "addr:u64 wake_count:u32 expected:u32 requeue_addr:u64 requeue_count:u32", "u32"),
+    # The vDSO's clock: realtime = monotonic + offset, set here and seen by every process through
+    # the vvar page without a request. Needs the system handle.
+    _s(60, "rx_clock_adjust_realtime", "system:handle offset:i64", "none"),
 )
 
 BY_NUMBER: Final[dict[int, Syscall]] = {s.number: s for s in SYSCALLS}
@@ -79,7 +94,8 @@ def check_args(number: object, args: list[object]) -> Syscall:
         elif kind == "str":
             ok = type(value) is str
         else:
-            ok = type(value) is int and 0 <= value <= _LIMITS[kind]
+            low, high = _LIMITS[kind]
+            ok = type(value) is int and low <= value <= high
         if not ok:
             raise RxError(RX_ERR_INVALID_ARGS, f"{call.name}: argument {name!r} must be {kind}, got {value!r:.40}")
     return call
