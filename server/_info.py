@@ -191,6 +191,8 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "num_vmos": len(kernel.vmos),
         "num_hidden_nodes": sum(1 for n in nodes if n.hidden),
         "export_tokens": kernel.outstanding_tokens,  # exported, not yet claimed
+        "futex_waiters": kernel.futexes.waiting,  # threads blocked in rx_futex_wait now
+        "futex_owner_died": kernel.futexes.owner_died,  # robust words taken from dead owners
     }
 
 

@@ -64,6 +64,7 @@ from ._coherence import shootdown
 from ._kernel import ForkEntry, Kernel
 from ._mapping import Mapping
 from ._process import Process
+from ._stream import Stream
 from ._vmo import Vmo, new_slice, snapshot_locked
 
 # The highest user address a mapping may reach (47-bit x86_64 / 48-bit aarch64 user space).
@@ -76,6 +77,7 @@ class Call:
 
     kernel: Kernel
     process: Process
+    stream: Stream | None = None  # the channel it came on (a futex wait watches it for EOF)
     fds: list[int] = dataclasses.field(default_factory=list)  # sent with the reply
     close_after: list[int] = dataclasses.field(default_factory=list)  # ours to close once sent
 
@@ -486,3 +488,24 @@ async def rx_fork_cancel(call: Call, ticket: str) -> tuple[Any, ...]:
     """The parent's side when the child died before claiming: free the snapshots."""
     call.kernel.cancel_fork_ticket(call.process, ticket)
     return ()
+
+
+# -- futexes (Zircon: zx_futex_wait, zx_futex_wake, zx_futex_requeue; keyed across processes) ---
+
+
+@syscall
+async def rx_futex_wait(call: Call, addr: int, expected: int, deadline: int, owner: int) -> tuple[Any, ...]:
+    await call.kernel.futexes.wait(call.process, call.stream, addr, expected, deadline, owner)
+    return ()
+
+
+@syscall
+async def rx_futex_wake(call: Call, addr: int, count: int) -> tuple[Any, ...]:
+    return (call.kernel.futexes.wake(call.process, addr, count),)
+
+
+@syscall
+async def rx_futex_requeue(
+    call: Call, addr: int, wake_count: int, expected: int, requeue_addr: int, requeue_count: int
+) -> tuple[Any, ...]:
+    return (await call.kernel.futexes.requeue(call.process, addr, wake_count, expected, requeue_addr, requeue_count),)
