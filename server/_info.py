@@ -11,6 +11,8 @@ Definitions (documented in README too):
   scaled_shared gives each sharer 1/n of it (n = VMOs that read it × processes mapping the VMO).
   Pages a copy-on-write clone still shares with its parent count as shared, not as the clone's.
 - cow_faults: write faults that split a shared page; cow_pages_copied: pages those copied.
+- cache_op_pages: pages rx_vmo_op_range CACHE_* ops walked line by line: committed pages the host
+  holds (resident); ops with no per-line work on this CPU (x86 SYNC and INVALIDATE) add nothing.
 """
 
 from __future__ import annotations
@@ -182,6 +184,7 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "zero_page_faults": c.zero_page_faults,
         "cow_faults": c.cow_faults,
         "cow_pages_copied": c.cow_pages_copied,
+        "cache_op_pages": c.cache_op_pages,
         "shootdowns": c.shootdowns,
         "clients_killed": c.clients_killed,
         "num_processes": len(kernel.processes),
