@@ -124,6 +124,9 @@ def rx_vmo_set_size(handle: int, size: int) -> None:
 
 
 def rx_vmo_op_range(handle: int, op: int, offset: int, size: int) -> None:
+    """Zircon's zx_vmo_op_range: COMMIT, DECOMMIT, ZERO (WRITE right) and the cache ops
+    CACHE_SYNC, CACHE_CLEAN, CACHE_CLEAN_INVALIDATE (READ right), CACHE_INVALIDATE (WRITE right),
+    which act on the committed pages in range and commit nothing."""
     _call("rx_vmo_op_range", handle, op, offset, size)
 
 

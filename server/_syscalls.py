@@ -50,6 +50,10 @@ from rxkernel.proto import (
     RX_VMO_COMMIT_EAGER,
     RX_VMO_CREATE_OPTIONS,
     RX_VMO_MAX_SIZE,
+    RX_VMO_OP_CACHE_CLEAN,
+    RX_VMO_OP_CACHE_CLEAN_INVALIDATE,
+    RX_VMO_OP_CACHE_INVALIDATE,
+    RX_VMO_OP_CACHE_SYNC,
     RX_VMO_OP_COMMIT,
     RX_VMO_OP_DECOMMIT,
     RX_VMO_OP_ZERO,
@@ -233,8 +237,29 @@ async def rx_vmo_set_size(call: Call, handle: int, size: int) -> tuple[Any, ...]
     return ()
 
 
+# Zircon's rights per cache op (zx_vmo_op_range, RIGHTS): a straight invalidate may drop dirty
+# lines, so it changes the VMO's contents and needs WRITE; the others only need READ.
+_CACHE_OP_RIGHTS = {
+    RX_VMO_OP_CACHE_SYNC: RX_RIGHT_READ,
+    RX_VMO_OP_CACHE_INVALIDATE: RX_RIGHT_WRITE,
+    RX_VMO_OP_CACHE_CLEAN: RX_RIGHT_READ,
+    RX_VMO_OP_CACHE_CLEAN_INVALIDATE: RX_RIGHT_READ,
+}
+
+
 @syscall
 async def rx_vmo_op_range(call: Call, handle: int, op: int, offset: int, size: int) -> tuple[Any, ...]:
+    if op in _CACHE_OP_RIGHTS:
+        # Zircon's VmObjectPaged::CacheOp: size 0 is INVALID_ARGS, a range past the end
+        # OUT_OF_RANGE; any byte alignment; only pages the VMO can read (its own, an ancestor's,
+        # a slice's parent's) that are committed are touched, and nothing gets committed.
+        vmo, _ = _vmo(call, handle, _CACHE_OP_RIGHTS[op])
+        if size == 0:
+            raise _invalid("size is 0")
+        async with vmo.lock:
+            _check_range(offset, size, vmo.size)
+            await vmo.cache_op_locked(offset, size, op)
+        return ()
     if op not in (RX_VMO_OP_COMMIT, RX_VMO_OP_DECOMMIT, RX_VMO_OP_ZERO):
         raise _invalid(f"unknown op {op}")
     vmo, _ = _vmo(call, handle, RX_RIGHT_WRITE)
