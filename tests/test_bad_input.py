@@ -9,7 +9,12 @@ import msgpack
 import pytest
 
 from rxkernel.proto import (
+    CHANNEL_CONTROL,
+    CHANNEL_THREAD,
     PAGE_SIZE,
+    RX_ERR_INVALID_ARGS,
+    RX_ERR_NOT_SUPPORTED,
+    SYSCALL_NUMBERS,
     RX_RIGHT_DUPLICATE,
     RX_RIGHT_MAP,
     RX_RIGHT_READ,
@@ -52,6 +57,9 @@ def still_serving(rxd: Rxd) -> None:
         (10, [-4096, 0], "RX_ERR_INVALID_ARGS"),
         (10, [4096.0, 0], "RX_ERR_INVALID_ARGS"),  # a float
         (12, [3, 0, 17], "RX_ERR_INVALID_ARGS"),
+        (50, [4096, 1 << 32, 0, 0], "RX_ERR_INVALID_ARGS"),  # expected is a u32
+        (50, [4096, 0, 1 << 63, 0], "RX_ERR_INVALID_ARGS"),  # deadline is an i64
+        (51, [4096, -1], "RX_ERR_INVALID_ARGS"),
     ],
 )
 def test_bad_syscall_shapes(rxd: Rxd, number: int, args: list[object], status: str) -> None:
@@ -192,4 +200,33 @@ def test_bad_children_and_fork_tickets(rxd: Rxd) -> None:
     expect("RX_ERR_BAD_STATE", a.call, "rx_vmar_map", h, 0, 4096, RW, RX_VM_SPECIFIC, 0x7F0000000000)
     a.close()
     b.close()
+    still_serving(rxd)
+
+
+def test_thread_channel_serves_futex_calls_only_and_waits_watch_it(rxd: Rxd) -> None:
+    c = RawClient(rxd.socket)
+    thread = c.side_channel(CHANNEL_THREAD)
+    # no mapping at this address: a clear error, on the thread channel
+    thread.sendall(msgpack.packb([1, SYSCALL_NUMBERS["rx_futex_wake"], 0x10000, 1]))
+    reply = msgpack.unpackb(thread.recv(1 << 16))
+    assert reply[:2] == [1, RX_ERR_INVALID_ARGS], reply
+    thread.sendall(msgpack.packb([2, SYSCALL_NUMBERS["rx_vmo_create"], 4096, 0]))
+    reply = msgpack.unpackb(thread.recv(1 << 16))
+    assert reply[:2] == [2, RX_ERR_NOT_SUPPORTED], reply
+    # a waiter that speaks out of turn loses its channel (and its wait), nothing else
+    control = c.side_channel(CHANNEL_CONTROL)  # mapping needs one (nothing will arrive on it)
+    vmo = c.call("rx_vmo_create", 4096, 0)
+    addr = 0x7E0000000000
+    c.call("rx_vmar_map", vmo, 0, 4096, RW, RX_VM_SPECIFIC, addr)
+    thread.sendall(msgpack.packb([3, SYSCALL_NUMBERS["rx_futex_wait"], addr, 0, (1 << 63) - 1, 0]))
+    rxd.wait_for(lambda: rxd.kmem()["futex_waiters"] == 1, "the wait to start")
+    thread.sendall(b"\x90")
+    rxd.wait_for(lambda: rxd.kmem()["futex_waiters"] == 0, "the waiter to be dropped")
+    try:  # rxd closed it with our byte unread: EOF or a reset
+        assert thread.recv(1 << 16) == b"", "rxd closes a thread channel that breaks the protocol"
+    except ConnectionResetError:
+        pass
+    assert c.call("rx_vmo_get_size", vmo) == 4096
+    control.close()
+    c.close()
     still_serving(rxd)
