@@ -190,6 +190,10 @@ class RxConnection:
 
     def _close_thread_channels(self) -> None:
         for channel in list(self._thread_channels):
+            try:  # wakes a thread blocked in recv on it (close alone would not)
+                channel.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             channel.sock.close()
         self._thread_channels.clear()
         self._threads = threading.local()

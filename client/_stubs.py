@@ -260,7 +260,18 @@ def rx_futex_wait(addr: int, expected: int, deadline_ns: int | None = None, *, o
     RX_ERR_INVALID_ARGS for a misaligned address or one outside rx mappings. Processes that map one
     VMO at different addresses meet on the same futex."""
     deadline = RX_TIME_INFINITE if deadline_ns is None else deadline_ns
-    _thread_call("rx_futex_wait", addr, expected, deadline, owner_pid)
+    try:
+        _thread_call("rx_futex_wait", addr, expected, deadline, owner_pid)
+    except RxError:
+        raise
+    except BaseException:
+        # Interrupted (Ctrl-C): rxd may already have counted a wake for us that we will never
+        # act on. Pass one on, so no other waiter sleeps through it; a spurious wake is harmless.
+        try:
+            rx_futex_wake(addr, 1)
+        except Exception:
+            pass
+        raise
 
 
 def rx_futex_wake(addr: int, count: int = RX_FUTEX_WAKE_ALL) -> int:

@@ -18,14 +18,20 @@ channel is already closed (a process killed before rxd saw it go) rather than co
 wake is never spent on the dead.
 
 Robust words (the sync objects' Mutex, rxkernel.client._sync): owner pid in the low 30 bits,
-RX_FUTEX_OWNER_DIED and RX_FUTEX_WAITERS above. A waiter names the owner it saw; if no live rx
-process has that pid, rxd takes the word from the dead owner (owner cleared, OWNER_DIED set,
-WAITERS kept) instead of waiting. When a process dies, rxd does the same for every word with
-waiters that it owned and wakes one waiter there.
+RX_FUTEX_OWNER_DIED and RX_FUTEX_WAITERS above. A waiter names the owner it saw (which must be the
+owner field of `expected`, and it needs a writable mapping, since rxd will write the word for
+it); if no live rx process has that pid, rxd takes the word from the dead owner (owner cleared,
+OWNER_DIED set, WAITERS kept) instead of waiting. When a process dies, rxd does the same for the
+words that robust waiters named it as owner of, and wakes one waiter there. Only words a waiter
+asked about are ever written: a plain futex word that happens to equal a pid is left alone.
+The write is a CAS on the page in the VMO's own store, made the VMO's own first (a copy-on-write
+split, under the tree lock) if it still reads through to an ancestor: clients only ever map own
+pages writable, and they need the tree lock to get one, so the CAS is atomic against them.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -39,14 +45,18 @@ from rxkernel.native import lib
 from rxkernel.proto import (
     PAGE_SHIFT,
     PAGE_SIZE,
+    RX_ERR_ACCESS_DENIED,
     RX_ERR_BAD_STATE,
+    RX_ERR_INTERNAL,
     RX_ERR_INVALID_ARGS,
     RX_ERR_OUT_OF_RANGE,
     RX_ERR_TIMED_OUT,
     RX_FUTEX_OWNER_DIED,
     RX_FUTEX_OWNER_MASK,
     RX_FUTEX_WAITERS,
+    RX_RIGHT_WRITE,
     RX_TIME_INFINITE,
+    RX_VM_PERM_WRITE,
     RxError,
 )
 
@@ -63,10 +73,12 @@ Key = tuple["CowPages", int]
 
 
 class Waiter:
-    __slots__ = ("key", "process", "stream", "scope", "woken")
+    __slots__ = ("key", "vmo", "offset", "owner", "process", "stream", "scope", "woken")
 
-    def __init__(self, key: Key, process: Process, stream: Stream | None) -> None:
+    def __init__(self, key: Key, vmo: Vmo, offset: int, owner: int, process: Process, stream: Stream | None) -> None:
         self.key = key
+        self.vmo, self.offset = vmo, offset  # the word as the waiter's VMO shows it
+        self.owner = owner  # the pid a robust waiter named as the word's owner, else 0
         self.process = process
         self.stream = stream
         self.scope: trio.CancelScope | None = None
@@ -98,13 +110,16 @@ class Futexes:
 
     # -- addresses to keys -------------------------------------------------------------------
 
-    def locate(self, process: Process, addr: int) -> tuple[Key, Vmo, int]:
-        """(key, vmo, byte offset in the VMO) of the futex word at `addr` in `process`."""
+    def locate(self, process: Process, addr: int, write: bool = False) -> tuple[Key, Vmo, int]:
+        """(key, vmo, byte offset in the VMO) of the futex word at `addr` in `process`; `write`:
+        the caller needs a mapping (and handle) that may write the word."""
         if addr & 3:
             raise RxError(RX_ERR_INVALID_ARGS, f"futex address {addr:#x} is not 4-byte aligned")
         m = process.aspace.find(addr)
         if m is None:
             raise RxError(RX_ERR_INVALID_ARGS, f"futex address {addr:#x} is not in an rx mapping")
+        if write and not (m.perms & RX_VM_PERM_WRITE and m.rights & RX_RIGHT_WRITE):
+            raise RxError(RX_ERR_ACCESS_DENIED, "a robust wait (owner_pid) needs a writable mapping: rxd may write the word")
         vmo = m.vmo
         page = m.page_of(addr)
         if page >= vmo.size_pages:
@@ -119,14 +134,16 @@ class Futexes:
     # -- the three calls ---------------------------------------------------------------------
 
     async def wait(self, process: Process, stream: Stream | None, addr: int, expected: int, deadline: int, owner: int) -> None:
-        key, vmo, offset = self.locate(process, addr)
+        if owner and owner != expected & RX_FUTEX_OWNER_MASK:
+            raise RxError(RX_ERR_INVALID_ARGS, f"owner_pid {owner} is not the owner field of expected {expected:#x}")
+        key, vmo, offset = self.locate(process, addr, write=bool(owner))
         async with vmo.lock:
             if self.value_locked(vmo, offset) != expected:
                 raise RxError(RX_ERR_BAD_STATE, "the futex value is not the expected one")
-            owner &= RX_FUTEX_OWNER_MASK
-            if owner and not self._pid_alive(owner) and self._take_from_dead(key, expected) is not None:
+            if owner and not self._pid_alive(owner):
+                await self._take_from_dead_locked(vmo, offset, expected)
                 raise RxError(RX_ERR_BAD_STATE, f"the futex owner (pid {owner}) is dead: the word was taken from it")
-            waiter = Waiter(key, process, stream)
+            waiter = Waiter(key, vmo, offset, owner, process, stream)
             self._queue(waiter)
         try:
             await self._park(waiter, deadline)
@@ -144,7 +161,7 @@ class Futexes:
         self, process: Process, addr: int, wake_count: int, expected: int, requeue_addr: int, requeue_count: int
     ) -> int:
         key, vmo, offset = self.locate(process, addr)
-        target, _, _ = self.locate(process, requeue_addr)
+        target, target_vmo, target_offset = self.locate(process, requeue_addr)
         if target == key:
             raise RxError(RX_ERR_INVALID_ARGS, "requeue_addr is the same futex as addr")
         async with vmo.lock:
@@ -156,7 +173,7 @@ class Futexes:
                 if moved >= requeue_count:
                     break
                 self._dequeue(waiter)
-                waiter.key = target
+                waiter.key, waiter.vmo, waiter.offset = target, target_vmo, target_offset
                 self._queue(waiter)
                 moved += 1
         return woken
@@ -164,15 +181,27 @@ class Futexes:
     # -- process death -----------------------------------------------------------------------
 
     def process_died(self, process: Process) -> None:
-        """Hand the robust words `process` owned, where someone waits, to their next waiter."""
+        """Hand the robust words `process` owned, that someone waits on naming it as the owner,
+        to their next waiter (in the background: taking a word may need a copy-on-write split)."""
         pid = process.pid & RX_FUTEX_OWNER_MASK
-        if self._pid_alive(pid):  # another live rx process with this pid: not ours to judge
+        if self._pid_alive(pid) or self.kernel.nursery is None:  # a live namesake: not ours to judge
             return
-        for key in list(self.queues):
-            word = self._own_word(key)
-            if word is not None and word & RX_FUTEX_OWNER_MASK == pid and self._take_from_dead(key, word) == word:
-                log.info("futex owner died; waking a waiter", pid=pid)
-                self._wake(key, 1)
+        for key, queue in self.queues.items():
+            robust = next((w for w in queue if w.owner == pid), None)
+            if robust is not None:
+                self.kernel.nursery.start_soon(self._reap, key, robust.vmo, robust.offset, pid)
+
+    async def _reap(self, key: Key, vmo: Vmo, offset: int, pid: int) -> None:
+        try:
+            async with vmo.lock:
+                if not vmo.alive:
+                    return
+                word = self.value_locked(vmo, offset)
+                if word & RX_FUTEX_OWNER_MASK == pid and await self._take_from_dead_locked(vmo, offset, word) == word:
+                    log.info("futex owner died; waking a waiter", pid=pid)
+                    self._wake(key, 1)
+        except RxError as e:  # out of memory for the split, say: the waiters' own deadlines stand
+            log.warning("could not take a futex word from a dead owner", pid=pid, error=str(e))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -223,23 +252,16 @@ class Futexes:
     def _pid_alive(self, pid: int) -> bool:
         return any(p.alive and p.pid & RX_FUTEX_OWNER_MASK == pid for p in self.kernel.processes.values())
 
-    @staticmethod
-    def _own_word(key: Key) -> int | None:
-        """The word at `key` if it is in its node's own store (else a takeover could reach pages
-        other VMOs share, and is not done)."""
-        node, offset = key
-        if node.store.fd < 0 or not node.store.committed.get(offset >> PAGE_SHIFT):
-            return None
-        return int.from_bytes(node.store.read(offset, 4), sys.byteorder)
-
-    def _take_from_dead(self, key: Key, expected: int) -> int | None:
-        """Clear the owner of the robust word at `key` if it still holds `expected`, and set
-        OWNER_DIED. Returns the value found (== expected: done), or None where rxd may not."""
-        node, offset = key
-        if self._own_word(key) is None:
-            return None
+    async def _take_from_dead_locked(self, vmo: Vmo, offset: int, expected: int) -> int:
+        """Clear the owner of the robust word at VMO byte `offset` if it still holds `expected`,
+        and set OWNER_DIED. Returns the value found (== expected: done)."""
+        page = offset >> PAGE_SHIFT
+        await vmo.commit_locked(page, page + 1)  # the VMO's own page now (a split if it was shared)
+        store = vmo.node.store
         desired = (expected & RX_FUTEX_WAITERS) | RX_FUTEX_OWNER_DIED
-        found = lib.rx_word_cas(node.store.fd, offset, expected, desired)
+        found = int(lib.rx_word_cas(store.fd, offset + (vmo.node_offset << PAGE_SHIFT), expected, desired))
+        if found < 0:
+            raise RxError(RX_ERR_INTERNAL, f"futex word CAS: {os.strerror(-found)}")
         if found == expected:
             self.owner_died += 1
-        return found if found >= 0 else None
+        return found

@@ -51,13 +51,17 @@ class Process(KernelObject):
         self.stores: dict[PageStore, bool] = {}
         self.tokens: set[str] = set()  # export tokens not yet claimed
         self.fork_tickets: set[str] = set()  # rx.fork() tickets its child has not claimed yet
-        self.cancel_scopes: list[trio.CancelScope] = []  # one per channel task
+        self.cancel_scopes: set[trio.CancelScope] = set()  # one per live channel task
+        self.thread_channels = 0  # open thread channels (capped: each is an fd in rxd)
 
     def __repr__(self) -> str:
         return f"<Process koid={self.koid} pid={self.pid}>"
 
     def attach(self, scope: trio.CancelScope) -> None:
-        self.cancel_scopes.append(scope)
+        self.cancel_scopes.add(scope)
+
+    def detach(self, scope: trio.CancelScope) -> None:
+        self.cancel_scopes.discard(scope)
 
     def remove_mapping(self, m: Mapping) -> None:
         """Forget `m` in rxd (the client has unmapped it, or the process is gone)."""
@@ -115,7 +119,7 @@ class Process(KernelObject):
         self.handles.clear()
         if self.control is not None:
             self.control.fail_all()
-        for scope in self.cancel_scopes:
+        for scope in list(self.cancel_scopes):
             scope.cancel()
         self.kernel.processes.pop(self.koid, None)
         self.kernel.sessions.pop(self.session, None)

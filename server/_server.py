@@ -27,6 +27,7 @@ from rxkernel.proto import (
     PAGE_SIZE,
     RX_ERR_ACCESS_DENIED,
     RX_ERR_INTERNAL,
+    RX_ERR_NO_RESOURCES,
     RX_ERR_NOT_SUPPORTED,
     RX_MAX_IO,
     RX_OK,
@@ -54,6 +55,8 @@ log = structlog.get_logger("rxd")
 HELLO_TIMEOUT = 10.0
 # What a thread channel serves; everything else keeps the one-at-a-time order of the main channel.
 THREAD_SYSCALLS = frozenset({"rx_futex_wait", "rx_futex_wake", "rx_futex_requeue"})
+# Thread channels one process may hold open: each is an fd in rxd, and rxd's fds are everyone's.
+MAX_THREAD_CHANNELS = 1024
 _RECV = 1 << 18
 
 
@@ -184,21 +187,34 @@ class Server:
         if process is None or process.pid != pid or not process.alive:
             await sock.send_all(conn.send(HelloReply(RX_ERR_ACCESS_DENIED)))
             return
+        if hello.kind == CHANNEL_THREAD and process.thread_channels >= MAX_THREAD_CHANNELS:
+            await sock.send_all(conn.send(HelloReply(RX_ERR_NO_RESOURCES)))
+            return
         await sock.send_all(conn.send(HelloReply(RX_OK)))
         with trio.CancelScope() as scope:
             process.attach(scope)
-            if hello.kind == CHANNEL_CONTROL:
-                control = ControlChannel(process, sock, conn)
-                process.control = control
-                try:
-                    await control.run()
-                finally:
-                    if process.control is control:
-                        process.control = None
-            elif hello.kind == CHANNEL_FAULT:
-                await self._fault_channel(sock, conn, process)
-            elif hello.kind == CHANNEL_THREAD:
+            try:
+                await self._serve_side_channel(sock, conn, hello, process)
+            finally:
+                process.detach(scope)
+
+    async def _serve_side_channel(self, sock: Stream, conn: Connection, hello: Hello, process: Process) -> None:
+        if hello.kind == CHANNEL_CONTROL:
+            control = ControlChannel(process, sock, conn)
+            process.control = control
+            try:
+                await control.run()
+            finally:
+                if process.control is control:
+                    process.control = None
+        elif hello.kind == CHANNEL_FAULT:
+            await self._fault_channel(sock, conn, process)
+        elif hello.kind == CHANNEL_THREAD:
+            process.thread_channels += 1
+            try:
                 await self._thread_channel(sock, conn, process)
+            finally:
+                process.thread_channels -= 1
 
     async def _thread_channel(self, sock: Stream, conn: Connection, process: Process) -> None:
         """One client thread's own channel for calls that may block (futex waits): a wait

@@ -203,6 +203,7 @@ def test_robust_word_of_a_dead_owner_is_taken_at_wait(rxd: Rxd) -> None:
         HEADER + f"""
 print(status(rx.rx_futex_wait, base, {word}, None, owner_pid={dead}))
 print(word(0) == {RX_FUTEX_WAITERS | RX_FUTEX_OWNER_DIED})
+put(0, os.getpid() | {RX_FUTEX_WAITERS})  # a live owner (this process): a robust wait waits
 print(status(rx.rx_futex_wait, base, word(0), time.monotonic_ns() + 10**8, owner_pid=os.getpid()))
 """,
         tokens[0],
@@ -244,3 +245,102 @@ def test_waits_do_not_stall_other_clients(rxd: Rxd) -> None:
     assert time.monotonic() - t0 < 10
     rxd.run(HEADER + "put(16, 1)\nassert rx.rx_futex_wake(base + 16) == 6", tokens[6])
     assert all(_finish(p)[0] == "result None" for p in waiters)
+
+
+# -- regressions from review: rxd writes only words a robust waiter asked about, where it may ----
+
+R_ONLY = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 5)  # DUPLICATE TRANSFER READ MAP
+
+
+def test_robust_wait_needs_a_writable_mapping_and_the_owner_of_expected(rxd: Rxd) -> None:
+    vmo = rxd.call("rx_vmo_create", 4096, 0)
+    dead = _dead_pid()
+    rxd.call("rx_vmo_write", vmo, 0, dead.to_bytes(4, "little"))
+    token = rxd.call("rx_handle_export", vmo, R_ONLY)
+    out = rxd.run(
+        f"""
+import sys
+import rxkernel.client as rx
+vmo = rx.rx_handle_import(sys.argv[1])
+base = rx.rx_vmar_map(vmo, 0, 4096, rx.RX_VM_PERM_READ)
+for owner in ({dead}, {dead} + 1):
+    try:
+        rx.rx_futex_wait(base, {dead}, None, owner_pid=owner)
+    except rx.RxError as e:
+        print(e.name)
+""",
+        token,
+    ).stdout.split()
+    assert out == ["RX_ERR_ACCESS_DENIED", "RX_ERR_INVALID_ARGS"]
+    assert int.from_bytes(rxd.call("rx_vmo_read", vmo, 0, 4), "little") == dead, "rxd wrote a read-only word"
+
+
+def test_a_plain_word_equal_to_a_dying_pid_is_left_alone(rxd: Rxd) -> None:
+    vmo, tokens = _vmo(rxd)
+    bystander = rxd.spawn(HEADER + "print('up', flush=True)\ntime.sleep(600)", tokens[0])
+    _base(bystander)
+    assert bystander.stdout is not None and bystander.stdout.readline().strip() == "up"
+    rxd.call("rx_vmo_write", vmo, 0, bystander.pid.to_bytes(4, "little"))  # a counter, say
+    waiter = rxd.spawn(WAITER, tokens[1], "0", "0")  # a plain wait: no owner named
+    _base(waiter)
+    _waiters(rxd, 1)
+    bystander.kill()
+    bystander.wait(10)
+    rxd.wait_for(lambda: rxd.kmem()["num_processes"] == 2, "the bystander to be torn down")
+    time.sleep(0.2)
+    assert int.from_bytes(rxd.call("rx_vmo_read", vmo, 0, 4), "little") == bystander.pid
+    assert rxd.kmem()["futex_waiters"] == 1, "the plain waiter must still wait"
+    waiter.kill()
+    waiter.wait(10)
+
+
+def test_owner_death_after_a_snapshot_still_hands_the_word_over(rxd: Rxd) -> None:
+    vmo, tokens = _vmo(rxd)
+    owner = rxd.spawn(HEADER + "put(0, os.getpid() | (1 << 31))\nprint('holding', flush=True)\ntime.sleep(600)", tokens[0])
+    _base(owner)
+    assert owner.stdout is not None and owner.stdout.readline().strip() == "holding"
+    waiter = rxd.spawn(
+        HEADER + f"""
+v = word(0)
+print("result", status(rx.rx_futex_wait, base, v, time.monotonic_ns() + 20 * 10**9, owner_pid=v & {(1 << 30) - 1}), flush=True)
+print("value", word(0), flush=True)
+""",
+        tokens[1],
+    )
+    _base(waiter)
+    _waiters(rxd, 1)
+    child = rxd.call("rx_vmo_create_child", vmo, 1, 0, 2 * 4096)  # the word now lives in a hidden node
+    owner.kill()
+    owner.wait(10)
+    assert _finish(waiter)[0:2] == ["result None", f"value {RX_FUTEX_WAITERS | RX_FUTEX_OWNER_DIED}"]
+    snapshot_word = int.from_bytes(rxd.call("rx_vmo_read", child, 0, 4), "little")
+    assert snapshot_word == owner.pid | RX_FUTEX_WAITERS, "the snapshot keeps its own copy untouched"
+
+
+def test_interrupted_wait_leaves_and_extreme_deadlines(rxd: Rxd) -> None:
+    _, tokens = _vmo(rxd)
+    out = rxd.run(
+        HEADER + """
+import signal
+def interrupt(*_):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGALRM, interrupt)
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+try:
+    rx.rx_futex_wait(base, 0)
+except KeyboardInterrupt:
+    print("interrupted")
+t0 = time.monotonic()
+while rx.rx_object_get_info(rx.rx_system_handle(), rx.RX_INFO_KMEM_STATS)["futex_waiters"]:
+    assert time.monotonic() - t0 < 10
+    time.sleep(0.01)
+print("dequeued")
+print(status(rx.rx_futex_wait, base, 0, -(1 << 63)))
+def later():
+    time.sleep(0.3); put(0, 1); rx.rx_futex_wake(base, 1)
+threading.Thread(target=later).start()
+print(status(rx.rx_futex_wait, base, 0, (1 << 63) - 2))
+""",
+        tokens[0],
+    ).stdout.split("\n")
+    assert out[1:5] == ["interrupted", "dequeued", "RX_ERR_TIMED_OUT", "None"], out
