@@ -11,6 +11,7 @@ Definitions (documented in README too):
   scaled_shared gives each sharer 1/n of it (n = VMOs that read it × processes mapping the VMO).
   Pages a copy-on-write clone still shares with its parent count as shared, not as the clone's.
 - cow_faults: write faults that split a shared page; cow_pages_copied: pages those copied.
+- syscalls (TASK_STATS): requests the process sent on its main channel (vDSO calls send none).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def task_stats(process: Process) -> dict[str, Any]:
         "mem_scaled_shared_bytes": int(scaled * PAGE_SIZE),
         "page_faults": process.page_faults,
         "cow_faults": process.cow_faults,
+        "syscalls": process.syscalls,
     }
 
 

@@ -486,3 +486,8 @@ async def rx_fork_cancel(call: Call, ticket: str) -> tuple[Any, ...]:
     """The parent's side when the child died before claiming: free the snapshots."""
     call.kernel.cancel_fork_ticket(call.process, ticket)
     return ()
+
+
+# Handlers kept in their own files register themselves on import (they import Call and syscall
+# from here, so they come last).
+from . import _clock  # noqa: E402,F401
