@@ -239,6 +239,14 @@ def rx_fork_cancel(ticket: str) -> None:
     _call("rx_fork_cancel", ticket)
 
 
+# -- clock (reading it is the vDSO's: _vdso.py) ------------------------------------------------
+
+
+def rx_clock_adjust_realtime(system_handle: int, offset_ns: int) -> None:
+    """Set realtime = monotonic + offset_ns in every process (needs the system handle)."""
+    _call("rx_clock_adjust_realtime", system_handle, offset_ns)
+
+
 # -- not syscalls -----------------------------------------------------------------------------------
 
 
