@@ -473,10 +473,14 @@ def state():
     return {"physmem": rx.rx_system_get_physmem(), "koid": koid,
             "image": rx.rx_vdso_addresses()[0], "mono": rx.rx_clock_get_monotonic()}
 first = state()
+first["kind"] = type(rx.rx_clock_get_monotonic).__name__   # bound to the cffi function by now
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
-    os.write(w, json.dumps(state()).encode())   # a fork child is a new rx process
+    # A fork child is a new rx process: the wrappers are back, and the first call connects.
+    kind = type(rx.rx_clock_get_monotonic).__name__
+    mono = rx.rx_clock_get_monotonic()
+    os.write(w, json.dumps({**state(), "kind": kind, "first_mono": mono}).encode())
     os._exit(0)
 os.waitpid(pid, 0)
 child = json.loads(os.read(r, 1 << 16))
@@ -500,7 +504,8 @@ def test_fork_child_and_rxd_restart_attach_again() -> None:
         first, child = before["first"], before["child"]
         assert first["physmem"] == child["physmem"] == 1 << 30
         assert child["koid"] != first["koid"] and child["image"] == first["image"]
-        assert child["mono"] >= first["mono"]
+        assert child["mono"] >= child["first_mono"] >= first["mono"]
+        assert first["kind"] == "builtin_function_or_method" and child["kind"] == "function"
         rxd.stop()
         rxd = Rxd(directory, "512MiB", 5.0, [])
         out, err = proc.communicate("\n", timeout=60)
