@@ -66,10 +66,31 @@ class _CallChannel:
                 raise RxError(RX_ERR_PEER_CLOSED, "rxd closed the connection", local=False)
             assert event is NEED_DATA
             data, ancdata, _, _ = self.sock.recvmsg(_RECV, socket.CMSG_SPACE(_MAX_FDS * 4))
-            for level, kind, payload in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.extend(array.array("i", payload[: len(payload) - len(payload) % 4]))
+            fds.extend(_fds_of(ancdata))
             self.conn.receive_data(data)
+
+
+def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(array.array("i", payload[: len(payload) - len(payload) % 4]))
+    return fds
+
+
+def _attach_vdso(fds: list[int], info: dict[str, Any]) -> None:
+    """Load the vDSO image rxd sent (not our own install's) against its vvar page; the fds are
+    closed either way (the mappings keep what they need). A reconnect attaches again."""
+    try:
+        if len(fds) != 2 or "vvar_size" not in info:
+            raise RxError(RX_ERR_BAD_STATE, f"rxd sent {len(fds)} fds in the hello, not the vDSO and its vvar", local=False)
+        rc = lib.rxv_attach(fds[0], fds[1], info["vvar_size"])
+        if rc < 0:
+            detail = ffi.string(lib.rxv_last_error()).decode(errors="replace")
+            raise RxError(RX_ERR_BAD_STATE, f"loading rxd's vDSO failed ({rc}) {detail}".strip(), local=False)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 class RxConnection:
@@ -81,12 +102,13 @@ class RxConnection:
         self._sock = self._open(CHANNEL_MAIN)
         self._main = _CallChannel(self._sock, Connection(Role.CLIENT, kind=CHANNEL_MAIN))
         try:
-            hello = self._hello(self._sock, self._main.conn, None)
+            hello, fds = self._hello_with_fds(self._sock, self._main.conn)
             assert hello.info is not None
             self.info: dict[str, Any] = hello.info
             self.process_koid: int = hello.info["process_koid"]
             session: bytes = hello.info["session"]
             self._session = session
+            _attach_vdso(fds, hello.info)
             rc = lib.rx_trap_setup(self.path.encode(), ffi.from_buffer("uint8_t[]", session))
             if rc < 0:
                 raise _rx_errno(rc, "installing the fault trap")
@@ -113,6 +135,26 @@ class RxConnection:
             sock.close()
             raise RxError(RX_ERR_UNAVAILABLE, f"cannot reach rxd at {self.path}: {e.strerror}", local=False) from None
         return sock
+
+    @staticmethod
+    def _hello_with_fds(sock: socket.socket, conn: Connection) -> tuple[HelloReply, list[int]]:
+        """The main channel's hello: its reply carries fds (the vDSO image and the vvar)."""
+        sock.sendall(conn.send(Hello(CHANNEL_MAIN, None)))
+        fds: list[int] = []
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(_MAX_FDS * 4))
+                fds.extend(_fds_of(ancdata))
+                conn.receive_data(data)
+                continue
+            if not isinstance(event, HelloReply) or event.status != 0:
+                for fd in fds:
+                    os.close(fd)
+                if not isinstance(event, HelloReply):
+                    raise RxError(RX_ERR_PEER_CLOSED, "rxd closed the connection during the hello", local=False)
+                raise RxError(event.status, "rxd refused the connection", local=False)
+            return event, fds
 
     @staticmethod
     def _hello(sock: socket.socket, conn: Connection, token: bytes | None) -> HelloReply:

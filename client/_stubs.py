@@ -285,6 +285,14 @@ def rx_futex_requeue(addr: int, wake_count: int, expected: int, requeue_addr: in
     return int(_thread_call("rx_futex_requeue", addr, wake_count, expected, requeue_addr, requeue_count)[0])
 
 
+# -- clock (reading it is the vDSO's: _vdso.py) ------------------------------------------------
+
+
+def rx_clock_adjust_realtime(system_handle: int, offset_ns: int) -> None:
+    """Set realtime = monotonic + offset_ns in every process (needs the system handle)."""
+    _call("rx_clock_adjust_realtime", system_handle, offset_ns)
+
+
 # -- not syscalls -----------------------------------------------------------------------------------
 
 

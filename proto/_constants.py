@@ -91,6 +91,43 @@ RX_FUTEX_OWNER_MASK = (1 << 30) - 1
 RX_FUTEX_OWNER_DIED = 1 << 30  # the last owner died holding it; set by rxd, kept by the next owner
 RX_FUTEX_WAITERS = 1 << 31  # someone waits (or may): the owner must wake on release
 
+# rx_cpu_features() bits (native/vdso/rxvvar.h has the same values and where each comes from).
+# x86_64, from CPUID (AVX, AVX2, AVX512F only when the OS enabled their register state):
+RX_CPU_X86_SSE2 = 1 << 0
+RX_CPU_X86_SSE3 = 1 << 1
+RX_CPU_X86_SSSE3 = 1 << 2
+RX_CPU_X86_SSE4_1 = 1 << 3
+RX_CPU_X86_SSE4_2 = 1 << 4
+RX_CPU_X86_POPCNT = 1 << 5
+RX_CPU_X86_AES = 1 << 6
+RX_CPU_X86_PCLMULQDQ = 1 << 7
+RX_CPU_X86_AVX = 1 << 8
+RX_CPU_X86_AVX2 = 1 << 9
+RX_CPU_X86_BMI1 = 1 << 10
+RX_CPU_X86_BMI2 = 1 << 11
+RX_CPU_X86_AVX512F = 1 << 12
+RX_CPU_X86_RDRAND = 1 << 13
+RX_CPU_X86_RDSEED = 1 << 14
+RX_CPU_X86_CLFLUSHOPT = 1 << 15
+RX_CPU_X86_CLWB = 1 << 16
+RX_CPU_X86_ERMS = 1 << 17
+RX_CPU_X86_FSRM = 1 << 18
+RX_CPU_X86_INVARIANT_TSC = 1 << 19
+RX_CPU_X86_SHA = 1 << 20
+# aarch64, from getauxval(AT_HWCAP):
+RX_CPU_ARM64_FP = 1 << 0
+RX_CPU_ARM64_ASIMD = 1 << 1
+RX_CPU_ARM64_AES = 1 << 2
+RX_CPU_ARM64_PMULL = 1 << 3
+RX_CPU_ARM64_SHA1 = 1 << 4
+RX_CPU_ARM64_SHA2 = 1 << 5
+RX_CPU_ARM64_CRC32 = 1 << 6
+RX_CPU_ARM64_ATOMICS = 1 << 7
+RX_CPU_ARM64_DCPOP = 1 << 8
+RX_CPU_ARM64_SHA3 = 1 << 9
+RX_CPU_ARM64_SHA512 = 1 << 10
+RX_CPU_ARM64_SVE = 1 << 11
+
 # Object types.
 RX_OBJ_TYPE_PROCESS = 1
 RX_OBJ_TYPE_VMO = 3

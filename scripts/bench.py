@@ -14,9 +14,12 @@ this is a noisy 2-vCPU VM and absolute numbers drift (DESIGN.md §4).
 7. rx.fork() of a process mapping 1 GiB (touched) vs os.fork() with 1 GiB of touched anonymous
    memory, and what the child costs after writing one page
 
+8. clock: rx_clock_get_monotonic() from Python (the vDSO) vs time.monotonic_ns() and vs an rx syscall
+   round trip (rx_vmo_get_size); also the vDSO read itself from C
+
 Benchmarks 5-7 use 1 GiB, or 512 MiB when the machine has too little RAM for 1 GiB twice over (the
 output says which). `scripts/bench cow` runs only 5-7, `scripts/bench core` only 1-4; benchmarks can
-also be named one by one (`scripts/bench snapshot rx-fork`).
+also be named one by one (`scripts/bench snapshot rx-fork`); `scripts/bench clock` runs only 8.
 """
 
 from __future__ import annotations
@@ -113,6 +116,28 @@ from rxkernel.native import lib
 lib.rx_touch(addr, 1 << 30, 1)
 print("committed", flush=True)
 sys.stdin.readline()
+"""
+
+
+CLOCK_CALLS = """
+import json, sys, time, timeit
+import rxkernel.client as rx
+from rxkernel.native import ffi, lib
+n, rounds = int(sys.argv[1]), int(sys.argv[2])
+vmo = rx.rx_vmo_create(4096)
+rx.rx_clock_get_monotonic()   # connect and attach first
+def best(fn, number):
+    return min(timeit.repeat(fn, number=number, repeat=rounds)) / number * 1e9
+out = ffi.new("int64_t[3]")
+t0 = time.perf_counter_ns()
+lib.rxv_check_clock(n, 1 << 62, 0, out)
+c_ns = (time.perf_counter_ns() - t0) / n
+print(json.dumps({
+    "rx_ns": best(rx.rx_clock_get_monotonic, n),
+    "host_ns": best(time.monotonic_ns, n),
+    "syscall_ns": best(lambda: rx.rx_vmo_get_size(vmo), max(n // 500, 200)),
+    "c_ns": c_ns,
+}))
 """
 
 
@@ -448,6 +473,11 @@ def bench_syscalls(rxd: Any, clients: int, seconds: float) -> dict[str, Any]:
     return {"clients": clients, "calls_per_s": calls / wall, "rxd_cpu_us_per_call": cpu / calls * 1e6}
 
 
+def bench_clock(rxd: Any, n: int, rounds: int) -> dict[str, Any]:
+    r = client(rxd, CLOCK_CALLS, str(n), str(rounds))
+    return {**r, "ratio_vs_host": r["rx_ns"] / r["host_ns"], "speedup_vs_syscall": r["syscall_ns"] / r["rx_ns"]}
+
+
 def bench_memory(rxd: Any) -> dict[str, Any]:
     before = rxd_rss(rxd.proc.pid)
     p = rxd.spawn(COMMIT_1G)
@@ -461,7 +491,8 @@ def bench_memory(rxd: Any) -> dict[str, Any]:
 
 CORE = ["first-touch", "fault-latency", "syscalls", "memory"]
 COW = ["snapshot", "cow-write", "rx-fork"]
-GROUPS = {"core": CORE, "cow": COW, "all": CORE + COW}
+CLOCK = ["clock"]
+GROUPS = {"core": CORE, "cow": COW, "all": CORE + COW + CLOCK}
 
 
 def selected(names: list[str]) -> list[str]:
@@ -501,6 +532,18 @@ def times(x: float) -> str:
 
 def kib(n: int) -> str:
     return f"{n / 1024:+.0f} KiB"
+
+
+def rows_clock(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    if not (c := results.get("clock")):
+        return []
+    return [
+        ("8. rx_clock_get_monotonic() from Python (vDSO)", f"{c['rx_ns']:.0f} ns", f"time.monotonic_ns() {c['host_ns']:.0f} ns",
+         times(c["ratio_vs_host"]), "≤ 3×"),
+        ("8. same vs an rx syscall round trip", f"{c['rx_ns']:.0f} ns", f"rx_vmo_get_size {c['syscall_ns'] / 1000:.1f} µs",
+         f"{c['speedup_vs_syscall']:.0f}× faster", "> 100×"),
+        ("8. the vDSO read itself, from C", f"{c['c_ns']:.1f} ns", "", "", ""),
+    ]
 
 
 def rows_cow(results: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -551,6 +594,9 @@ def main() -> None:
                 results["syscalls"] = [bench_syscalls(rxd, n, 1.0 if quick else 3.0) for n in ((1, 4) if quick else (1, 16, 64))]
             if "memory" in run:
                 results["memory"] = bench_memory(rxd)
+    if "clock" in run:
+        with running_rxd(memory="256MiB") as rxd:
+            results["clock"] = bench_clock(rxd, 200_000 if quick else 1_000_000, 3 if quick else 7)
     size_note = ""
     if any(b in COW for b in run):
         size, size_note = cow_size(quick)
@@ -573,7 +619,7 @@ def main() -> None:
         json.dump(results, f, indent=2)
     print("| benchmark | rx | baseline (same run) | ratio | target |")
     print("|---|---|---|---|---|")
-    for r in rows_core(results) + rows_cow(results):
+    for r in rows_core(results) + rows_cow(results) + rows_clock(results):
         print("| " + " | ".join(r) + " |")
     if size_note:
         print(f"\nBenchmarks 5-7 at {size_note}; transparent hugepages: {results['machine']['transparent_hugepage']}.")

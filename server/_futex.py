@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -101,7 +100,7 @@ class Waiter:
 class Futexes:
     """Every futex with waiters: key → waiters in arrival order (a dict as an ordered set)."""
 
-    def __init__(self, kernel: Kernel, monotonic_ns: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(self, kernel: Kernel, monotonic_ns: Callable[[], int]) -> None:
         self.kernel = kernel
         self.monotonic_ns = monotonic_ns  # the rx monotonic clock deadlines are on
         self.queues: dict[Key, dict[Waiter, None]] = {}

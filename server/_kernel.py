@@ -13,13 +13,14 @@ import secrets
 import structlog
 import trio
 
-from rxkernel.proto import RX_ERR_INVALID_ARGS, RX_ERR_NOT_FOUND, RX_OBJ_TYPE_SYSTEM, RxError, reduce_rights
+from rxkernel.proto import PAGE_SIZE, RX_ERR_INVALID_ARGS, RX_ERR_NOT_FOUND, RX_OBJ_TYPE_SYSTEM, RxError, reduce_rights
 
 from ._cowpages import CowPages
 from ._futex import Futexes
 from ._handles import KernelObject
 from ._memory import PhysicalMemory
 from ._process import Process
+from ._vdso import Vdso
 from ._vmo import Vmo, collapse_locked, new_root_vmo
 
 log = structlog.get_logger("rxd.kernel")
@@ -53,8 +54,10 @@ class _Token:
 
 
 class Kernel:
-    def __init__(self, memory_bytes: int, ack_deadline: float = 5.0) -> None:
+    def __init__(self, memory_bytes: int, ack_deadline: float = 5.0, clock_mode: str = "auto") -> None:
         self.memory = PhysicalMemory(memory_bytes)
+        # The vDSO image and vvar page every client maps; also rxd's own clock (see clock).
+        self.vdso = Vdso(self.memory.total_pages * PAGE_SIZE, clock_mode)
         self.ack_deadline = ack_deadline
         self.processes: dict[int, Process] = {}
         self.sessions: dict[bytes, Process] = {}
@@ -67,7 +70,13 @@ class Kernel:
         # Background work that needs the event loop (collapsing COW chains); set by the server.
         self.nursery: trio.Nursery | None = None
         self._collapsing: set[CowPages] = set()
-        self.futexes = Futexes(self)
+        self.futexes = Futexes(self, self.vdso.monotonic_ns)  # deadlines are on the rx clock
+
+    @property
+    def clock(self) -> Vdso:
+        """The rx clock: clock.monotonic_ns() is what every client's rx_clock_get_monotonic()
+        reads (same vDSO, same vvar), within microseconds of the host's CLOCK_MONOTONIC."""
+        return self.vdso
 
     def new_koid(self) -> int:
         return next(self._koids)

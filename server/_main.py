@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", default=None, help="listening socket (default: $RX_SOCKET, $XDG_RUNTIME_DIR/rxkernel/rxd.sock or /tmp/rxkernel-$UID/rxd.sock)")
     p.add_argument("--memory", type=parse_size, default=parse_size("2GiB"), help="physical memory budget (default 2GiB)")
     p.add_argument("--ack-deadline", type=float, default=5.0, help="seconds a client has to ack a shootdown before it is killed")
+    p.add_argument("--clock", default="auto", choices=["auto", "ticks", "syscall"],
+                   help="the vDSO clock: CPU ticks (auto when they are invariant) or a raw clock_gettime syscall")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="console", choices=["console", "json"])
     return p
@@ -46,7 +48,7 @@ async def run(args: argparse.Namespace) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    kernel = Kernel(args.memory, ack_deadline=args.ack_deadline)
+    kernel = Kernel(args.memory, ack_deadline=args.ack_deadline, clock_mode=args.clock)
     server = Server(kernel, args.socket or default_socket_path())
     log = structlog.get_logger("rxd")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

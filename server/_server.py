@@ -95,6 +95,7 @@ class Server:
         try:
             async with trio.open_nursery() as nursery:
                 self.kernel.nursery = nursery
+                nursery.start_soon(self.kernel.vdso.discipline)
                 task_status.started()
                 while True:
                     sock, _ = await listener.accept()
@@ -148,8 +149,11 @@ class Server:
                     "max_io": RX_MAX_IO,
                     "page_size": PAGE_SIZE,
                     "memory_bytes": self.kernel.memory.total_pages * PAGE_SIZE,
+                    # The fds ride on the reply: the vDSO image, then the read-only vvar page.
+                    "vdso_size": self.kernel.vdso.image_size,
+                    "vvar_size": self.kernel.vdso.vvar_size,
                 }
-                await sock.send_all(conn.send(HelloReply(RX_OK, info)))
+                await sock.send_all(conn.send(HelloReply(RX_OK, info)), self.kernel.vdso.fds)
                 while True:
                     event = await _next_event(sock, conn)
                     if event is CLOSED:

@@ -534,3 +534,8 @@ async def rx_futex_requeue(
     call: Call, addr: int, wake_count: int, expected: int, requeue_addr: int, requeue_count: int
 ) -> tuple[Any, ...]:
     return (await call.kernel.futexes.requeue(call.process, addr, wake_count, expected, requeue_addr, requeue_count),)
+
+
+# Handlers kept in their own files register themselves on import (they import Call and syscall
+# from here, so they come last).
+from . import _clock  # noqa: E402,F401
