@@ -72,68 +72,36 @@ def _unbind_in_child() -> None:
     _bound = False
 
 
-def rx_clock_get_monotonic() -> int:
-    """Nanoseconds on rx's monotonic clock (never backwards; ≈ the host's CLOCK_MONOTONIC)."""
-    t: int = _monotonic()
-    if t == _DETACHED or not _bound:
-        t = _slow(_monotonic)
-    return t
+def _wrapper(trampoline: Callable[[], int], name: str, doc: str) -> Callable[[], int]:
+    """The checking wrapper a public name starts as: connect and bind on first use (_slow)."""
+
+    def wrapper() -> int:
+        t: int = trampoline()
+        if t == _DETACHED or not _bound:
+            t = _slow(trampoline)
+        return t
+
+    wrapper.__name__ = wrapper.__qualname__ = name
+    wrapper.__doc__ = doc
+    return wrapper
 
 
-def rx_clock_get_realtime() -> int:
-    """Nanoseconds since the Unix epoch: monotonic + the offset rx_clock_adjust_realtime sets."""
-    t: int = _realtime()
-    if t == _DETACHED or not _bound:
-        t = _slow(_realtime)
-    return t
-
-
-def rx_ticks_get() -> int:
-    """The raw CPU counter (x86_64 TSC, aarch64 CNTVCT)."""
-    t: int = _ticks()
-    if t == _DETACHED or not _bound:
-        t = _slow(_ticks)
-    return t
-
-
-def rx_ticks_per_second() -> int:
-    """The counter's rate (calibrated by rxd at start on x86_64)."""
-    t: int = _ticks_per_second()
-    if t == _DETACHED or not _bound:
-        t = _slow(_ticks_per_second)
-    return t
-
-
-def rx_thread_tls_base() -> int:
-    """The calling thread's thread pointer (x86_64: fs base, = threading.get_ident() on glibc)."""
-    t: int = _tls_base()
-    if t == _DETACHED or not _bound:
-        t = _slow(_tls_base)
-    return t
-
-
-def rx_cpu_features() -> int:
-    """RX_CPU_X86_* / RX_CPU_ARM64_* bits (rxkernel.proto)."""
-    t: int = _cpu_features()
-    if t == _DETACHED or not _bound:
-        t = _slow(_cpu_features)
-    return t
-
-
-def rx_system_get_page_size() -> int:
-    """rx's page size."""
-    t: int = _page_size()
-    if t == _DETACHED or not _bound:
-        t = _slow(_page_size)
-    return t
-
-
-def rx_system_get_physmem() -> int:
-    """rxd's physical memory budget in bytes (rxd --memory)."""
-    t: int = _physmem()
-    if t == _DETACHED or not _bound:
-        t = _slow(_physmem)
-    return t
+rx_clock_get_monotonic = _wrapper(
+    _monotonic, "rx_clock_get_monotonic", "Nanoseconds on rx's monotonic clock (never backwards; ≈ the host's CLOCK_MONOTONIC)."
+)
+rx_clock_get_realtime = _wrapper(
+    _realtime, "rx_clock_get_realtime", "Nanoseconds since the Unix epoch: monotonic + the offset rx_clock_adjust_realtime sets."
+)
+rx_ticks_get = _wrapper(_ticks, "rx_ticks_get", "The raw CPU counter (x86_64 TSC, aarch64 CNTVCT).")
+rx_ticks_per_second = _wrapper(
+    _ticks_per_second, "rx_ticks_per_second", "The counter's rate (calibrated by rxd at start on x86_64)."
+)
+rx_thread_tls_base = _wrapper(
+    _tls_base, "rx_thread_tls_base", "The calling thread's thread pointer (x86_64: fs base, = threading.get_ident() on glibc)."
+)
+rx_cpu_features = _wrapper(_cpu_features, "rx_cpu_features", "RX_CPU_X86_* / RX_CPU_ARM64_* bits (rxkernel.proto).")
+rx_system_get_page_size = _wrapper(_page_size, "rx_system_get_page_size", "rx's page size.")
+rx_system_get_physmem = _wrapper(_physmem, "rx_system_get_physmem", "rxd's physical memory budget in bytes (rxd --memory).")
 
 
 def rx_get_syscall_number(name: str) -> int:
