@@ -119,7 +119,6 @@ def task_stats(process: Process) -> dict[str, Any]:
         "mem_scaled_shared_bytes": int(scaled * PAGE_SIZE),
         "page_faults": process.page_faults,
         "cow_faults": process.cow_faults,
-        "syscalls": process.syscalls,
     }
 
 

@@ -44,7 +44,6 @@ class Process(KernelObject):
         self.control: ControlChannel | None = None
         self.inval_seq = 0  # control requests sent so far (WIRE.md "Ordering")
         self.page_faults = 0
-        self.syscalls = 0  # requests served on its call channels (not faults, not control acks)
         self.cow_faults = 0
         self.alive = True
         # Stores whose fd the client holds (sent on its control channel), and whether writable.

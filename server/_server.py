@@ -154,7 +154,6 @@ class Server:
 
     async def _serve_request(self, sock: Stream, conn: Connection, process: Process, req: Request) -> None:
         call = Call(self.kernel, process)
-        process.syscalls += 1
         try:
             syscall = check_args(req.number, list(req.args))
             result = await HANDLERS[syscall.name](call, *req.args)
