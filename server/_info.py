@@ -11,6 +11,8 @@ Definitions (documented in README too):
   scaled_shared gives each sharer 1/n of it (n = VMOs that read it × processes mapping the VMO).
   Pages a copy-on-write clone still shares with its parent count as shared, not as the clone's.
 - cow_faults: write faults that split a shared page; cow_pages_copied: pages those copied.
+- syscalls (TASK_STATS): requests the process sent on its call channels (this one included); what
+  the vDSO and the sync objects' fast paths do without asking rxd does not count.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ def task_stats(process: Process) -> dict[str, Any]:
         "mem_scaled_shared_bytes": int(scaled * PAGE_SIZE),
         "page_faults": process.page_faults,
         "cow_faults": process.cow_faults,
+        "syscalls": process.syscalls,
     }
 
 

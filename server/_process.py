@@ -45,6 +45,7 @@ class Process(KernelObject):
         self.inval_seq = 0  # control requests sent so far (WIRE.md "Ordering")
         self.page_faults = 0
         self.cow_faults = 0
+        self.syscalls = 0  # requests served on its main and thread channels
         self.alive = True
         # Stores whose fd the client holds (sent on its control channel), and whether writable.
         self.stores: dict[PageStore, bool] = {}

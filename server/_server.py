@@ -153,6 +153,7 @@ class Server:
             process.teardown("disconnected")
 
     async def _serve_request(self, sock: Stream, conn: Connection, process: Process, req: Request) -> None:
+        process.syscalls += 1
         call = Call(self.kernel, process)
         try:
             syscall = check_args(req.number, list(req.args))
