@@ -82,7 +82,8 @@ uint32_t rx_mutex_lock_spin(uint64_t addr, uint32_t pid, uint32_t extra, uint32_
     return r;
 }
 
-int rx_mutex_unlock(uint64_t addr) {
+int rx_mutex_unlock(uint64_t addr, uint32_t pid) {
+    if ((__atomic_load_n(W(addr), __ATOMIC_RELAXED) & RX_SYNC_OWNER_MASK) != pid) return -1;
     return (__atomic_exchange_n(W(addr), 0, __ATOMIC_RELEASE) & RX_SYNC_WAITERS) != 0;
 }
 
@@ -91,7 +92,7 @@ int64_t rx_mutex_bench_c(uint64_t addr, uint32_t pid, uint64_t n) {
     clock_gettime(CLOCK_MONOTONIC, &a);
     for (uint64_t i = 0; i < n; i++) {
         rx_mutex_trylock(addr, pid, 0);
-        rx_mutex_unlock(addr);
+        rx_mutex_unlock(addr, pid);
     }
     clock_gettime(CLOCK_MONOTONIC, &b);
     return (int64_t)(b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec);

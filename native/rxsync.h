@@ -59,9 +59,12 @@ uint32_t rx_mutex_trylock(uint64_t addr, uint32_t pid, uint32_t extra);
  * sleep: queue behind them instead of burning the CPU the owner may need). */
 uint32_t rx_mutex_lock_spin(uint64_t addr, uint32_t pid, uint32_t extra, uint32_t spins, uint32_t yields);
 
-/* Release: the word becomes 0 (owner, OWNER_DIED and WAITERS cleared). 1 when WAITERS was set
- * (the caller must rx_futex_wake one waiter), else 0. */
-int rx_mutex_unlock(uint64_t addr);
+/* Release by pid: the word becomes 0 (owner, OWNER_DIED and WAITERS cleared). 1 when WAITERS
+ * was set (the caller must rx_futex_wake one waiter), 0 when not, -1 (nothing changed) when the
+ * owner field is not pid. Only the owner (or rxd, once the owner is dead) changes the owner
+ * field, so checking it first and then exchanging is not a race; WAITERS set in between is
+ * seen by the exchange. */
+int rx_mutex_unlock(uint64_t addr, uint32_t pid);
 
 /* A loop of n trylock/unlock pairs (no wake), for the benchmark's C baseline: nanoseconds. */
 int64_t rx_mutex_bench_c(uint64_t addr, uint32_t pid, uint64_t n);
