@@ -185,7 +185,7 @@ class Mutex(_Shared):
         try:
             while True:
                 if not r & OWNER_MASK:
-                    # Free (or freed by rxd after its owner died): take it, and keep WAITERS when
+                    # Seen free by a failed CAS (or freed by rxd after its owner died): take it, and keep WAITERS when
                     # others may sleep here, since the release that woke us cleared the bit.
                     extra = WAITERS if lib.rx_atomic_load(self._sleepers) > 1 else 0
                     r = lib.rx_mutex_trylock(self.addr, pid, extra)
@@ -204,6 +204,8 @@ class Mutex(_Shared):
                     return False
                 extra = WAITERS if lib.rx_atomic_load(self._sleepers) > 1 else 0
                 r = lib.rx_mutex_lock_spin(self.addr, pid, extra, SPINS, YIELDS)
+                if not r & OWNER_MASK:  # taken (a result with owner 0 means success here)
+                    return True
         finally:
             lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
 

@@ -221,7 +221,7 @@ PRODUCER = HEADER + """
 me, n, slots = int(sys.argv[2]), int(sys.argv[3]), 8
 lock = rx.Mutex(m, 0)
 not_full, not_empty = rx.Condition(m, 8, lock), rx.Condition(m, 16, lock)
-head, tail, ring = u64(64), u64(72), u64(128)
+head, tail, ring = u64(64), u64(72), m.view[128:128 + 8 * slots].cast("Q")
 go()
 for i in range(n):
     with lock:
@@ -235,7 +235,7 @@ CONSUMER = HEADER + """
 total, producers, slots = int(sys.argv[2]), int(sys.argv[3]), 8
 lock = rx.Mutex(m, 0)
 not_full, not_empty = rx.Condition(m, 8, lock), rx.Condition(m, 16, lock)
-head, tail, ring, taken = u64(64), u64(72), u64(128), u64(80)
+head, tail, ring, taken = u64(64), u64(72), m.view[128:128 + 8 * slots].cast("Q"), u64(80)
 got = []
 go()
 while True:
