@@ -1,8 +1,10 @@
 """The per-process connection to rxd: a main channel for syscalls, a control channel handed to
-the C control thread, and the C trap set up with the session token so fault channels can attach.
+the C control thread, the C trap set up with the session token so fault channels can attach, and
+a channel per thread for calls that may block (futex waits).
 
-Sync on purpose: a stub call is a blocking syscall. A lock makes one request at a time per process;
-threads that fault meanwhile use the C fault channels, which never take this lock.
+Sync on purpose: a stub call is a blocking syscall. A lock makes one request at a time per process
+on the main channel; threads that fault meanwhile use the C fault channels, and futex calls go on
+the calling thread's own channel, so a thread blocked in a futex wait holds up no one.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import itertools
 import os
 import socket
 import threading
+import weakref
 from typing import Any
 
 from rxkernel.native import ffi, lib
 from rxkernel.proto import (
     CHANNEL_CONTROL,
     CHANNEL_MAIN,
+    CHANNEL_THREAD,
     CLOSED,
     NEED_DATA,
     RX_ERR_BAD_STATE,
@@ -42,19 +46,47 @@ def _rx_errno(rc: int, what: str) -> RxError:
     return RxError(RX_ERR_BAD_STATE, f"{what}: {os.strerror(-rc)}")
 
 
+class _CallChannel:
+    """A socket that carries syscalls as Request/Reply, one at a time (its owner serializes)."""
+
+    def __init__(self, sock: socket.socket, conn: Connection) -> None:
+        self.sock = sock
+        self.conn = conn
+        self.ids = itertools.count(1)
+
+    def roundtrip(self, number: int, args: tuple[Any, ...]) -> tuple[Reply, int, list[int]]:
+        req_id = next(self.ids)
+        self.sock.sendall(self.conn.send(Request(req_id, number, args)))
+        fds: list[int] = []
+        while True:
+            event = self.conn.next_event()
+            if isinstance(event, Reply):
+                return event, req_id, fds
+            if event is CLOSED:
+                raise RxError(RX_ERR_PEER_CLOSED, "rxd closed the connection", local=False)
+            assert event is NEED_DATA
+            data, ancdata, _, _ = self.sock.recvmsg(_RECV, socket.CMSG_SPACE(_MAX_FDS * 4))
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.extend(array.array("i", payload[: len(payload) - len(payload) % 4]))
+            self.conn.receive_data(data)
+
+
 class RxConnection:
     def __init__(self, path: str | None = None) -> None:
         self.path = path or default_socket_path()
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
+        self._threads = threading.local()  # .channel: this thread's own _CallChannel
+        self._thread_channels: weakref.WeakSet[_CallChannel] = weakref.WeakSet()
         self._sock = self._open(CHANNEL_MAIN)
-        self._conn = Connection(Role.CLIENT, kind=CHANNEL_MAIN)
+        self._main = _CallChannel(self._sock, Connection(Role.CLIENT, kind=CHANNEL_MAIN))
         try:
-            hello = self._hello(self._sock, self._conn, None)
+            hello = self._hello(self._sock, self._main.conn, None)
             assert hello.info is not None
             self.info: dict[str, Any] = hello.info
             self.process_koid: int = hello.info["process_koid"]
             session: bytes = hello.info["session"]
+            self._session = session
             rc = lib.rx_trap_setup(self.path.encode(), ffi.from_buffer("uint8_t[]", session))
             if rc < 0:
                 raise _rx_errno(rc, "installing the fault trap")
@@ -97,15 +129,13 @@ class RxConnection:
             return event
 
     def call(self, name: str, *args: Any) -> tuple[tuple[Any, ...], list[int]]:
-        """Send one syscall and wait for its reply: (result, fds that came with it)."""
+        """Send one syscall on the main channel and wait for its reply: (result, fds)."""
         number = SYSCALL_NUMBERS[name]
         with self._lock:
             if self.closed:
                 raise RxError(RX_ERR_PEER_CLOSED, "the connection to rxd is closed", local=False)
-            req_id = next(self._ids)
             try:
-                self._sock.sendall(self._conn.send(Request(req_id, number, args)))
-                reply, fds = self._receive()
+                reply, req_id, fds = self._main.roundtrip(number, args)
             except (OSError, RxError) as e:
                 self._lose()
                 if isinstance(e, RxError):
@@ -117,6 +147,55 @@ class RxConnection:
                 # cannot be trusted any more; rxd will see us go and free what we held.
                 self._lose()
                 raise
+        return self._result(reply, req_id, fds)
+
+    def thread_call(self, name: str, *args: Any) -> tuple[Any, ...]:
+        """Send one syscall on the calling thread's own channel (opened on first use): for calls
+        that may block, like futex waits. No lock: only this thread uses the channel."""
+        number = SYSCALL_NUMBERS[name]
+        if self.closed:
+            raise RxError(RX_ERR_PEER_CLOSED, "the connection to rxd is closed", local=False)
+        channel: _CallChannel | None = getattr(self._threads, "channel", None)
+        if channel is None:
+            channel = self._open_thread_channel()
+        try:
+            reply, req_id, fds = channel.roundtrip(number, args)
+        except BaseException as e:
+            # Lost, or interrupted mid-call: a reply may still be on its way, so this channel
+            # cannot be trusted; closing it ends any wait rxd holds for us. The next call opens
+            # a fresh one.
+            self._threads.channel = None
+            channel.sock.close()
+            if isinstance(e, OSError):
+                raise RxError(RX_ERR_PEER_CLOSED, f"lost rxd: {e.strerror or e}", local=False) from None
+            raise
+        result, extra = self._result(reply, req_id, fds)
+        for fd in extra:
+            os.close(fd)
+        return result
+
+    def _open_thread_channel(self) -> _CallChannel:
+        sock = self._open(CHANNEL_THREAD)
+        try:
+            conn = Connection(Role.CLIENT, kind=CHANNEL_THREAD)
+            self._hello(sock, conn, self._session)
+        except BaseException:
+            sock.close()
+            raise
+        channel = _CallChannel(sock, conn)
+        weakref.finalize(channel, sock.close)  # the thread ended: its channel goes with it
+        self._thread_channels.add(channel)
+        self._threads.channel = channel
+        return channel
+
+    def _close_thread_channels(self) -> None:
+        for channel in list(self._thread_channels):
+            channel.sock.close()
+        self._thread_channels.clear()
+        self._threads = threading.local()
+
+    @staticmethod
+    def _result(reply: Reply, req_id: int, fds: list[int]) -> tuple[tuple[Any, ...], list[int]]:
         if reply.id != req_id:
             for fd in fds:
                 os.close(fd)
@@ -128,24 +207,10 @@ class RxConnection:
             raise RxError(reply.status, message, local=True)
         return reply.result, fds
 
-    def _receive(self) -> tuple[Reply, list[int]]:
-        fds: list[int] = []
-        while True:
-            event = self._conn.next_event()
-            if isinstance(event, Reply):
-                return event, fds
-            if event is CLOSED:
-                raise RxError(RX_ERR_PEER_CLOSED, "rxd closed the connection", local=False)
-            assert event is NEED_DATA
-            data, ancdata, _, _ = self._sock.recvmsg(_RECV, socket.CMSG_SPACE(_MAX_FDS * 4))
-            for level, kind, payload in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.extend(array.array("i", payload[: len(payload) - len(payload) % 4]))
-            self._conn.receive_data(data)
-
     def _lose(self) -> None:
         self.closed = True
         self._sock.close()
+        self._close_thread_channels()
 
     def close(self) -> None:
         if not self.closed:
@@ -153,8 +218,9 @@ class RxConnection:
             self._lose()
 
     def forget_after_fork(self) -> None:
-        """In a fork child: this connection belongs to the parent. Drop our copy of the socket
-        without telling rxd anything (the parent still uses it)."""
+        """In a fork child: this connection belongs to the parent. Drop our copies of its sockets
+        without telling rxd anything (the parent still uses them)."""
         self.closed = True
         self._sock.close()
+        self._close_thread_channels()
 

@@ -69,6 +69,11 @@ class Vmo:
     def zero(self, offset: int, size: int) -> None:
         _stubs.rx_vmo_op_range(self.handle, RX_VMO_OP_ZERO, offset, size)
 
+    def op_range(self, op: int, offset: int, size: int) -> None:
+        """Any rx_vmo_op_range op, e.g. RX_VMO_OP_CACHE_CLEAN (READ right) or
+        RX_VMO_OP_CACHE_INVALIDATE (WRITE right) on bytes [offset, offset+size)."""
+        _stubs.rx_vmo_op_range(self.handle, op, offset, size)
+
     def child(self, options: int = RX_VMO_CHILD_SNAPSHOT, offset: int = 0, size: int | None = None) -> Vmo:
         """A child VMO (rx_vmo_create_child): by default a snapshot of the whole VMO."""
         return Vmo(handle=_stubs.rx_vmo_create_child(self.handle, options, offset, self.size - offset if size is None else size))

@@ -22,8 +22,10 @@ from rxkernel.proto import (
     RX_ERR_NO_MEMORY,
     RX_ERR_NO_RESOURCES,
     RX_ERR_NOT_FOUND,
+    RX_FUTEX_WAKE_ALL,
     RX_MAX_IO,
     RX_RIGHT_SAME_RIGHTS,
+    RX_TIME_INFINITE,
     RX_VM_MAP_RANGE,
     RX_VM_PERM_WRITE,
     RX_VM_SPECIFIC,
@@ -46,6 +48,10 @@ def disconnect() -> None:
         if PROCESS.connection is not None:
             PROCESS.connection.close()
             PROCESS.connection = None
+
+
+def _thread_call(name: str, *args: Any) -> tuple[Any, ...]:
+    return PROCESS.connect().thread_call(name, *args)
 
 
 def _call(name: str, *args: Any) -> tuple[Any, ...]:
@@ -118,6 +124,9 @@ def rx_vmo_set_size(handle: int, size: int) -> None:
 
 
 def rx_vmo_op_range(handle: int, op: int, offset: int, size: int) -> None:
+    """Zircon's zx_vmo_op_range: COMMIT, DECOMMIT, ZERO (WRITE right) and the cache ops
+    CACHE_SYNC, CACHE_CLEAN, CACHE_CLEAN_INVALIDATE (READ right), CACHE_INVALIDATE (WRITE right),
+    which act on the committed pages in range and commit nothing."""
     _call("rx_vmo_op_range", handle, op, offset, size)
 
 
@@ -237,6 +246,32 @@ def rx_fork_claim(ticket: str) -> list[list[int]]:
 
 def rx_fork_cancel(ticket: str) -> None:
     _call("rx_fork_cancel", ticket)
+
+
+# -- futexes: on the calling thread's own channel, so a wait blocks only this thread -------------
+
+
+def rx_futex_wait(addr: int, expected: int, deadline_ns: int | None = None, *, owner_pid: int = 0) -> None:
+    """Wait on the u32 at `addr` (in an rx mapping, 4-byte aligned) while it holds `expected`,
+    until woken or until `deadline_ns` on the rx_clock_get_monotonic() clock (None: no deadline).
+
+    Raises RxError: RX_ERR_BAD_STATE when the word does not hold `expected` (or rxd took it from
+    the dead `owner_pid`: see the robust words in proto), RX_ERR_TIMED_OUT at the deadline,
+    RX_ERR_INVALID_ARGS for a misaligned address or one outside rx mappings. Processes that map one
+    VMO at different addresses meet on the same futex."""
+    deadline = RX_TIME_INFINITE if deadline_ns is None else deadline_ns
+    _thread_call("rx_futex_wait", addr, expected, deadline, owner_pid)
+
+
+def rx_futex_wake(addr: int, count: int = RX_FUTEX_WAKE_ALL) -> int:
+    """Wake up to `count` waiters on the futex at `addr` (oldest first); how many were woken."""
+    return int(_thread_call("rx_futex_wake", addr, count)[0])
+
+
+def rx_futex_requeue(addr: int, wake_count: int, expected: int, requeue_addr: int, requeue_count: int) -> int:
+    """If the u32 at `addr` holds `expected` (else RX_ERR_BAD_STATE): wake `wake_count` of its
+    waiters and move up to `requeue_count` of the rest to wait on `requeue_addr`. How many woke."""
+    return int(_thread_call("rx_futex_requeue", addr, wake_count, expected, requeue_addr, requeue_count)[0])
 
 
 # -- not syscalls -----------------------------------------------------------------------------------

@@ -86,6 +86,10 @@ RX_INFO_VMO_IS_SLICE = 1 << 5  # rx extension: a slice child
 # Futexes.
 RX_TIME_INFINITE = (1 << 63) - 1  # a deadline that never comes (Zircon's ZX_TIME_INFINITE)
 RX_FUTEX_WAKE_ALL = (1 << 32) - 1  # a wake or requeue count meaning every waiter
+# Robust futex words (the sync objects' Mutex): the owner's pid in the low bits, and two flags.
+RX_FUTEX_OWNER_MASK = (1 << 30) - 1
+RX_FUTEX_OWNER_DIED = 1 << 30  # the last owner died holding it; set by rxd, kept by the next owner
+RX_FUTEX_WAITERS = 1 << 31  # someone waits (or may): the owner must wake on release
 
 # Object types.
 RX_OBJ_TYPE_PROCESS = 1

@@ -13,6 +13,8 @@ Definitions (documented in README too):
 - cow_faults: write faults that split a shared page; cow_pages_copied: pages those copied.
 - syscalls (TASK_STATS): requests the process sent on its call channels (this one included); what
   the vDSO and the sync objects' fast paths do without asking rxd does not count.
+- cache_op_pages: pages rx_vmo_op_range CACHE_* ops walked line by line: committed pages the host
+  holds (resident); ops with no per-line work on this CPU (x86 SYNC and INVALIDATE) add nothing.
 """
 
 from __future__ import annotations
@@ -185,12 +187,15 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "zero_page_faults": c.zero_page_faults,
         "cow_faults": c.cow_faults,
         "cow_pages_copied": c.cow_pages_copied,
+        "cache_op_pages": c.cache_op_pages,
         "shootdowns": c.shootdowns,
         "clients_killed": c.clients_killed,
         "num_processes": len(kernel.processes),
         "num_vmos": len(kernel.vmos),
         "num_hidden_nodes": sum(1 for n in nodes if n.hidden),
         "export_tokens": kernel.outstanding_tokens,  # exported, not yet claimed
+        "futex_waiters": kernel.futexes.waiting,  # threads blocked in rx_futex_wait now
+        "futex_owner_died": kernel.futexes.owner_died,  # robust words taken from dead owners
     }
 
 

@@ -16,6 +16,7 @@ import trio
 from rxkernel.proto import RX_ERR_INVALID_ARGS, RX_ERR_NOT_FOUND, RX_OBJ_TYPE_SYSTEM, RxError, reduce_rights
 
 from ._cowpages import CowPages
+from ._futex import Futexes
 from ._handles import KernelObject
 from ._memory import PhysicalMemory
 from ._process import Process
@@ -66,6 +67,7 @@ class Kernel:
         # Background work that needs the event loop (collapsing COW chains); set by the server.
         self.nursery: trio.Nursery | None = None
         self._collapsing: set[CowPages] = set()
+        self.futexes = Futexes(self)
 
     def new_koid(self) -> int:
         return next(self._koids)

@@ -22,6 +22,7 @@ class Counters:
     clients_killed: int = 0  # clients that did not ack in time
     cow_faults: int = 0  # write faults that split a shared page (copy-on-write)
     cow_pages_copied: int = 0  # pages copied by those splits (and by writes and commits to clones)
+    cache_op_pages: int = 0  # resident pages walked by rx_vmo_op_range CACHE_* ops (line by line)
 
 
 class PhysicalMemory:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from rxkernel.native import lib
-from rxkernel.proto import PAGE_SHIFT, RX_ERR_INTERNAL, RX_ERR_NO_RESOURCES, RxError
+from rxkernel.proto import PAGE_SHIFT, RX_ERR_INTERNAL, RX_ERR_NO_RESOURCES, RX_ERR_NOT_SUPPORTED, RxError
 
 from ._memory import PhysicalMemory
 from ._pagemap import PageMap
@@ -42,6 +42,40 @@ _ALLOCATE_CHUNK = 64 << 20
 # Freeing host memory costs about as much as allocating it (~0.1 s per GiB): punches larger than
 # this run in a worker thread so the event loop never stalls on them.
 _INLINE_PUNCH_BYTES = 2 << 20
+
+
+# Cache maintenance walks resident pages at roughly memory speed (see README): larger op ranges
+# run in a worker thread, like large punches.
+_INLINE_CACHE_OP_BYTES = 4 << 20
+
+
+async def cache_op(runs: list[tuple[PageStore, int, int]], op: int) -> int:
+    """Apply cache op `op` (RX_VMO_OP_CACHE_*) to store byte ranges (store, offset, length), on the
+    pages the host holds only (rx_cache_op never allocates). Returns the pages walked."""
+
+    def run(items: list[tuple[int, int, int]]) -> int:
+        pages = 0
+        for fd, offset, length in items:
+            rc = lib.rx_cache_op(fd, offset, length, op)
+            if rc == -errno.ENOSYS:
+                raise RxError(RX_ERR_NOT_SUPPORTED, "cache operations are not implemented for this CPU architecture")
+            _check(rc, "cache op")
+            pages += rc
+        return pages
+
+    runs = [(store, offset, length) for store, offset, length in runs if length and store.fd >= 0]
+    if sum(length for _, _, length in runs) <= _INLINE_CACHE_OP_BYTES:
+        return run([(store.fd, offset, length) for store, offset, length in runs])
+    # Our own fds: a store whose last reader goes away meanwhile is closed by the reaper.
+    dups: dict[PageStore, int] = {}
+    try:
+        for store, _, _ in runs:
+            if store not in dups:
+                dups[store] = os.dup(store.fd)
+        return await trio.to_thread.run_sync(run, [(dups[store], offset, length) for store, offset, length in runs])
+    finally:
+        for fd in dups.values():
+            os.close(fd)
 
 
 class _Reaper:

@@ -101,6 +101,7 @@ class Process(KernelObject):
         if not self.alive:
             return
         self.alive = False
+        self.kernel.futexes.process_died(self)
         log.info("process gone", pid=self.pid, koid=self.koid, why=why, mappings=len(self.aspace), handles=len(self.handles))
         for m in list(self.aspace):
             self.remove_mapping(m)

@@ -20,12 +20,14 @@ from rxkernel.proto import (
     CHANNEL_CONTROL,
     CHANNEL_FAULT,
     CHANNEL_MAIN,
+    CHANNEL_THREAD,
     CLOSED,
     MAX_FRAME_BYTES,
     NEED_DATA,
     PAGE_SIZE,
     RX_ERR_ACCESS_DENIED,
     RX_ERR_INTERNAL,
+    RX_ERR_NOT_SUPPORTED,
     RX_MAX_IO,
     RX_OK,
     Connection,
@@ -50,6 +52,8 @@ from ._syscalls import HANDLERS, Call
 log = structlog.get_logger("rxd")
 
 HELLO_TIMEOUT = 10.0
+# What a thread channel serves; everything else keeps the one-at-a-time order of the main channel.
+THREAD_SYSCALLS = frozenset({"rx_futex_wait", "rx_futex_wake", "rx_futex_requeue"})
 _RECV = 1 << 18
 
 
@@ -152,15 +156,19 @@ class Server:
         finally:
             process.teardown("disconnected")
 
-    async def _serve_request(self, sock: Stream, conn: Connection, process: Process, req: Request) -> None:
+    async def _serve_request(self, sock: Stream, conn: Connection, process: Process, req: Request, thread: bool = False) -> None:
         process.syscalls += 1
-        call = Call(self.kernel, process)
+        call = Call(self.kernel, process, sock)
         try:
             syscall = check_args(req.number, list(req.args))
+            if thread and syscall.name not in THREAD_SYSCALLS:
+                raise RxError(RX_ERR_NOT_SUPPORTED, f"{syscall.name} is served on the main channel only")
             result = await HANDLERS[syscall.name](call, *req.args)
             reply = Reply(req.id, RX_OK, result)
         except RxError as e:
             reply = Reply(req.id, e.status, (e.message,))
+        except trio.BrokenResourceError:
+            raise  # the client's channel broke while the call waited (a futex wait): drop it
         except Exception:
             log.exception("syscall failed inside rxd", number=req.number, pid=process.pid)
             reply = Reply(req.id, RX_ERR_INTERNAL, ("internal error in rxd (logged)",))
@@ -189,6 +197,18 @@ class Server:
                         process.control = None
             elif hello.kind == CHANNEL_FAULT:
                 await self._fault_channel(sock, conn, process)
+            elif hello.kind == CHANNEL_THREAD:
+                await self._thread_channel(sock, conn, process)
+
+    async def _thread_channel(self, sock: Stream, conn: Connection, process: Process) -> None:
+        """One client thread's own channel for calls that may block (futex waits): a wait
+        holds up only this channel, never the process's main one or anyone else."""
+        while True:
+            event = await _next_event(sock, conn)
+            if event is CLOSED:
+                return
+            assert isinstance(event, Request)
+            await self._serve_request(sock, conn, process, event, thread=True)
 
     async def _fault_channel(self, sock: Stream, conn: Connection, process: Process) -> None:
         while True:

@@ -50,6 +50,10 @@ from rxkernel.proto import (
     RX_VMO_COMMIT_EAGER,
     RX_VMO_CREATE_OPTIONS,
     RX_VMO_MAX_SIZE,
+    RX_VMO_OP_CACHE_CLEAN,
+    RX_VMO_OP_CACHE_CLEAN_INVALIDATE,
+    RX_VMO_OP_CACHE_INVALIDATE,
+    RX_VMO_OP_CACHE_SYNC,
     RX_VMO_OP_COMMIT,
     RX_VMO_OP_DECOMMIT,
     RX_VMO_OP_ZERO,
@@ -64,6 +68,7 @@ from ._coherence import shootdown
 from ._kernel import ForkEntry, Kernel
 from ._mapping import Mapping
 from ._process import Process
+from ._stream import Stream
 from ._vmo import Vmo, new_slice, snapshot_locked
 
 # The highest user address a mapping may reach (47-bit x86_64 / 48-bit aarch64 user space).
@@ -76,6 +81,7 @@ class Call:
 
     kernel: Kernel
     process: Process
+    stream: Stream | None = None  # the channel it came on (a futex wait watches it for EOF)
     fds: list[int] = dataclasses.field(default_factory=list)  # sent with the reply
     close_after: list[int] = dataclasses.field(default_factory=list)  # ours to close once sent
 
@@ -231,8 +237,29 @@ async def rx_vmo_set_size(call: Call, handle: int, size: int) -> tuple[Any, ...]
     return ()
 
 
+# Zircon's rights per cache op (zx_vmo_op_range, RIGHTS): a straight invalidate may drop dirty
+# lines, so it changes the VMO's contents and needs WRITE; the others only need READ.
+_CACHE_OP_RIGHTS = {
+    RX_VMO_OP_CACHE_SYNC: RX_RIGHT_READ,
+    RX_VMO_OP_CACHE_INVALIDATE: RX_RIGHT_WRITE,
+    RX_VMO_OP_CACHE_CLEAN: RX_RIGHT_READ,
+    RX_VMO_OP_CACHE_CLEAN_INVALIDATE: RX_RIGHT_READ,
+}
+
+
 @syscall
 async def rx_vmo_op_range(call: Call, handle: int, op: int, offset: int, size: int) -> tuple[Any, ...]:
+    if op in _CACHE_OP_RIGHTS:
+        # Zircon's VmObjectPaged::CacheOp: size 0 is INVALID_ARGS, a range past the end
+        # OUT_OF_RANGE; any byte alignment; only pages the VMO can read (its own, an ancestor's,
+        # a slice's parent's) that are committed are touched, and nothing gets committed.
+        vmo, _ = _vmo(call, handle, _CACHE_OP_RIGHTS[op])
+        if size == 0:
+            raise _invalid("size is 0")
+        async with vmo.lock:
+            _check_range(offset, size, vmo.size)
+            await vmo.cache_op_locked(offset, size, op)
+        return ()
     if op not in (RX_VMO_OP_COMMIT, RX_VMO_OP_DECOMMIT, RX_VMO_OP_ZERO):
         raise _invalid(f"unknown op {op}")
     vmo, _ = _vmo(call, handle, RX_RIGHT_WRITE)
@@ -486,3 +513,24 @@ async def rx_fork_cancel(call: Call, ticket: str) -> tuple[Any, ...]:
     """The parent's side when the child died before claiming: free the snapshots."""
     call.kernel.cancel_fork_ticket(call.process, ticket)
     return ()
+
+
+# -- futexes (Zircon: zx_futex_wait, zx_futex_wake, zx_futex_requeue; keyed across processes) ---
+
+
+@syscall
+async def rx_futex_wait(call: Call, addr: int, expected: int, deadline: int, owner: int) -> tuple[Any, ...]:
+    await call.kernel.futexes.wait(call.process, call.stream, addr, expected, deadline, owner)
+    return ()
+
+
+@syscall
+async def rx_futex_wake(call: Call, addr: int, count: int) -> tuple[Any, ...]:
+    return (call.kernel.futexes.wake(call.process, addr, count),)
+
+
+@syscall
+async def rx_futex_requeue(
+    call: Call, addr: int, wake_count: int, expected: int, requeue_addr: int, requeue_count: int
+) -> tuple[Any, ...]:
+    return (await call.kernel.futexes.requeue(call.process, addr, wake_count, expected, requeue_addr, requeue_count),)

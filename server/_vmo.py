@@ -34,7 +34,7 @@ from rxkernel.native import lib
 from ._coherence import coalesce, shootdown
 from ._cowpages import CowPages, CowTree, Runs, clear_marks, merge_runs, set_runs
 from ._handles import KernelObject
-from ._pagestore import PageStore
+from ._pagestore import PageStore, cache_op
 from ._stream import FastLock
 
 if TYPE_CHECKING:
@@ -135,6 +135,23 @@ class Vmo(KernelObject):
             src = (os_ << PAGE_SHIFT) + lo - (s << PAGE_SHIFT)
             out[lo - offset - base : hi - offset - base] = owner.store.read(src, hi - lo)
         return bytes(out)
+
+    async def cache_op_locked(self, offset: int, length: int, op: int) -> int:
+        """Zircon's VmObjectPaged::CacheOp: cache op `op` (RX_VMO_OP_CACHE_*) on bytes
+        [offset, offset+length) of every committed page this VMO reads, wherever it lives (its own
+        store, an ancestor's for a clone, the parent's for a slice). Pages that read as zero are
+        skipped and nothing is committed. Counts and returns the resident pages walked."""
+        base = self.node_offset << PAGE_SHIFT
+        first = (offset >> PAGE_SHIFT) + self.node_offset
+        last = ((offset + length + PAGE_SIZE - 1) >> PAGE_SHIFT) + self.node_offset
+        runs = []
+        for s, e, owner, os_ in self.node.resolve(first, last):
+            if owner is not None:
+                lo, hi = max(s << PAGE_SHIFT, offset + base), min(e << PAGE_SHIFT, offset + length + base)
+                runs.append((owner.store, (os_ << PAGE_SHIFT) + lo - (s << PAGE_SHIFT), hi - lo))
+        pages = await cache_op(runs, op) if runs else 0
+        self.store.memory.counters.cache_op_pages += pages
+        return pages
 
     async def commit_locked(self, start: int, end: int, exclude: Mapping | None = None, allocate: bool = False) -> tuple[int, int]:
         """Make VMO pages [start, end) this VMO's own (all or nothing against the budget): pages
