@@ -43,16 +43,19 @@ from rxkernel.proto import (
     RX_ERR_BAD_STATE,
     RX_ERR_INVALID_ARGS,
     RX_ERR_TIMED_OUT,
+    RX_FUTEX_OWNER_DIED,
+    RX_FUTEX_OWNER_MASK,
+    RX_FUTEX_WAITERS,
     RX_FUTEX_WAKE_ALL,
     RxError,
 )
 
 from . import _stubs
 
-# The robust futex protocol of rx_futex_wait (the same values as proto's RX_FUTEX_*).
-OWNER_MASK = 0x3FFFFFFF
-OWNER_DIED = 0x40000000
-WAITERS = 0x80000000
+# The robust futex protocol of rx_futex_wait (native/rxsync.h has the same values).
+OWNER_MASK = RX_FUTEX_OWNER_MASK
+OWNER_DIED = RX_FUTEX_OWNER_DIED
+WAITERS = RX_FUTEX_WAITERS
 
 # Adaptive spinning before a futex wait: pause rounds, then sched_yield()s. A mutex is held for
 # a few hundred nanoseconds from Python, so a short spin usually finds it free; the yields let a

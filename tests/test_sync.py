@@ -132,12 +132,23 @@ with rx.Vmo(4096) as vmo, vmo.map() as m:
 """)
 
 
-def test_futex_constants_match_proto() -> None:
+def test_futex_word_layout_matches_proto() -> None:
     import rxkernel.proto as p
     from rxkernel.client import _sync
 
-    for name, value in (("OWNER_DIED", _sync.OWNER_DIED), ("WAITERS", _sync.WAITERS)):
-        assert getattr(p, f"RX_FUTEX_{name}", value) == value
+    from rxkernel.native import lib
+
+    assert (p.RX_FUTEX_OWNER_MASK, p.RX_FUTEX_OWNER_DIED, p.RX_FUTEX_WAITERS) == (0x3FFFFFFF, 1 << 30, 1 << 31)
+    assert (_sync.OWNER_MASK, _sync.OWNER_DIED, _sync.WAITERS) == (0x3FFFFFFF, 1 << 30, 1 << 31)
+    # rxsync.h's copies: a trylock on a word of OWNER_DIED|WAITERS keeps both and reports them
+    from rxkernel.native import ffi
+
+    word = ffi.new("uint32_t *", p.RX_FUTEX_OWNER_DIED | p.RX_FUTEX_WAITERS)
+    addr = int(ffi.cast("uintptr_t", word))
+    assert lib.rx_mutex_trylock(addr, 77, 0) == p.RX_FUTEX_OWNER_DIED | p.RX_FUTEX_WAITERS
+    assert word[0] == 77 | p.RX_FUTEX_OWNER_DIED | p.RX_FUTEX_WAITERS
+    assert lib.rx_mutex_trylock(addr, 78, 0) == word[0]
+    assert lib.rx_mutex_unlock(addr, 78) == -1 and lib.rx_mutex_unlock(addr, 77) == 1 and word[0] == 0
 
 
 HAMMER = HEADER + """
