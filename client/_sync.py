@@ -20,8 +20,9 @@ Layouts (little-endian u32 words, offsets in bytes):
 
     Mutex      SIZE 8    +0 word: owner pid (bits 0-29) | OWNER_DIED (bit 30) | WAITERS (bit 31)
                          +4 sleepers: threads that may sleep on the word (wait loop or requeued)
-    Condition  SIZE 8    +0 seq: futex word, bumped by every notify
+    Condition  SIZE 12   +0 seq: futex word, bumped by every notify
                          +4 waiters: count (bits 0-15) | requeue generation (bits 16-31)
+                         +8 sleepers: waiters asleep in rxd (the others spin on seq)
     Semaphore  SIZE 8    +0 value (futex word)      +4 sleepers
     Event      SIZE 8    +0 flag 0/1 (futex word)   +4 sleepers
     Barrier    SIZE 16   +0 generation (futex word) +4 arrived in this generation
@@ -247,8 +248,9 @@ class Mutex(_Shared):
 class Condition(_Shared):
     """A condition variable over a Mutex (like threading.Condition, across processes).
 
-    SIZE = 8 bytes: a sequence word that waiters sleep on (+0) and the waiter count with a
-    requeue generation (+4). notify() with no waiters is two atomic loads, no request to rxd.
+    SIZE = 12 bytes: a sequence word that waiters spin, then sleep on (+0), the waiter count with a
+    requeue generation (+4), and how many of them sleep in rxd (+8). notify() with no waiters is
+    an atomic load, and with only spinning waiters an increment: no request to rxd either way.
     notify_all() does not wake a herd: it moves the waiters onto the Mutex word with one
     rx_futex_requeue (after setting the mutex's WAITERS bit and adding them to its sleepers), so
     each release of the mutex wakes the next. The generation tells each waiter whether it was
@@ -256,12 +258,13 @@ class Condition(_Shared):
     out of the condition's count.
     """
 
-    SIZE = 8
+    SIZE = 12
 
     def __init__(self, mapping: _HasAddress, offset: int, mutex: Mutex) -> None:
         super().__init__(mapping, offset)
         self.mutex = mutex
         self._waiters = self.addr + 4
+        self._sleepers = self.addr + 8
 
     @classmethod
     def create(cls, mapping: _HasAddress, offset: int, mutex: Mutex) -> Condition:
@@ -272,6 +275,7 @@ class Condition(_Shared):
     def init(self) -> None:
         lib.rx_atomic_store(self.addr, 0)
         lib.rx_atomic_store(self._waiters, 0)
+        lib.rx_atomic_store(self._sleepers, 0)
 
     def __enter__(self) -> bool:
         return self.mutex.acquire()
@@ -297,7 +301,13 @@ class Condition(_Shared):
             raise RxError(RX_ERR_INVALID_ARGS, "too many waiters on one Condition (65535)")
         generation = w >> 16
         self.mutex.release()
-        woken = _wait(self.addr, seq, deadline)
+        woken = True
+        if lib.rx_spin_while_eq(self.addr, seq, SPINS, YIELDS) == seq:
+            lib.rx_atomic_add(self._sleepers, 1)
+            try:
+                woken = _wait(self.addr, seq, deadline)
+            finally:
+                lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
         while True:
             w = lib.rx_atomic_load(self._waiters)
             if w >> 16 != generation:
@@ -330,8 +340,9 @@ class Condition(_Shared):
         self.mutex._check_held()
         if n <= 0 or not lib.rx_atomic_load(self._waiters) & _COUNT_MASK:
             return
-        lib.rx_atomic_add(self.addr, 1)
-        _stubs.rx_futex_wake(self.addr, min(n, RX_FUTEX_WAKE_ALL))
+        lib.rx_atomic_add(self.addr, 1)  # spinning waiters see this; sleeping ones need a wake
+        if lib.rx_atomic_load(self._sleepers):
+            _stubs.rx_futex_wake(self.addr, min(n, RX_FUTEX_WAKE_ALL))
 
     def notify_all(self) -> None:
         self.mutex._check_held()
@@ -342,11 +353,14 @@ class Condition(_Shared):
                 return
             if lib.rx_atomic_cas(self._waiters, w, (((w >> 16) + 1) & 0xFFFF) << 16) == w:
                 break
-        # We hold the mutex: its waiters bit makes our release wake the first of those we move.
+        # All `count` now contend for the mutex as its sleepers (spinning ones see seq move and
+        # go there themselves). We hold the mutex: its waiters bit makes our release wake the
+        # first of those we move from the condition's futex to the mutex's.
         lib.rx_atomic_add(self.mutex._sleepers, count)
-        lib.rx_atomic_or(self.mutex.addr, WAITERS)
         seq = (lib.rx_atomic_add(self.addr, 1) + 1) & 0xFFFFFFFF
-        _stubs.rx_futex_requeue(self.addr, 0, seq, self.mutex.addr, RX_FUTEX_WAKE_ALL)
+        if lib.rx_atomic_load(self._sleepers):
+            lib.rx_atomic_or(self.mutex.addr, WAITERS)
+            _stubs.rx_futex_requeue(self.addr, 0, seq, self.mutex.addr, RX_FUTEX_WAKE_ALL)
 
     notifyAll = notify_all
 

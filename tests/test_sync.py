@@ -73,9 +73,9 @@ import rxkernel.client as rx
 with rx.Vmo(4096) as vmo, vmo.map() as m:
     mutex = rx.Mutex.create(m, 0)
     cond = rx.Condition.create(m, 8, mutex)
-    sem = rx.Semaphore.create(m, 16, 2)
-    event = rx.Event.create(m, 24)
-    barrier = rx.Barrier.create(m, 32, 1)
+    sem = rx.Semaphore.create(m, 20, 2)
+    event = rx.Event.create(m, 28)
+    barrier = rx.Barrier.create(m, 36, 1)
     me = rx.rx_process_self()
     before = rx.rx_object_get_info(me, rx.RX_INFO_TASK_STATS)["syscalls"]
     for _ in range(1000):
@@ -112,7 +112,7 @@ with rx.Vmo(4096) as vmo, vmo.map() as m:
             assert e.name == "RX_ERR_INVALID_ARGS"
         else:
             raise AssertionError((cls, off))
-    assert rx.Mutex.SIZE == rx.Condition.SIZE == rx.Semaphore.SIZE == rx.Event.SIZE == 8
+    assert rx.Mutex.SIZE == rx.Semaphore.SIZE == rx.Event.SIZE == 8 and rx.Condition.SIZE == 12
     assert rx.Barrier.SIZE == 16
     rx.Mutex(m, 4088)
     mutex = rx.Mutex.create(m, 0)
@@ -231,7 +231,7 @@ def test_kill_9_of_the_holder_with_nobody_waiting(rxd: Rxd) -> None:
 PRODUCER = HEADER + """
 me, n, slots = int(sys.argv[2]), int(sys.argv[3]), 8
 lock = rx.Mutex(m, 0)
-not_full, not_empty = rx.Condition(m, 8, lock), rx.Condition(m, 16, lock)
+not_full, not_empty = rx.Condition(m, 8, lock), rx.Condition(m, 20, lock)
 head, tail, ring = u64(64), u64(72), m.view[128:128 + 8 * slots].cast("Q")
 go()
 for i in range(n):
@@ -245,7 +245,7 @@ for i in range(n):
 CONSUMER = HEADER + """
 total, producers, slots = int(sys.argv[2]), int(sys.argv[3]), 8
 lock = rx.Mutex(m, 0)
-not_full, not_empty = rx.Condition(m, 8, lock), rx.Condition(m, 16, lock)
+not_full, not_empty = rx.Condition(m, 8, lock), rx.Condition(m, 20, lock)
 head, tail, ring, taken = u64(64), u64(72), m.view[128:128 + 8 * slots].cast("Q"), u64(80)
 got = []
 go()
@@ -270,7 +270,7 @@ def test_condition_producers_and_consumers(rxd: Rxd) -> None:
 import sys, rxkernel.client as rx
 m = rx.Vmo.import_token(sys.argv[1]).map()
 lock = rx.Mutex.create(m, 0)
-rx.Condition.create(m, 8, lock), rx.Condition.create(m, 16, lock)
+rx.Condition.create(m, 8, lock), rx.Condition.create(m, 20, lock)
 """, _token(rxd, vmo))
     n, producers, consumers = 2000, 3, 3
     procs = [rxd.spawn(PRODUCER, _token(rxd, vmo), str(p), str(n)) for p in range(producers)]
@@ -304,14 +304,15 @@ def test_condition_notify_all_requeues_every_waiter(rxd: Rxd) -> None:
     vmo = _vmo(rxd)
     procs = [rxd.spawn(NOTIFY_ALL_WAITER, _token(rxd, vmo)) for _ in range(5)]
     _start(procs)
-    rxd.wait_for(lambda: _u32(rxd, vmo, 12) & 0xFFFF == 5, "five condition waiters")
+    rxd.wait_for(lambda: _u32(rxd, vmo, 12) & 0xFFFF == 5 and _u32(rxd, vmo, 16) == 5, "five condition waiters asleep")
     rxd.run(HEADER + """
 lock = rx.Mutex(m, 0)
 cond = rx.Condition(m, 8, lock)
 with lock:
     u64(64)[0] = 1
     cond.notify_all()
-    assert lock._sleepers and rx.Mutex(m, 0).locked()
+    # all five moved onto the mutex word: counted as its sleepers, and our release must wake
+    assert struct.unpack_from("<II", m.view, 0) == (os.getpid() | 1 << 31, 5)
 """, _token(rxd, vmo))
     _finish(procs, timeout=60)
     assert _u64(rxd, vmo, 72) == 5
@@ -320,7 +321,7 @@ with lock:
 
 
 SEM_WORKER = HEADER + """
-lock, sem = rx.Mutex(m, 0), rx.Semaphore(m, 8)
+lock, sem = rx.Mutex(m, 0), rx.Semaphore(m, 24)
 inside, peak = u64(64), u64(72)
 go()
 for _ in range(30):
@@ -340,13 +341,13 @@ def test_semaphore_counts_across_processes(rxd: Rxd) -> None:
 import sys, rxkernel.client as rx
 m = rx.Vmo.import_token(sys.argv[1]).map()
 rx.Mutex.create(m, 0)
-rx.Semaphore.create(m, 8, 3)
+rx.Semaphore.create(m, 24, 3)
 """, _token(rxd, vmo))
     procs = [rxd.spawn(SEM_WORKER, _token(rxd, vmo)) for _ in range(6)]
     _start(procs)
     _finish(procs)
     assert _u64(rxd, vmo, 72) == 3, "three at most, and three at some point"
-    assert _u32(rxd, vmo, 8) == 3 and _u32(rxd, vmo, 12) == 0
+    assert _u32(rxd, vmo, 24) == 3 and _u32(rxd, vmo, 28) == 0
 
 
 EVENT_WAITER = HEADER + """
