@@ -134,6 +134,11 @@ from rxkernel.proto import (
 from ._fork import fork as fork
 from ._objects import Mapping as Mapping
 from ._objects import Vmo as Vmo
+from ._sync import Barrier as Barrier
+from ._sync import Condition as Condition
+from ._sync import Event as Event
+from ._sync import Mutex as Mutex
+from ._sync import Semaphore as Semaphore
 from ._stubs import (
     connect as connect,
     disconnect as disconnect,

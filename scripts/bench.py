@@ -16,10 +16,15 @@ this is a noisy 2-vCPU VM and absolute numbers drift (DESIGN.md §4).
 
 8. clock: rx_clock_get_monotonic() from Python (the vDSO) vs time.monotonic_ns() and vs an rx syscall
    round trip (rx_vmo_get_size); also the vDSO read itself from C
+9. uncontended Mutex acquire/release from Python vs multiprocessing.Lock (and the same pair in C)
+10. the ring buffer demo (scripts/ring_buffer_demo.py, 4 producers, 4 consumers) on rx Mutex +
+   Condition vs the same ring on multiprocessing.shared_memory + multiprocessing.Condition, and vs
+   the same messages through one os.pipe
 
 Benchmarks 5-7 use 1 GiB, or 512 MiB when the machine has too little RAM for 1 GiB twice over (the
-output says which). `scripts/bench cow` runs only 5-7, `scripts/bench core` only 1-4; benchmarks can
-also be named one by one (`scripts/bench snapshot rx-fork`); `scripts/bench clock` runs only 8.
+output says which). `scripts/bench cow` runs only 5-7, `scripts/bench core` only 1-4, `scripts/bench
+clock` only 8, `scripts/bench sync` only 9-10; benchmarks can also be named one by one
+(`scripts/bench snapshot rx-fork`).
 """
 
 from __future__ import annotations
@@ -492,7 +497,8 @@ def bench_memory(rxd: Any) -> dict[str, Any]:
 CORE = ["first-touch", "fault-latency", "syscalls", "memory"]
 COW = ["snapshot", "cow-write", "rx-fork"]
 CLOCK = ["clock"]
-GROUPS = {"core": CORE, "cow": COW, "all": CORE + COW + CLOCK}
+SYNC = ["mutex", "ring"]
+GROUPS = {"core": CORE, "cow": COW, "clock": CLOCK, "sync": SYNC, "all": CORE + COW + CLOCK + SYNC}
 
 
 def selected(names: list[str]) -> list[str]:
@@ -575,6 +581,70 @@ def rows_cow(results: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+# -- sync objects (8-9) -----------------------------------------------------------------------------
+
+MUTEX_UNCONTENDED = """
+import json, multiprocessing, sys, time
+import rxkernel.client as rx
+from rxkernel.native import lib
+n, rounds = int(sys.argv[1]), int(sys.argv[2])
+vmo = rx.Vmo(4096)
+m = vmo.map()
+mutex = rx.Mutex.create(m, 0)
+mlock = multiprocessing.get_context("spawn").Lock()
+def loop(acquire, release):
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        acquire()
+        release()
+    return (time.perf_counter_ns() - t0) / n
+me = rx.rx_process_self()
+before = rx.rx_object_get_info(me, rx.RX_INFO_TASK_STATS)["syscalls"]
+rx_ns = min(loop(mutex.acquire, mutex.release) for _ in range(rounds))
+syscalls = rx.rx_object_get_info(me, rx.RX_INFO_TASK_STATS)["syscalls"] - before - 1
+mp_ns = min(loop(mlock.acquire, mlock.release) for _ in range(rounds))
+c_ns = min(lib.rx_mutex_bench_c(mutex.addr, 1, n) / n for _ in range(rounds))
+print(json.dumps({"rx_ns": rx_ns, "mp_ns": mp_ns, "c_ns": c_ns, "syscalls": syscalls, "pairs": n * rounds}))
+"""
+
+
+def bench_mutex(rxd: Any, n: int, rounds: int) -> dict[str, Any]:
+    r: dict[str, Any] = client(rxd, MUTEX_UNCONTENDED, str(n), str(rounds))
+    return {**r, "ratio": r["rx_ns"] / r["mp_ns"]}
+
+
+def bench_ring(rxd: Any, producers: int, consumers: int, messages: int, rounds: int) -> dict[str, Any]:
+    demo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ring_buffer_demo.py")
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for impl in ("rx", "mp", "pipe"):
+            out = subprocess.run([sys.executable, demo, "--impl", impl, "--json", "--producers", str(producers),
+                                  "--consumers", str(consumers), "--messages", str(messages)],
+                                 env=rxd.env, capture_output=True, text=True, timeout=600)
+            if out.returncode != 0:
+                raise RuntimeError(f"ring buffer ({impl}) failed:\n{out.stderr}")
+            rate = json.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"]
+            best[impl] = max(best.get(impl, 0.0), rate)
+    return {"producers": producers, "consumers": consumers, "messages": producers * messages, "rounds": rounds,
+            **{f"{k}_msgs_per_s": v for k, v in best.items()},
+            "ratio_vs_mp": best["rx"] / best["mp"], "ratio_vs_pipe": best["rx"] / best["pipe"]}
+
+
+def rows_sync(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    if mu := results.get("mutex"):
+        rows.append(("9. uncontended Mutex acquire+release (Python)", f"{mu['rx_ns']:.0f} ns ({mu['syscalls']} syscalls)",
+                     f"multiprocessing.Lock {mu['mp_ns']:.0f} ns", times(mu["ratio"]), "0 syscalls"))
+        rows.append(("9. the same pair in C (rxsync.c)", f"{mu['c_ns']:.1f} ns", "", "", ""))
+    if rg := results.get("ring"):
+        what = f"{rg['producers']} producers, {rg['consumers']} consumers, {rg['messages']} msgs"
+        rows.append((f"10. ring buffer, {what}", f"{rg['rx_msgs_per_s'] / 1000:.1f} k msgs/s",
+                     f"shared_memory + mp.Condition {rg['mp_msgs_per_s'] / 1000:.1f} k msgs/s", times(rg["ratio_vs_mp"]), "≥ 1×"))
+        rows.append((f"10. ring buffer vs a pipe", f"{rg['rx_msgs_per_s'] / 1000:.1f} k msgs/s",
+                     f"os.pipe {rg['pipe_msgs_per_s'] / 1000:.1f} k msgs/s", times(rg["ratio_vs_pipe"]), ""))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="rxkernel benchmarks (a Markdown table on stdout, JSON in bench-results/)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
@@ -613,13 +683,19 @@ def main() -> None:
                     t0 = time.monotonic()
                     results[key] = {**bench(rxd, size, n), "wall_s": time.monotonic() - t0}
             rxd.wait_idle()
+    if any(b in SYNC for b in run):
+        with running_rxd(memory="1GiB") as rxd:
+            if "mutex" in run:
+                results["mutex"] = bench_mutex(rxd, 20_000 if quick else 200_000, 3 if quick else 5)
+            if "ring" in run:
+                results["ring"] = bench_ring(rxd, 4, 4, 2000 if quick else 20_000, 1 if quick else 3)
     os.makedirs("bench-results", exist_ok=True)
     path = os.path.join("bench-results", time.strftime("bench-%Y%m%d-%H%M%S.json"))
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
     print("| benchmark | rx | baseline (same run) | ratio | target |")
     print("|---|---|---|---|---|")
-    for r in rows_core(results) + rows_cow(results) + rows_clock(results):
+    for r in rows_core(results) + rows_cow(results) + rows_clock(results) + rows_sync(results):
         print("| " + " | ".join(r) + " |")
     if size_note:
         print(f"\nBenchmarks 5-7 at {size_note}; transparent hugepages: {results['machine']['transparent_hugepage']}.")

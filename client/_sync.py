@@ -1,0 +1,522 @@
+"""Synchronization objects that live inside an rx mapping and work across processes.
+
+    with rx.Vmo(4096) as vmo, vmo.map() as m:
+        lock = rx.Mutex.create(m, 0)            # writes the initial state, once
+        token = vmo.export()                     # another process: Vmo.import_token(token).map()
+        with lock:                               # and rx.Mutex(its_mapping, 0)
+            ...
+
+Every object is a few 32-bit words at a 4-byte aligned offset of a mapping. Each process builds
+the object over its own mapping of the same VMO at the same VMO offset (the addresses may
+differ: futexes are keyed by the page behind the address). `create()` (or `init()`) writes the
+initial state once; attaching with the constructor writes nothing.
+
+Uncontended paths are atomic instructions in C (native/rxsync.c) and never ask rxd anything.
+Only a thread that must sleep calls rx_futex_wait, and only a release that may have sleepers
+calls rx_futex_wake or rx_futex_requeue: each object keeps a count of sleepers for that.
+Waiting spins a bounded while (pause, then sched_yield) before sleeping; it never spins forever.
+
+Layouts (little-endian u32 words, offsets in bytes):
+
+    Mutex      SIZE 8    +0 word: owner pid (bits 0-29) | OWNER_DIED (bit 30) | WAITERS (bit 31)
+                         +4 sleepers: threads that may sleep on the word (wait loop or requeued)
+    Condition  SIZE 12   +0 seq: futex word, bumped by every notify
+                         +4 waiters: count (bits 0-15) | requeue generation (bits 16-31)
+                         +8 sleepers: waiters asleep in rxd (the others spin on seq)
+    Semaphore  SIZE 8    +0 value (futex word)      +4 sleepers
+    Event      SIZE 8    +0 flag 0/1 (futex word)   +4 sleepers
+    Barrier    SIZE 16   +0 generation (futex word) +4 arrived in this generation
+                         +8 parties                 +12 sleepers
+
+A process that dies while counted as a sleeper leaves the count high: later releases then make a
+wake call nobody needs. That costs time, never correctness.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from rxkernel.native import lib
+from rxkernel.proto import (
+    RX_ERR_BAD_STATE,
+    RX_ERR_INVALID_ARGS,
+    RX_ERR_TIMED_OUT,
+    RX_FUTEX_OWNER_DIED,
+    RX_FUTEX_OWNER_MASK,
+    RX_FUTEX_WAITERS,
+    RX_FUTEX_WAKE_ALL,
+    RxError,
+)
+
+from . import _stubs, _vdso
+
+# The robust futex protocol of rx_futex_wait (native/rxsync.h has the same values).
+OWNER_MASK = RX_FUTEX_OWNER_MASK
+OWNER_DIED = RX_FUTEX_OWNER_DIED
+WAITERS = RX_FUTEX_WAITERS
+
+# Adaptive spinning before a futex wait: pause rounds, then sched_yield()s. A mutex is held for
+# a few hundred nanoseconds from Python, so a short spin usually finds it free; the yields let a
+# preempted owner run when the processes outnumber the CPUs (8 hammering 2 vCPUs in the tests).
+SPINS = 200
+YIELDS = 8
+
+_MINUS_ONE = 0xFFFFFFFF
+_COUNT_MASK = 0xFFFF
+
+T = TypeVar("T")
+
+
+def _now_ns() -> int:
+    """The rx monotonic clock, which futex deadlines are on (the vDSO: no request to rxd)."""
+    return _vdso.rx_clock_get_monotonic()
+
+
+def _deadline(timeout: float | None) -> int | None:
+    if timeout is None:
+        return None
+    return _now_ns() + max(0, int(timeout * 1e9))
+
+
+_pid = os.getpid()
+
+
+def _reset_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_reset_pid)
+
+
+def _wait(addr: int, expected: int, deadline: int | None, owner_pid: int = 0) -> bool:
+    """One futex wait: False at the deadline; True when woken or when the word had changed."""
+    try:
+        _stubs.rx_futex_wait(addr, expected, deadline, owner_pid=owner_pid)
+    except RxError as e:
+        if e.status == RX_ERR_TIMED_OUT:
+            return False
+        if e.status != RX_ERR_BAD_STATE:
+            raise
+    return True
+
+
+class _HasAddress(Protocol):
+    @property
+    def addr(self) -> int: ...
+
+    @property
+    def length(self) -> int: ...
+
+
+class _Shared:
+    SIZE = 0
+
+    def __init__(self, mapping: _HasAddress, offset: int) -> None:
+        if type(offset) is not int or offset < 0 or offset % 4 or offset + self.SIZE > mapping.length:
+            raise RxError(
+                RX_ERR_INVALID_ARGS,
+                f"{type(self).__name__} needs {self.SIZE} bytes at a 4-byte aligned offset inside the mapping "
+                f"(offset {offset!r}, mapping length {mapping.length})",
+            )
+        self.mapping = mapping
+        self.offset = offset
+        self.addr = mapping.addr + offset
+        if self.addr % 4:
+            raise RxError(RX_ERR_INVALID_ARGS, f"address {self.addr:#x} is not 4-byte aligned")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} at {self.addr:#x}>"
+
+
+class Mutex(_Shared):
+    """A robust mutual-exclusion lock in shared memory (like threading.Lock, across processes).
+
+    The word holds the owner's pid. If the owner process dies holding it, rxd clears the owner
+    field and sets OWNER_DIED (at once for sleepers, and for a later locker when its wait names a
+    pid that is no longer an rx process): the next acquire() SUCCEEDS, and `owner_died` is True
+    while that holder has it, telling it the state the lock protects may be half-updated. The
+    holder repairs what it must; release() clears the flag. (The alternative, failing with
+    RX_ERR_PEER_CLOSED, would leave every later user wedged or needing its own recovery path.)
+
+    The lock belongs to a process, not a thread: any thread of the owning process may release
+    it, and it is not recursive. A pid reused by another rx process before anyone notices the
+    death is not detected.
+
+    Uncontended acquire() and release() are one C call each and no request to rxd. SIZE = 8
+    bytes: the word (+0) and a count of sleepers (+4).
+    """
+
+    SIZE = 8
+
+    def __init__(self, mapping: _HasAddress, offset: int) -> None:
+        super().__init__(mapping, offset)
+        self._sleepers = self.addr + 4
+
+    @classmethod
+    def create(cls, mapping: _HasAddress, offset: int) -> Mutex:
+        m = cls(mapping, offset)
+        m.init()
+        return m
+
+    def init(self) -> None:
+        lib.rx_atomic_store(self.addr, 0)
+        lib.rx_atomic_store(self._sleepers, 0)
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        r = lib.rx_mutex_trylock(self.addr, _pid, 0)
+        if not r & OWNER_MASK:
+            return True
+        if not blocking:
+            return False
+        return self._lock_slow(_deadline(timeout), counted=False)
+
+    def _lock_slow(self, deadline: int | None, counted: bool) -> bool:
+        """Spin a while, then sleep on the word until it is ours or the deadline passes.
+        `counted`: the caller is already counted in the sleepers (a requeued Condition waiter)."""
+        pid = _pid
+        extra = WAITERS if counted and lib.rx_atomic_load(self._sleepers) > 1 else 0
+        r = lib.rx_mutex_lock_spin(self.addr, pid, extra, SPINS, YIELDS)
+        if not r & OWNER_MASK:
+            if counted:
+                lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+            return True
+        if not counted:
+            lib.rx_atomic_add(self._sleepers, 1)
+        try:
+            while True:
+                if not r & OWNER_MASK:
+                    # Seen free by a failed CAS (or freed by rxd after its owner died): take it, and keep WAITERS when
+                    # others may sleep here, since the release that woke us cleared the bit.
+                    extra = WAITERS if lib.rx_atomic_load(self._sleepers) > 1 else 0
+                    r = lib.rx_mutex_trylock(self.addr, pid, extra)
+                    if not r & OWNER_MASK:
+                        return True
+                    continue
+                if not r & WAITERS:
+                    seen = lib.rx_atomic_cas(self.addr, r, r | WAITERS)
+                    if seen != r:
+                        r = seen
+                        continue
+                    r |= WAITERS
+                if deadline is not None and _now_ns() >= deadline:
+                    return False
+                if not _wait(self.addr, r, deadline, owner_pid=r & OWNER_MASK):
+                    return False
+                extra = WAITERS if lib.rx_atomic_load(self._sleepers) > 1 else 0
+                r = lib.rx_mutex_lock_spin(self.addr, pid, extra, SPINS, YIELDS)
+                if not r & OWNER_MASK:  # taken (a result with owner 0 means success here)
+                    return True
+        finally:
+            lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+
+    def release(self) -> None:
+        rc = lib.rx_mutex_unlock(self.addr, _pid)
+        if rc:
+            if rc < 0:
+                raise RuntimeError("release of a Mutex this process does not hold")
+            _stubs.rx_futex_wake(self.addr, 1)
+
+    def locked(self) -> bool:
+        return bool(lib.rx_atomic_load(self.addr) & OWNER_MASK)
+
+    @property
+    def owner_died(self) -> bool:
+        """True while this process holds the lock and its previous owner died holding it."""
+        w = lib.rx_atomic_load(self.addr)
+        return (w & OWNER_MASK) == _pid and bool(w & OWNER_DIED)
+
+    @property
+    def owner_pid(self) -> int:
+        """The pid of the process holding the lock, or 0."""
+        return int(lib.rx_atomic_load(self.addr) & OWNER_MASK)
+
+    def _check_held(self) -> None:
+        if lib.rx_atomic_load(self.addr) & OWNER_MASK != _pid:
+            raise RuntimeError("the Mutex must be held by this process")
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Condition(_Shared):
+    """A condition variable over a Mutex (like threading.Condition, across processes).
+
+    SIZE = 12 bytes: a sequence word that waiters spin, then sleep on (+0), the waiter count with a
+    requeue generation (+4), and how many of them sleep in rxd (+8). notify() with no waiters is
+    an atomic load, and with only spinning waiters an increment: no request to rxd either way.
+    notify_all() does not wake a herd: it moves the waiters onto the Mutex word with one
+    rx_futex_requeue (after setting the mutex's WAITERS bit and adding them to its sleepers), so
+    each release of the mutex wakes the next. The generation tells each waiter whether it was
+    moved (and is then counted among the mutex's sleepers), in the same atomic step that takes it
+    out of the condition's count.
+    """
+
+    SIZE = 12
+
+    def __init__(self, mapping: _HasAddress, offset: int, mutex: Mutex) -> None:
+        super().__init__(mapping, offset)
+        self.mutex = mutex
+        self._waiters = self.addr + 4
+        self._sleepers = self.addr + 8
+
+    @classmethod
+    def create(cls, mapping: _HasAddress, offset: int, mutex: Mutex) -> Condition:
+        c = cls(mapping, offset, mutex)
+        c.init()
+        return c
+
+    def init(self) -> None:
+        lib.rx_atomic_store(self.addr, 0)
+        lib.rx_atomic_store(self._waiters, 0)
+        lib.rx_atomic_store(self._sleepers, 0)
+
+    def __enter__(self) -> bool:
+        return self.mutex.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.mutex.release()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        return self.mutex.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.mutex.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the mutex, sleep until notified (or the timeout), re-acquire the mutex.
+        False if the timeout expired. Spurious wake-ups are possible: use wait_for or a loop."""
+        self.mutex._check_held()
+        deadline = _deadline(timeout)
+        seq = lib.rx_atomic_load(self.addr)
+        w = lib.rx_atomic_add(self._waiters, 1)
+        if w & _COUNT_MASK == _COUNT_MASK:
+            lib.rx_atomic_add(self._waiters, _MINUS_ONE)
+            raise RxError(RX_ERR_INVALID_ARGS, "too many waiters on one Condition (65535)")
+        generation = w >> 16
+        self.mutex.release()
+        woken = True
+        if lib.rx_spin_while_eq(self.addr, seq, SPINS, YIELDS) == seq:
+            lib.rx_atomic_add(self._sleepers, 1)
+            try:
+                woken = _wait(self.addr, seq, deadline)
+            finally:
+                lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+        while True:
+            w = lib.rx_atomic_load(self._waiters)
+            if w >> 16 != generation:
+                moved = True  # a notify_all took us out of the count and into the mutex's sleepers
+                break
+            if lib.rx_atomic_cas(self._waiters, w, w - 1) == w:
+                moved = False
+                break
+        if moved:
+            self.mutex._lock_slow(None, counted=True)
+        else:
+            self.mutex.acquire()
+        return woken
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
+        deadline = _deadline(timeout)
+        result = predicate()
+        while not result:
+            if deadline is None:
+                self.wait()
+            else:
+                left = deadline - _now_ns()
+                if left <= 0:
+                    break
+                self.wait(left / 1e9)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        self.mutex._check_held()
+        if n <= 0 or not lib.rx_atomic_load(self._waiters) & _COUNT_MASK:
+            return
+        lib.rx_atomic_add(self.addr, 1)  # spinning waiters see this; sleeping ones need a wake
+        if lib.rx_atomic_load(self._sleepers):
+            _stubs.rx_futex_wake(self.addr, min(n, RX_FUTEX_WAKE_ALL))
+
+    def notify_all(self) -> None:
+        self.mutex._check_held()
+        while True:
+            w = lib.rx_atomic_load(self._waiters)
+            count = w & _COUNT_MASK
+            if not count:
+                return
+            if lib.rx_atomic_cas(self._waiters, w, (((w >> 16) + 1) & 0xFFFF) << 16) == w:
+                break
+        # All `count` now contend for the mutex as its sleepers (spinning ones see seq move and
+        # go there themselves). We hold the mutex: its waiters bit makes our release wake the
+        # first of those we move from the condition's futex to the mutex's.
+        lib.rx_atomic_add(self.mutex._sleepers, count)
+        seq = (lib.rx_atomic_add(self.addr, 1) + 1) & 0xFFFFFFFF
+        if lib.rx_atomic_load(self._sleepers):
+            lib.rx_atomic_or(self.mutex.addr, WAITERS)
+            _stubs.rx_futex_requeue(self.addr, 0, seq, self.mutex.addr, RX_FUTEX_WAKE_ALL)
+
+    notifyAll = notify_all
+
+
+class Semaphore(_Shared):
+    """A counting semaphore in shared memory (like threading.Semaphore, across processes).
+    SIZE = 8 bytes: the value (+0, the futex word) and a count of sleepers (+4)."""
+
+    SIZE = 8
+
+    def __init__(self, mapping: _HasAddress, offset: int) -> None:
+        super().__init__(mapping, offset)
+        self._sleepers = self.addr + 4
+
+    @classmethod
+    def create(cls, mapping: _HasAddress, offset: int, value: int = 1) -> Semaphore:
+        s = cls(mapping, offset)
+        s.init(value)
+        return s
+
+    def init(self, value: int = 1) -> None:
+        if not 0 <= value <= 0xFFFFFFFF:
+            raise ValueError("semaphore value must be in 0..2**32-1")
+        lib.rx_atomic_store(self.addr, value)
+        lib.rx_atomic_store(self._sleepers, 0)
+
+    @property
+    def value(self) -> int:
+        return int(lib.rx_atomic_load(self.addr))
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if lib.rx_atomic_dec_if_positive(self.addr):
+            return True
+        if not blocking:
+            return False
+        deadline = _deadline(timeout)
+        lib.rx_spin_while_eq(self.addr, 0, SPINS, YIELDS)
+        lib.rx_atomic_add(self._sleepers, 1)
+        try:
+            while not lib.rx_atomic_dec_if_positive(self.addr):
+                if not _wait(self.addr, 0, deadline):
+                    return bool(lib.rx_atomic_dec_if_positive(self.addr))
+            return True
+        finally:
+            lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+
+    def release(self, n: int = 1) -> None:
+        if n < 1:
+            raise ValueError("n must be one or more")
+        lib.rx_atomic_add(self.addr, n)
+        if lib.rx_atomic_load(self._sleepers):
+            _stubs.rx_futex_wake(self.addr, n)
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Event(_Shared):
+    """An event flag in shared memory (like threading.Event, across processes).
+    SIZE = 8 bytes: the flag (+0, the futex word) and a count of sleepers (+4)."""
+
+    SIZE = 8
+
+    def __init__(self, mapping: _HasAddress, offset: int) -> None:
+        super().__init__(mapping, offset)
+        self._sleepers = self.addr + 4
+
+    @classmethod
+    def create(cls, mapping: _HasAddress, offset: int) -> Event:
+        e = cls(mapping, offset)
+        e.init()
+        return e
+
+    def init(self) -> None:
+        lib.rx_atomic_store(self.addr, 0)
+        lib.rx_atomic_store(self._sleepers, 0)
+
+    def is_set(self) -> bool:
+        return bool(lib.rx_atomic_load(self.addr))
+
+    def set(self) -> None:
+        if not lib.rx_atomic_xchg(self.addr, 1) and lib.rx_atomic_load(self._sleepers):
+            _stubs.rx_futex_wake(self.addr, RX_FUTEX_WAKE_ALL)
+
+    def clear(self) -> None:
+        lib.rx_atomic_store(self.addr, 0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if lib.rx_atomic_load(self.addr):
+            return True
+        deadline = _deadline(timeout)
+        if lib.rx_spin_while_eq(self.addr, 0, SPINS, YIELDS):
+            return True
+        lib.rx_atomic_add(self._sleepers, 1)
+        try:
+            while not lib.rx_atomic_load(self.addr):
+                if not _wait(self.addr, 0, deadline):
+                    break
+            return bool(lib.rx_atomic_load(self.addr))
+        finally:
+            lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+
+
+class Barrier(_Shared):
+    """A reusable barrier for `parties` threads or processes (like threading.Barrier, without
+    timeouts or abort). wait() returns the arrival index, 0 .. parties-1; the last to arrive
+    starts the next generation, so the same barrier can be waited on again at once.
+    SIZE = 16 bytes: generation (+0, the futex word), arrivals (+4), parties (+8), sleepers (+12).
+    """
+
+    SIZE = 16
+
+    def __init__(self, mapping: _HasAddress, offset: int) -> None:
+        super().__init__(mapping, offset)
+        self._count = self.addr + 4
+        self._parties = self.addr + 8
+        self._sleepers = self.addr + 12
+
+    @classmethod
+    def create(cls, mapping: _HasAddress, offset: int, parties: int) -> Barrier:
+        b = cls(mapping, offset)
+        b.init(parties)
+        return b
+
+    def init(self, parties: int) -> None:
+        if not 1 <= parties <= 0xFFFFFFFF:
+            raise ValueError("parties must be one or more")
+        for a in (self.addr, self._count, self._sleepers):
+            lib.rx_atomic_store(a, 0)
+        lib.rx_atomic_store(self._parties, parties)
+
+    @property
+    def parties(self) -> int:
+        return int(lib.rx_atomic_load(self._parties))
+
+    @property
+    def generation(self) -> int:
+        return int(lib.rx_atomic_load(self.addr))
+
+    def wait(self) -> int:
+        generation = lib.rx_atomic_load(self.addr)
+        index = lib.rx_atomic_add(self._count, 1)
+        if index + 1 >= self.parties:
+            lib.rx_atomic_store(self._count, 0)
+            lib.rx_atomic_add(self.addr, 1)
+            if lib.rx_atomic_load(self._sleepers):
+                _stubs.rx_futex_wake(self.addr, RX_FUTEX_WAKE_ALL)
+            return int(index)
+        if lib.rx_spin_while_eq(self.addr, generation, SPINS, YIELDS) != generation:
+            return int(index)
+        lib.rx_atomic_add(self._sleepers, 1)
+        try:
+            while lib.rx_atomic_load(self.addr) == generation:
+                _wait(self.addr, generation, None)
+        finally:
+            lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+        return int(index)
