@@ -3,7 +3,7 @@
 import importlib.util
 import os
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,4 +35,7 @@ class build_ext_with_vdso(build_ext):
         return [*super().get_outputs(), self._vdso_output()]
 
 
-setup(cffi_modules=["native/_build.py:ffibuilder"], cmdclass={"build_ext": build_ext_with_vdso})
+# The Mutex fast path is a small CPython type (a cffi call costs more than the lock itself).
+_rxlock = Extension("rxkernel.native._rxlock", sources=["native/pyext/rxlock.c"], extra_compile_args=["-O2", "-Wall", "-Wextra"])
+
+setup(cffi_modules=["native/_build.py:ffibuilder"], ext_modules=[_rxlock], cmdclass={"build_ext": build_ext_with_vdso})

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from rxkernel.native import lib
+from rxkernel.native._rxlock import LockWord
 from rxkernel.proto import (
     RX_ERR_BAD_STATE,
     RX_ERR_INVALID_ARGS,
@@ -131,7 +132,7 @@ class _Shared:
         return f"<{type(self).__name__} at {self.addr:#x}>"
 
 
-class Mutex(_Shared):
+class Mutex(_Shared, LockWord):
     """A robust mutual-exclusion lock in shared memory (like threading.Lock, across processes).
 
     The word holds the owner's pid. If the owner process dies holding it, rxd clears the owner
@@ -145,8 +146,9 @@ class Mutex(_Shared):
     it, and it is not recursive. A pid reused by another rx process before anyone notices the
     death is not detected.
 
-    Uncontended acquire() and release() are one C call each and no request to rxd. SIZE = 8
-    bytes: the word (+0) and a count of sleepers (+4).
+    Uncontended acquire() and release() (and `with`) are C methods of LockWord doing one CAS
+    each (native/pyext/rxlock.c) and no request to rxd; anything else comes here, to
+    _acquire_slow / _release_slow. SIZE = 8 bytes: the word (+0) and a count of sleepers (+4).
     """
 
     SIZE = 8
@@ -154,6 +156,7 @@ class Mutex(_Shared):
     def __init__(self, mapping: _HasAddress, offset: int) -> None:
         super().__init__(mapping, offset)
         self._sleepers = self.addr + 4
+        self._bind(self.addr)
 
     @classmethod
     def create(cls, mapping: _HasAddress, offset: int) -> Mutex:
@@ -165,7 +168,8 @@ class Mutex(_Shared):
         lib.rx_atomic_store(self.addr, 0)
         lib.rx_atomic_store(self._sleepers, 0)
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+    def _acquire_slow(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """acquire() when the word was not simply free (LockWord.acquire tried one CAS)."""
         r = lib.rx_mutex_trylock(self.addr, _pid, 0)
         if not r & OWNER_MASK:
             return True
@@ -212,7 +216,8 @@ class Mutex(_Shared):
         finally:
             lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
 
-    def release(self) -> None:
+    def _release_slow(self) -> None:
+        """release() when the word was not exactly our pid (flags set, or not ours)."""
         rc = lib.rx_mutex_unlock(self.addr, _pid)
         if rc:
             if rc < 0:
@@ -237,11 +242,6 @@ class Mutex(_Shared):
         if lib.rx_atomic_load(self.addr) & OWNER_MASK != _pid:
             raise RuntimeError("the Mutex must be held by this process")
 
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 class Condition(_Shared):

@@ -9,7 +9,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 # Reinstall when the build inputs changed (C sources, build script, dependencies).
-inputs=$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/native/*.c "$ROOT"/native/*.h "$ROOT/native/_build.py" "$ROOT"/native/_build_vdso.py "$ROOT"/native/vdso/* 2>/dev/null | sha256sum | cut -d' ' -f1)
+inputs=$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/native/*.c "$ROOT"/native/*.h "$ROOT/native/_build.py" "$ROOT"/native/_build_vdso.py "$ROOT"/native/vdso/* "$ROOT"/native/pyext/* 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ] || ! "$VENV/bin/python" -c "import rxkernel.native" 2>/dev/null; then
     echo "setting up $VENV (pip install -e .[test], builds the C extension)..." >&2
     log="$VENV/install.log"
