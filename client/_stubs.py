@@ -279,10 +279,16 @@ def rx_futex_wake(addr: int, count: int = RX_FUTEX_WAKE_ALL) -> int:
     return int(_thread_call("rx_futex_wake", addr, count)[0])
 
 
-def rx_futex_requeue(addr: int, wake_count: int, expected: int, requeue_addr: int, requeue_count: int) -> int:
+def rx_futex_requeue(
+    addr: int, wake_count: int, expected: int, requeue_addr: int, requeue_count: int, *, requeue_owner: int = 0
+) -> int:
     """If the u32 at `addr` holds `expected` (else RX_ERR_BAD_STATE): wake `wake_count` of its
-    waiters and move up to `requeue_count` of the rest to wait on `requeue_addr`. How many woke."""
-    return int(_thread_call("rx_futex_requeue", addr, wake_count, expected, requeue_addr, requeue_count)[0])
+    waiters and move up to `requeue_count` of the rest to wait on `requeue_addr`. How many woke.
+
+    `requeue_owner` (like Zircon's new_requeue_owner): the pid holding the robust word at
+    `requeue_addr` (needs a writable mapping); the moved waiters then wait robustly, as if they
+    had named an owner: if the word's owner dies, rxd hands it to one of them."""
+    return int(_thread_call("rx_futex_requeue", addr, wake_count, expected, requeue_addr, requeue_count, requeue_owner)[0])
 
 
 # -- clock (reading it is the vDSO's: _vdso.py) ------------------------------------------------

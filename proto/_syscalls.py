@@ -66,7 +66,8 @@ SYSCALLS: Final[tuple[Syscall, ...]] = (
     # own channel. owner: the pid the waiter believes holds the word (robust mutexes), or 0.
     _s(50, "rx_futex_wait", "addr:u64 expected:u32 deadline:i64 owner:u32", "none"),
     _s(51, "rx_futex_wake", "addr:u64 count:u32", "u32"),
-    _s(52, "rx_futex_requeue", "addr:u64 wake_count:u32 expected:u32 requeue_addr:u64 requeue_count:u32", "u32"),
+    # requeue_owner: as Zircon's new_requeue_owner, the pid that holds the requeue word (robust), or 0.
+    _s(52, "rx_futex_requeue", "addr:u64 wake_count:u32 expected:u32 requeue_addr:u64 requeue_count:u32 requeue_owner:u32", "u32"),
     # The vDSO's clock: realtime = monotonic + offset, set here and seen by every process through
     # the vvar page without a request. Needs the system handle.
     _s(60, "rx_clock_adjust_realtime", "system:handle offset:i64", "none"),

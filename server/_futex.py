@@ -21,9 +21,12 @@ Robust words (the sync objects' Mutex, rxkernel.client._sync): owner pid in the 
 RX_FUTEX_OWNER_DIED and RX_FUTEX_WAITERS above. A waiter names the owner it saw (which must be the
 owner field of `expected`, and it needs a writable mapping, since rxd will write the word for
 it); if no live rx process has that pid, rxd takes the word from the dead owner (owner cleared,
-OWNER_DIED set, WAITERS kept) instead of waiting. When a process dies, rxd does the same for the
-words that robust waiters named it as owner of, and wakes one waiter there. Only words a waiter
-asked about are ever written: a plain futex word that happens to equal a pid is left alone.
+OWNER_DIED set, WAITERS kept) instead of waiting. When a process dies, rxd does the same for
+every robust word with sleepers whose owner field is its pid, and wakes one waiter there; it also
+wakes one sleeper of a robust word left free (the dead process may have been woken to take it).
+A word is robust when a waiter named an owner, or a requeue moved waiters onto it naming one
+(Zircon's new_requeue_owner). Only such words are ever written: a plain futex word that happens
+to equal a pid is left alone.
 The write is a CAS on the page in the VMO's own store, made the VMO's own first (a copy-on-write
 split, under the tree lock) if it still reads through to an ancestor: clients only ever map own
 pages writable, and they need the tree lock to get one, so the CAS is atomic against them.
@@ -157,10 +160,12 @@ class Futexes:
         return self._wake(key, count)
 
     async def requeue(
-        self, process: Process, addr: int, wake_count: int, expected: int, requeue_addr: int, requeue_count: int
+        self, process: Process, addr: int, wake_count: int, expected: int, requeue_addr: int, requeue_count: int,
+        requeue_owner: int = 0,
     ) -> int:
+        requeue_owner &= RX_FUTEX_OWNER_MASK
         key, vmo, offset = self.locate(process, addr)
-        target, target_vmo, target_offset = self.locate(process, requeue_addr)
+        target, target_vmo, target_offset = self.locate(process, requeue_addr, write=bool(requeue_owner))
         if target == key:
             raise RxError(RX_ERR_INVALID_ARGS, "requeue_addr is the same futex as addr")
         async with vmo.lock:
@@ -173,6 +178,7 @@ class Futexes:
                     break
                 self._dequeue(waiter)
                 waiter.key, waiter.vmo, waiter.offset = target, target_vmo, target_offset
+                waiter.owner = requeue_owner  # a robust word now if the requeuer says who holds it
                 self._queue(waiter)
                 moved += 1
         return woken
@@ -180,13 +186,16 @@ class Futexes:
     # -- process death -----------------------------------------------------------------------
 
     def process_died(self, process: Process) -> None:
-        """Hand the robust words `process` owned, that someone waits on naming it as the owner,
-        to their next waiter (in the background: taking a word may need a copy-on-write split)."""
+        """Robust words with sleepers: hand those the dead process owned to their next waiter, and
+        wake one sleeper on those left free (its waker may have been the one that died, between
+        the wake and taking the word). A queue is robust when a waiter in it named an owner (or
+        was requeued onto it with one): plain futexes are never written. In the background:
+        taking a word may need a copy-on-write split."""
         pid = process.pid & RX_FUTEX_OWNER_MASK
         if self._pid_alive(pid) or self.kernel.nursery is None:  # a live namesake: not ours to judge
             return
         for key, queue in self.queues.items():
-            robust = next((w for w in queue if w.owner == pid), None)
+            robust = next((w for w in queue if w.owner), None)
             if robust is not None:
                 self.kernel.nursery.start_soon(self._reap, key, robust.vmo, robust.offset, pid)
 
@@ -196,9 +205,12 @@ class Futexes:
                 if not vmo.alive:
                     return
                 word = self.value_locked(vmo, offset)
-                if word & RX_FUTEX_OWNER_MASK == pid and await self._take_from_dead_locked(vmo, offset, word) == word:
+                owner = word & RX_FUTEX_OWNER_MASK
+                if owner == pid and await self._take_from_dead_locked(vmo, offset, word) == word:
                     log.info("futex owner died; waking a waiter", pid=pid)
                     self._wake(key, 1)
+                elif owner == 0:
+                    self._wake(key, 1)  # spurious at worst; a sleeper re-checks the word
         except RxError as e:  # out of memory for the split, say: the waiters' own deadlines stand
             log.warning("could not take a futex word from a dead owner", pid=pid, error=str(e))
 

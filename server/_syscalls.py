@@ -531,9 +531,10 @@ async def rx_futex_wake(call: Call, addr: int, count: int) -> tuple[Any, ...]:
 
 @syscall
 async def rx_futex_requeue(
-    call: Call, addr: int, wake_count: int, expected: int, requeue_addr: int, requeue_count: int
+    call: Call, addr: int, wake_count: int, expected: int, requeue_addr: int, requeue_count: int, requeue_owner: int
 ) -> tuple[Any, ...]:
-    return (await call.kernel.futexes.requeue(call.process, addr, wake_count, expected, requeue_addr, requeue_count),)
+    futexes = call.kernel.futexes
+    return (await futexes.requeue(call.process, addr, wake_count, expected, requeue_addr, requeue_count, requeue_owner),)
 
 
 # Handlers kept in their own files register themselves on import (they import Call and syscall
