@@ -180,5 +180,6 @@ from ._vdso import (
     rx_get_syscall_number as rx_get_syscall_number,
     rx_system_get_page_size as rx_system_get_page_size,
     rx_system_get_physmem as rx_system_get_physmem,
+    rx_vdso_fds as rx_vdso_fds,
     rx_vdso_addresses as rx_vdso_addresses,
 )

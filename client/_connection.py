@@ -79,8 +79,9 @@ def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 def _attach_vdso(fds: list[int], info: dict[str, Any]) -> None:
-    """Load the vDSO image rxd sent (not our own install's) against its vvar page; the fds are
-    closed either way (the mappings keep what they need). A reconnect attaches again."""
+    """Load the vDSO image rxd sent (not our own install's) against its vvar page. The fds stay
+    open with the connection (rx_vdso_fds() hands copies to C programs); on failure they close.
+    A reconnect attaches again."""
     try:
         if len(fds) != 2 or "vvar_size" not in info:
             raise RxError(RX_ERR_BAD_STATE, f"rxd sent {len(fds)} fds in the hello, not the vDSO and its vvar", local=False)
@@ -88,9 +89,10 @@ def _attach_vdso(fds: list[int], info: dict[str, Any]) -> None:
         if rc < 0:
             detail = ffi.string(lib.rxv_last_error()).decode(errors="replace")
             raise RxError(RX_ERR_BAD_STATE, f"loading rxd's vDSO failed ({rc}) {detail}".strip(), local=False)
-    finally:
+    except BaseException:
         for fd in fds:
             os.close(fd)
+        raise
 
 
 class RxConnection:
@@ -109,6 +111,7 @@ class RxConnection:
             session: bytes = hello.info["session"]
             self._session = session
             _attach_vdso(fds, hello.info)
+            self.vdso_fds: tuple[int, ...] = (fds[0], fds[1])  # the image, the read-only vvar
             rc = lib.rx_trap_setup(self.path.encode(), ffi.from_buffer("uint8_t[]", session))
             if rc < 0:
                 raise _rx_errno(rc, "installing the fault trap")
@@ -124,6 +127,8 @@ class RxConnection:
             control.detach()  # the C control thread owns the fd now and closes it when done
         except BaseException:
             self._sock.close()
+            for fd in getattr(self, "vdso_fds", ()):
+                os.close(fd)
             raise
         self.closed = False
 
@@ -257,6 +262,9 @@ class RxConnection:
         self.closed = True
         self._sock.close()
         self._close_thread_channels()
+        for fd in self.vdso_fds:
+            os.close(fd)
+        self.vdso_fds = ()
 
     def close(self) -> None:
         if not self.closed:
@@ -266,7 +274,5 @@ class RxConnection:
     def forget_after_fork(self) -> None:
         """In a fork child: this connection belongs to the parent. Drop our copies of its sockets
         without telling rxd anything (the parent still uses them)."""
-        self.closed = True
-        self._sock.close()
-        self._close_thread_channels()
+        self._lose()
 

@@ -132,3 +132,13 @@ def rx_vdso_addresses() -> tuple[int, int]:
     if _monotonic() == _DETACHED:
         _attach()
     return int(lib.rxv_image_base()), int(lib.rxv_vvar_base())
+
+
+def rx_vdso_fds() -> tuple[int, int, int]:
+    """(image fd, vvar fd, vvar size) for a C program: new inheritable copies of what rxd sent
+    this process, the caller's to close (pass them to a child with subprocess's pass_fds). The
+    child maps the vvar read-only, dlopens /proc/self/fd/<image> and calls rx_vdso_init
+    (native/vdso/rxvdso.h; README "The vDSO")."""
+    connection = PROCESS.connect()
+    image, vvar = (os.dup(fd) for fd in connection.vdso_fds)
+    return image, vvar, int(connection.info["vvar_size"])

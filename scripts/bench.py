@@ -581,7 +581,7 @@ def rows_cow(results: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
-# -- sync objects (8-9) -----------------------------------------------------------------------------
+# -- sync objects (9-10) ----------------------------------------------------------------------------
 
 MUTEX_UNCONTENDED = """
 import json, multiprocessing, sys, time

@@ -540,3 +540,23 @@ def test_rxd_logs_the_clock_discipline() -> None:
         errors = [int(m) for m in re.findall(r"clock disciplined\s+error_ns=(-?\d+)", rxd.log_text())]
     assert len(errors) >= 2, errors
     assert all(abs(e) < 100_000 for e in errors), errors  # microseconds at most
+
+
+def test_rx_vdso_fds_hands_a_c_child_what_it_needs(rxd: Rxd, tmp_path: Any) -> None:
+    src, exe = tmp_path / "vdso_user.c", tmp_path / "vdso_user"
+    src.write_text(C_PROGRAM)
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f"-I{VDSO_HEADER_DIR}", "-o", str(exe), str(src), "-ldl"], check=True)
+    out = rxd.run(
+        """
+import os, subprocess, sys
+import rxkernel.client as rx
+image, vvar, size = rx.rx_vdso_fds()
+r = subprocess.run([sys.argv[1], str(image), str(vvar), str(size)], pass_fds=[image, vvar], capture_output=True, text=True)
+os.close(image); os.close(vvar)
+print(r.returncode, r.stdout.strip(), r.stderr.strip())
+""",
+        str(exe),
+    ).stdout
+    code, _, rest = out.partition(" ")
+    assert code == "0", out
+    assert json.loads(rest)["vmo_create"] == p.SYSCALL_NUMBERS["rx_vmo_create"]
