@@ -149,6 +149,11 @@ def test_futex_word_layout_matches_proto() -> None:
     assert word[0] == 77 | p.RX_FUTEX_OWNER_DIED | p.RX_FUTEX_WAITERS
     assert lib.rx_mutex_trylock(addr, 78, 0) == word[0]
     assert lib.rx_mutex_unlock(addr, 78) == -1 and lib.rx_mutex_unlock(addr, 77) == 1 and word[0] == 0
+    # a second release by 77 (another of its threads) after 78 took the lock leaves 78's lock alone
+    assert lib.rx_mutex_trylock(addr, 78, 0) == 0
+    assert lib.rx_mutex_unlock(addr, 77) == -1 and word[0] == 78
+    word[0] = 78 | p.RX_FUTEX_WAITERS
+    assert lib.rx_mutex_unlock(addr, 78) == 1 and word[0] == 0
 
 
 HAMMER = HEADER + """
