@@ -168,18 +168,27 @@ class Mutex(_Shared, LockWord):
         lib.rx_atomic_store(self.addr, 0)
         lib.rx_atomic_store(self._sleepers, 0)
 
-    def _acquire_slow(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        """acquire() when the word was not simply free (LockWord.acquire tried one CAS)."""
+    def _acquire_slow(self, blocking: bool = True, timeout: float | None = -1) -> bool:
+        """acquire() with arguments, or when the word was not simply free (LockWord.acquire tried
+        one CAS). threading.Lock's rules: timeout=-1 (or None) is no limit, another negative
+        timeout is a ValueError, and so is a timeout with blocking=False."""
+        if timeout is None:
+            timeout = -1
+        if timeout < 0 and timeout != -1:
+            raise ValueError("timeout value must be a non-negative number")
+        if not blocking and timeout != -1:
+            raise ValueError("can't specify a timeout for a non-blocking call")
         r = lib.rx_mutex_trylock(self.addr, _pid, 0)
         if not r & OWNER_MASK:
             return True
-        if not blocking:
+        if not blocking or timeout == 0:
             return False
-        return self._lock_slow(_deadline(timeout), counted=False)
+        return self._lock_slow(None if timeout == -1 else _deadline(timeout), counted=False)
 
     def _lock_slow(self, deadline: int | None, counted: bool) -> bool:
         """Spin a while, then sleep on the word until it is ours or the deadline passes.
-        `counted`: the caller is already counted in the sleepers (a requeued Condition waiter)."""
+        `counted`: the caller is already counted in the sleepers (a requeued Condition waiter,
+        which a release of the mutex may already have woken)."""
         pid = _pid
         extra = WAITERS if counted and lib.rx_atomic_load(self._sleepers) > 1 else 0
         r = lib.rx_mutex_lock_spin(self.addr, pid, extra, SPINS, YIELDS)
@@ -189,6 +198,8 @@ class Mutex(_Shared, LockWord):
             return True
         if not counted:
             lib.rx_atomic_add(self._sleepers, 1)
+        acquired = False
+        slept = counted
         try:
             while True:
                 if not r & OWNER_MASK:
@@ -197,24 +208,33 @@ class Mutex(_Shared, LockWord):
                     extra = WAITERS if lib.rx_atomic_load(self._sleepers) > 1 else 0
                     r = lib.rx_mutex_trylock(self.addr, pid, extra)
                     if not r & OWNER_MASK:
+                        acquired = True
                         return True
                     continue
+                # The deadline first: a caller that gives up must not leave WAITERS behind for nobody.
+                if deadline is not None and _now_ns() >= deadline:
+                    return False
                 if not r & WAITERS:
                     seen = lib.rx_atomic_cas(self.addr, r, r | WAITERS)
                     if seen != r:
                         r = seen
                         continue
                     r |= WAITERS
-                if deadline is not None and _now_ns() >= deadline:
-                    return False
+                slept = True
                 if not _wait(self.addr, r, deadline, owner_pid=r & OWNER_MASK):
                     return False
                 extra = WAITERS if lib.rx_atomic_load(self._sleepers) > 1 else 0
                 r = lib.rx_mutex_lock_spin(self.addr, pid, extra, SPINS, YIELDS)
                 if not r & OWNER_MASK:  # taken (a result with owner 0 means success here)
+                    acquired = True
                     return True
         finally:
-            lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+            others = lib.rx_atomic_add(self._sleepers, _MINUS_ONE) - 1
+            if slept and not acquired and others > 0:
+                # We may have been woken by a release (which cleared WAITERS) and are leaving without the
+                # lock: a timeout racing the wake, or an exception (Ctrl-C) after it. Pass the wake on, or
+                # the other sleepers stay asleep on a lock that nobody will release with a wake.
+                _stubs.rx_futex_wake(self.addr, 1)
 
     def _release_slow(self) -> None:
         """release() when the word was not exactly our pid (flags set, or not ours)."""
@@ -282,7 +302,7 @@ class Condition(_Shared):
     def __exit__(self, *exc: object) -> None:
         self.mutex.release()
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:
         return self.mutex.acquire(blocking, timeout)
 
     def release(self) -> None:
@@ -398,20 +418,37 @@ class Semaphore(_Shared):
         deadline = _deadline(timeout)
         lib.rx_spin_while_eq(self.addr, 0, SPINS, YIELDS)
         lib.rx_atomic_add(self._sleepers, 1)
+        acquired = slept = False
         try:
             while not lib.rx_atomic_dec_if_positive(self.addr):
+                slept = True
                 if not _wait(self.addr, 0, deadline):
-                    return bool(lib.rx_atomic_dec_if_positive(self.addr))
+                    acquired = bool(lib.rx_atomic_dec_if_positive(self.addr))
+                    return acquired
+            acquired = True
             return True
         finally:
-            lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+            others = lib.rx_atomic_add(self._sleepers, _MINUS_ONE) - 1
+            if slept and not acquired and others > 0 and lib.rx_atomic_load(self.addr):
+                # Leaving without a unit that a release may have woken us for (a timeout racing the
+                # wake, or Ctrl-C after it): pass the wake on to another sleeper.
+                _stubs.rx_futex_wake(self.addr, 1)
 
     def release(self, n: int = 1) -> None:
-        if n < 1:
-            raise ValueError("n must be one or more")
-        lib.rx_atomic_add(self.addr, n)
+        if not isinstance(n, int):
+            raise TypeError(f"n must be an int, not {type(n).__name__}")
+        if not 1 <= n <= 1 << 31:
+            raise ValueError("n must be in 1..2**31")
+        v = lib.rx_atomic_load(self.addr)
+        while True:
+            if v + n > 0xFFFFFFFF:
+                raise ValueError(f"semaphore value {v} + {n} would overflow its 32-bit word")
+            seen = lib.rx_atomic_cas(self.addr, v, v + n)
+            if seen == v:
+                break
+            v = seen
         if lib.rx_atomic_load(self._sleepers):
-            _stubs.rx_futex_wake(self.addr, n)
+            _stubs.rx_futex_wake(self.addr, min(n, RX_FUTEX_WAKE_ALL))
 
     def __enter__(self) -> bool:
         return self.acquire()

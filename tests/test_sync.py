@@ -103,7 +103,9 @@ with rx.Vmo(4096) as vmo, vmo.map() as m:
 
 def test_objects_check_alignment_bounds_and_ownership(rxd: Rxd) -> None:
     rxd.run("""
+import os
 import rxkernel.client as rx
+from rxkernel.native import lib
 with rx.Vmo(4096) as vmo, vmo.map() as m:
     for cls, off in ((rx.Mutex, 2), (rx.Mutex, 4092), (rx.Barrier, 4088), (rx.Event, -4)):
         try:
@@ -129,6 +131,36 @@ with rx.Vmo(4096) as vmo, vmo.map() as m:
         pass
     else:
         raise AssertionError("Condition.wait without the mutex")
+    # threading.Lock's argument rules, checked even when the lock is free (the C fast path hands
+    # any call with arguments to the Python one)
+    for kwargs in ({"timeout": -2}, {"timeout": -0.5}, {"blocking": False, "timeout": 1}, {"blocking": False, "timeout": 0}):
+        try:
+            mutex.acquire(**kwargs)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(kwargs)
+    assert not mutex.locked()
+    assert mutex.acquire(False, -1) and not mutex.acquire(timeout=0) and not mutex.acquire(False)
+    assert lib.rx_atomic_load(mutex.addr) == os.getpid(), "no WAITERS bit left"
+    mutex.release()
+    sem = rx.Semaphore.create(m, 64, 0)
+    for n in (0, -1, (1 << 31) + 1):
+        try:
+            sem.release(n)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(n)
+    sem.release(1 << 31)
+    sem.release((1 << 31) - 1)
+    try:
+        sem.release(1)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("the value wrapped past 2**32-1")
+    assert sem.value == 0xFFFFFFFF
 """)
 
 
@@ -443,3 +475,117 @@ assert not lock.acquire(blocking=False)
     holder.kill()
     holder.wait(30)
     assert os.path.exists(rxd.socket)
+
+
+# -- regressions (from review repros) ---------------------------------------------------------------
+
+
+def _wait_exit(p: subprocess.Popen[str], timeout: float) -> tuple[str, str] | None:
+    """The (stdout, stderr) of p if it ends within `timeout`, else kill it and return None."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        return None
+
+
+def _init(rxd: Rxd, vmo: int, code: str) -> None:
+    rxd.run(HEADER + code, _token(rxd, vmo))
+
+
+QUITTER = HEADER + """
+from rxkernel.client import _sync
+real = _sync._wait
+def interrupted(*a, **k):
+    real(*a, **k)
+    raise KeyboardInterrupt   # a Ctrl-C arriving right after the wake
+_sync._wait = interrupted
+obj = rx.Mutex(m, 0) if sys.argv[2] == "mutex" else rx.Semaphore(m, 0)
+go()
+try:
+    obj.acquire()
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+sys.stdin.readline()       # stays alive: rxd's clean-up of a dead waiter must not be what saves the other
+"""
+
+
+def _abandoned_wake(rxd: Rxd, kind: str, init: str, release: str) -> None:
+    """Two sleepers on a Mutex/Semaphore; the release wakes one, which leaves without the lock or
+    unit (KeyboardInterrupt just after the wake). Every process stays alive until the end: rxd's
+    clean-up after a death wakes a sleeper on a free robust word and would hide the bug."""
+    vmo = _vmo(rxd)
+    _init(rxd, vmo, init)
+    releaser = rxd.spawn(HEADER + release + "\nsys.stdin.readline()", _token(rxd, vmo))
+    _start([releaser])  # set up (holds the mutex): waits for its go
+    quitter = rxd.spawn(QUITTER, _token(rxd, vmo), kind)
+    _start([quitter])
+    rxd.wait_for(lambda: _u32(rxd, vmo, 4) == 1, "first sleeper")
+    sleeper = rxd.spawn(HEADER + f"""
+obj = rx.Mutex(m, 0) if {kind!r} == "mutex" else rx.Semaphore(m, 0)
+ready()
+obj.acquire()
+print("got it", flush=True)
+""", _token(rxd, vmo))
+    _start([sleeper])
+    rxd.wait_for(lambda: _u32(rxd, vmo, 4) == 2, "second sleeper")
+    time.sleep(0.1)
+    assert releaser.stdin is not None
+    releaser.stdin.write("go\n")
+    releaser.stdin.flush()
+    assert quitter.stdout is not None and quitter.stdout.readline().strip() == "interrupted"
+    out = _wait_exit(sleeper, 10)
+    for p in (releaser, quitter):
+        assert p.stdin is not None
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert _wait_exit(p, 20) is not None
+    assert out is not None, f"second sleeper stranded; word={_u32(rxd, vmo, 0):#x} sleepers={_u32(rxd, vmo, 4)}"
+    assert out[0].split() == ["got", "it"], out
+
+
+def test_mutex_sleeper_leaving_after_a_wake_passes_it_on(rxd: Rxd) -> None:
+    # The holder's release wakes one sleeper and clears WAITERS; the holder then takes and drops
+    # the lock by the fast path (no wake): only the quitter passing its wake on reaches the other.
+    _abandoned_wake(rxd, "mutex", "rx.Mutex.create(m, 0)", """
+lock = rx.Mutex(m, 0)
+lock.acquire()
+go()
+sys.stdin.readline()
+lock.release()
+for _ in range(100):
+    with lock:
+        pass
+""")
+
+
+def test_semaphore_sleeper_leaving_after_a_wake_passes_it_on(rxd: Rxd) -> None:
+    _abandoned_wake(rxd, "semaphore", "rx.Semaphore.create(m, 0, 0)", "go()\nsys.stdin.readline()\nrx.Semaphore(m, 0).release(1)")
+
+
+def test_acquire_timeout_minus_one_blocks_and_timeout_0_leaves_no_waiters_bit(rxd: Rxd) -> None:
+    rxd.run("""
+import threading, time
+import rxkernel.client as rx
+from rxkernel.native import lib
+with rx.Vmo(4096) as vmo, vmo.map() as m:
+    lock = rx.Mutex.create(m, 0)
+    lock.acquire()
+    res = {}
+    def other():   # a second thread of the owning process: it must block, not think it owns the lock
+        t0 = time.monotonic()
+        res["t0"] = lock.acquire(timeout=0)
+        res["word_after_t0"] = lib.rx_atomic_load(lock.addr)
+        res["m1"] = lock.acquire(timeout=-1)
+        res["dt"] = time.monotonic() - t0
+        lock.release()
+    t = threading.Thread(target=other)
+    t.start()
+    time.sleep(0.5)
+    lock.release()
+    t.join(30)
+    assert res["t0"] is False and res["word_after_t0"] == __import__("os").getpid(), res
+    assert res["m1"] is True and res["dt"] > 0.4, res
+    assert lib.rx_atomic_load(lock.addr) == 0 and not lock.locked()
+""")
