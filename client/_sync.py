@@ -320,26 +320,36 @@ class Condition(_Shared):
             raise RxError(RX_ERR_INVALID_ARGS, "too many waiters on one Condition (65535)")
         generation = w >> 16
         self.mutex.release()
-        woken = True
-        if lib.rx_spin_while_eq(self.addr, seq, SPINS, YIELDS) == seq:
-            lib.rx_atomic_add(self._sleepers, 1)
-            try:
-                woken = _wait(self.addr, seq, deadline)
-            finally:
-                lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+        # From here on, whatever happens (Ctrl-C while asleep, an error from rxd), leave the count
+        # and re-acquire the mutex before returning or raising, as threading.Condition does: the
+        # caller's `with` releases it, and a leaked count would be added to the mutex's sleepers by
+        # every later notify_all.
+        woken = False
+        try:
+            if lib.rx_spin_while_eq(self.addr, seq, SPINS, YIELDS) != seq:
+                woken = True
+            else:
+                lib.rx_atomic_add(self._sleepers, 1)
+                try:
+                    woken = _wait(self.addr, seq, deadline)
+                finally:
+                    lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+        finally:
+            if self._leave(generation):
+                self.mutex._lock_slow(None, counted=True)
+            else:
+                self.mutex.acquire()
+        return woken
+
+    def _leave(self, generation: int) -> bool:
+        """Take this waiter out of the count: False, or True if a notify_all already did (when
+        the generation moved), which also counted it among the mutex's sleepers."""
         while True:
             w = lib.rx_atomic_load(self._waiters)
             if w >> 16 != generation:
-                moved = True  # a notify_all took us out of the count and into the mutex's sleepers
-                break
+                return True
             if lib.rx_atomic_cas(self._waiters, w, w - 1) == w:
-                moved = False
-                break
-        if moved:
-            self.mutex._lock_slow(None, counted=True)
-        else:
-            self.mutex.acquire()
-        return woken
+                return False
 
     def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
         deadline = _deadline(timeout)
@@ -379,7 +389,9 @@ class Condition(_Shared):
         seq = (lib.rx_atomic_add(self.addr, 1) + 1) & 0xFFFFFFFF
         if lib.rx_atomic_load(self._sleepers):
             lib.rx_atomic_or(self.mutex.addr, WAITERS)
-            _stubs.rx_futex_requeue(self.addr, 0, seq, self.mutex.addr, RX_FUTEX_WAKE_ALL)
+            # requeue_owner: we hold the mutex, so the moved waiters wait on it robustly, and rxd
+            # hands the word to one of them if this process dies before releasing it.
+            _stubs.rx_futex_requeue(self.addr, 0, seq, self.mutex.addr, RX_FUTEX_WAKE_ALL, requeue_owner=_pid)
 
     notifyAll = notify_all
 

@@ -131,6 +131,13 @@ with rx.Vmo(4096) as vmo, vmo.map() as m:
         pass
     else:
         raise AssertionError("Condition.wait without the mutex")
+    for call in (cond.notify, cond.notify_all):
+        try:
+            call()
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError(f"{call.__name__} without the mutex")
     # threading.Lock's argument rules, checked even when the lock is free (the C fast path hands
     # any call with arguments to the Python one)
     for kwargs in ({"timeout": -2}, {"timeout": -0.5}, {"blocking": False, "timeout": 1}, {"blocking": False, "timeout": 0}):
@@ -492,6 +499,66 @@ def _wait_exit(p: subprocess.Popen[str], timeout: float) -> tuple[str, str] | No
 
 def _init(rxd: Rxd, vmo: int, code: str) -> None:
     rxd.run(HEADER + code, _token(rxd, vmo))
+
+
+COND_WAITER = HEADER + """
+lock = rx.Mutex(m, 0)
+cond = rx.Condition(m, 8, lock)
+ready()
+with lock:
+    cond.wait()
+    print("woke", lock.owner_died, flush=True)
+"""
+
+
+def test_requeued_condition_waiter_survives_notifier_death(rxd: Rxd) -> None:
+    """notify_all names itself as the mutex owner in the requeue, so the moved waiter waits robustly:
+    when the notifier dies holding the mutex, rxd hands the mutex to the waiter with OWNER_DIED."""
+    vmo = _vmo(rxd)
+    _init(rxd, vmo, "l = rx.Mutex.create(m, 0); rx.Condition.create(m, 8, l)")
+    waiter = rxd.spawn(COND_WAITER, _token(rxd, vmo))
+    _start([waiter])
+    rxd.wait_for(lambda: _u32(rxd, vmo, 16) == 1, "the waiter asleep on the condition")
+    time.sleep(0.1)
+    notifier = rxd.spawn(HEADER + """
+lock = rx.Mutex(m, 0)
+cond = rx.Condition(m, 8, lock)
+lock.acquire()
+cond.notify_all()          # requeues the sleeper onto the mutex word
+os.kill(os.getpid(), 9)    # dies holding the mutex
+""", _token(rxd, vmo))
+    notifier.wait(30)
+    out = _wait_exit(waiter, 15)
+    assert out is not None, f"requeued waiter stranded; word={_u32(rxd, vmo, 0):#x} sleepers={_u32(rxd, vmo, 4)}"
+    assert out[0].split()[-2:] == ["woke", "True"], out
+    assert _u32(rxd, vmo, 0) == 0 and _u32(rxd, vmo, 4) == 0
+
+
+def test_keyboard_interrupt_in_condition_wait(rxd: Rxd) -> None:
+    """Ctrl-C in Condition.wait: the waiter leaves the count and re-acquires the mutex before the
+    KeyboardInterrupt propagates (so `with lock:` releases it, no RuntimeError)."""
+    vmo = _vmo(rxd)
+    _init(rxd, vmo, "l = rx.Mutex.create(m, 0); rx.Condition.create(m, 8, l)")
+    p = rxd.spawn(HEADER + """
+lock = rx.Mutex(m, 0)
+cond = rx.Condition(m, 8, lock)
+ready()
+try:
+    with lock:
+        try:
+            cond.wait()
+        finally:
+            print("held" if lock.owner_pid == os.getpid() else "not-held", flush=True)
+except BaseException as e:
+    print(type(e).__name__, struct.unpack_from("<III", m.view, 8)[1] & 0xFFFF, lock.locked(), flush=True)
+""", _token(rxd, vmo))
+    _start([p])
+    rxd.wait_for(lambda: _u32(rxd, vmo, 16) == 1, "asleep on the condition")
+    p.send_signal(signal.SIGINT)
+    out = _wait_exit(p, 20)
+    assert out is not None and out[0].split() == ["held", "KeyboardInterrupt", "0", "False"], out
+    _init(rxd, vmo, "l = rx.Mutex(m, 0); c = rx.Condition(m, 8, l)\nwith l: c.notify_all()")
+    assert (_u32(rxd, vmo, 12) & 0xFFFF, _u32(rxd, vmo, 16), _u32(rxd, vmo, 4)) == (0, 0, 0), "no count leaked"
 
 
 QUITTER = HEADER + """
