@@ -471,7 +471,11 @@ class Semaphore(_Shared):
 
 class Event(_Shared):
     """An event flag in shared memory (like threading.Event, across processes).
-    SIZE = 8 bytes: the flag (+0, the futex word) and a count of sleepers (+4)."""
+
+    SIZE = 8 bytes: the futex word (+0) and a count of sleepers (+4). The word is the flag (bit 0)
+    and a generation (bits 1-31) that every set() of a clear flag bumps, so a waiter also returns
+    True for a set() followed by clear() while it waited (a pulse), as threading.Event's does:
+    with the flag clear, the word only ever changes through a set()."""
 
     SIZE = 8
 
@@ -490,27 +494,40 @@ class Event(_Shared):
         lib.rx_atomic_store(self._sleepers, 0)
 
     def is_set(self) -> bool:
-        return bool(lib.rx_atomic_load(self.addr))
+        return bool(lib.rx_atomic_load(self.addr) & 1)
 
     def set(self) -> None:
-        if not lib.rx_atomic_xchg(self.addr, 1) and lib.rx_atomic_load(self._sleepers):
-            _stubs.rx_futex_wake(self.addr, RX_FUTEX_WAKE_ALL)
+        w = lib.rx_atomic_load(self.addr)
+        while not w & 1:
+            seen = lib.rx_atomic_cas(self.addr, w, ((w + 2) | 1) & _MINUS_ONE)
+            if seen == w:
+                if lib.rx_atomic_load(self._sleepers):
+                    _stubs.rx_futex_wake(self.addr, RX_FUTEX_WAKE_ALL)
+                return
+            w = seen
 
     def clear(self) -> None:
-        lib.rx_atomic_store(self.addr, 0)
+        w = lib.rx_atomic_load(self.addr)
+        while w & 1:
+            seen = lib.rx_atomic_cas(self.addr, w, w & ~1)
+            if seen == w:
+                return
+            w = seen
 
     def wait(self, timeout: float | None = None) -> bool:
-        if lib.rx_atomic_load(self.addr):
+        """True once the flag is set, or was set at any moment since the call; False at the timeout."""
+        start = lib.rx_atomic_load(self.addr)
+        if start & 1:
             return True
         deadline = _deadline(timeout)
-        if lib.rx_spin_while_eq(self.addr, 0, SPINS, YIELDS):
+        if lib.rx_spin_while_eq(self.addr, start, SPINS, YIELDS) != start:
             return True
         lib.rx_atomic_add(self._sleepers, 1)
         try:
-            while not lib.rx_atomic_load(self.addr):
-                if not _wait(self.addr, 0, deadline):
+            while lib.rx_atomic_load(self.addr) == start:
+                if not _wait(self.addr, start, deadline):
                     break
-            return bool(lib.rx_atomic_load(self.addr))
+            return bool(lib.rx_atomic_load(self.addr) != start)
         finally:
             lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
 

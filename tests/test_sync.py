@@ -413,7 +413,7 @@ def test_event_across_processes_with_timeout(rxd: Rxd) -> None:
     rxd.wait_for(lambda: _u32(rxd, vmo, 4) == 3, "three sleepers on the event")
     rxd.run(HEADER + "rx.Event(m, 0).set()", _token(rxd, vmo))
     assert all(out.startswith("set") for out in _finish(procs))
-    assert _u32(rxd, vmo, 0) == 1 and _u32(rxd, vmo, 4) == 0
+    assert _u32(rxd, vmo, 0) == 0b11 and _u32(rxd, vmo, 4) == 0, "set (bit 0), once (generation 1)"
 
 
 BARRIER_WORKER = HEADER + """
@@ -559,6 +559,19 @@ except BaseException as e:
     assert out is not None and out[0].split() == ["held", "KeyboardInterrupt", "0", "False"], out
     _init(rxd, vmo, "l = rx.Mutex(m, 0); c = rx.Condition(m, 8, l)\nwith l: c.notify_all()")
     assert (_u32(rxd, vmo, 12) & 0xFFFF, _u32(rxd, vmo, 16), _u32(rxd, vmo, 4)) == (0, 0, 0), "no count leaked"
+
+
+def test_event_pulse_wakes_sleeper(rxd: Rxd) -> None:
+    """set(); clear() while a waiter sleeps: its wait() returns True (threading.Event)."""
+    vmo = _vmo(rxd)
+    _init(rxd, vmo, "rx.Event.create(m, 0)")
+    w = rxd.spawn(HEADER + "ready(); e = rx.Event(m, 0); print(e.wait(10), e.is_set(), flush=True)", _token(rxd, vmo))
+    _start([w])
+    rxd.wait_for(lambda: _u32(rxd, vmo, 4) == 1, "asleep on the event")
+    _init(rxd, vmo, "e = rx.Event(m, 0); e.set(); e.clear()")
+    out = _wait_exit(w, 20)
+    assert out is not None and out[0].split() == ["True", "False"], out
+    assert _u32(rxd, vmo, 0) == 0b10, "clear, generation 1"
 
 
 QUITTER = HEADER + """
