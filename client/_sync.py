@@ -24,9 +24,10 @@ Layouts (little-endian u32 words, offsets in bytes):
                          +4 waiters: count (bits 0-15) | requeue generation (bits 16-31)
                          +8 sleepers: waiters asleep in rxd (the others spin on seq)
     Semaphore  SIZE 8    +0 value (futex word)      +4 sleepers
-    Event      SIZE 8    +0 flag 0/1 (futex word)   +4 sleepers
-    Barrier    SIZE 16   +0 generation (futex word) +4 arrived in this generation
-                         +8 parties                 +12 sleepers
+    Event      SIZE 8    +0 futex word: flag (bit 0) | set generation (bits 1-31)
+                         +4 sleepers
+    Barrier    SIZE 12   +0 futex word: arrived in this generation (bits 0-15) | generation (bits 16-31)
+                         +4 parties (1..65535)      +8 sleepers
 
 A process that dies while counted as a sleeper leaves the count high: later releases then make a
 wake call nobody needs. That costs time, never correctness.
@@ -536,16 +537,21 @@ class Barrier(_Shared):
     """A reusable barrier for `parties` threads or processes (like threading.Barrier, without
     timeouts or abort). wait() returns the arrival index, 0 .. parties-1; the last to arrive
     starts the next generation, so the same barrier can be waited on again at once.
-    SIZE = 16 bytes: generation (+0, the futex word), arrivals (+4), parties (+8), sleepers (+12).
+
+    SIZE = 12 bytes: the futex word (+0): arrivals in this generation (bits 0-15) | generation
+    (bits 16-31, wrapping); parties (+4, 1..65535); sleepers (+8). An arrival counts itself with
+    a CAS on the word, so it belongs to the generation it saw in the same atomic step (with the
+    two in separate words, an arrival delayed between reading the generation and counting itself
+    was counted in the next generation yet left with the previous one). The last arrival resets
+    the count and bumps the generation in one CAS; the others wait until the generation moves.
     """
 
-    SIZE = 16
+    SIZE = 12
 
     def __init__(self, mapping: _HasAddress, offset: int) -> None:
         super().__init__(mapping, offset)
-        self._count = self.addr + 4
-        self._parties = self.addr + 8
-        self._sleepers = self.addr + 12
+        self._parties = self.addr + 4
+        self._sleepers = self.addr + 8
 
     @classmethod
     def create(cls, mapping: _HasAddress, offset: int, parties: int) -> Barrier:
@@ -554,10 +560,10 @@ class Barrier(_Shared):
         return b
 
     def init(self, parties: int) -> None:
-        if not 1 <= parties <= 0xFFFFFFFF:
-            raise ValueError("parties must be one or more")
-        for a in (self.addr, self._count, self._sleepers):
-            lib.rx_atomic_store(a, 0)
+        if not 1 <= parties <= _COUNT_MASK:
+            raise ValueError("parties must be in 1..65535")
+        lib.rx_atomic_store(self.addr, 0)
+        lib.rx_atomic_store(self._sleepers, 0)
         lib.rx_atomic_store(self._parties, parties)
 
     @property
@@ -566,23 +572,41 @@ class Barrier(_Shared):
 
     @property
     def generation(self) -> int:
-        return int(lib.rx_atomic_load(self.addr))
+        """Completed generations, modulo 65536."""
+        return int(lib.rx_atomic_load(self.addr) >> 16)
 
     def wait(self) -> int:
-        generation = lib.rx_atomic_load(self.addr)
-        index = lib.rx_atomic_add(self._count, 1)
-        if index + 1 >= self.parties:
-            lib.rx_atomic_store(self._count, 0)
-            lib.rx_atomic_add(self.addr, 1)
+        parties = self.parties
+        w = lib.rx_atomic_load(self.addr)
+        while True:
+            index = w & _COUNT_MASK
+            last = index + 1 >= parties
+            new = (((w >> 16) + 1) & _COUNT_MASK) << 16 if last else w + 1
+            seen = lib.rx_atomic_cas(self.addr, w, new)
+            if seen == w:
+                break
+            w = seen
+        if last:
             if lib.rx_atomic_load(self._sleepers):
                 _stubs.rx_futex_wake(self.addr, RX_FUTEX_WAKE_ALL)
             return int(index)
-        if lib.rx_spin_while_eq(self.addr, generation, SPINS, YIELDS) != generation:
-            return int(index)
+        # Later arrivals change the word too; only a new generation lets us through. It cannot move
+        # twice (wrap back) while we wait: the next generation needs us.
+        generation = w >> 16
+        cur = new
+        while True:
+            seen = lib.rx_spin_while_eq(self.addr, cur, SPINS, YIELDS)
+            if seen >> 16 != generation:
+                return int(index)
+            if seen == cur:
+                break  # the spin budget ran out: sleep
+            cur = seen
         lib.rx_atomic_add(self._sleepers, 1)
         try:
-            while lib.rx_atomic_load(self.addr) == generation:
-                _wait(self.addr, generation, None)
+            while True:
+                cur = lib.rx_atomic_load(self.addr)
+                if cur >> 16 != generation:
+                    return int(index)
+                _wait(self.addr, cur, None)
         finally:
             lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
-        return int(index)

@@ -115,7 +115,7 @@ with rx.Vmo(4096) as vmo, vmo.map() as m:
         else:
             raise AssertionError((cls, off))
     assert rx.Mutex.SIZE == rx.Semaphore.SIZE == rx.Event.SIZE == 8 and rx.Condition.SIZE == 12
-    assert rx.Barrier.SIZE == 16
+    assert rx.Barrier.SIZE == 12
     rx.Mutex(m, 4088)
     mutex = rx.Mutex.create(m, 0)
     try:
@@ -168,6 +168,12 @@ with rx.Vmo(4096) as vmo, vmo.map() as m:
     else:
         raise AssertionError("the value wrapped past 2**32-1")
     assert sem.value == 0xFFFFFFFF
+    try:
+        rx.Barrier.create(m, 128, 65536)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("parties beyond the 16-bit count")
 """)
 
 
@@ -442,7 +448,8 @@ def test_barrier_several_processes_and_generations(rxd: Rxd) -> None:
     outs = [[int(x) for x in out.split()] for out in _finish(procs)]
     for r in range(rounds):
         assert sorted(o[r] for o in outs) == list(range(parties)), r
-    assert _u32(rxd, vmo, 0) == rounds and _u32(rxd, vmo, 4) == 0 and _u32(rxd, vmo, 12) == 0
+    assert _u32(rxd, vmo, 0) == rounds << 16, "generation in bits 16-31, no arrivals counted"
+    assert _u32(rxd, vmo, 8) == 0, "no sleepers"
 
 
 def test_objects_meet_through_different_windows_of_one_vmo(rxd: Rxd) -> None:
@@ -532,6 +539,50 @@ os.kill(os.getpid(), 9)    # dies holding the mutex
     assert out is not None, f"requeued waiter stranded; word={_u32(rxd, vmo, 0):#x} sleepers={_u32(rxd, vmo, 4)}"
     assert out[0].split()[-2:] == ["woke", "True"], out
     assert _u32(rxd, vmo, 0) == 0 and _u32(rxd, vmo, 4) == 0
+
+
+def test_barrier_late_arrival_waits_for_its_own_generation(rxd: Rxd) -> None:
+    """An arrival delayed between reading the barrier word and counting itself (preemption; held
+    here inside its CAS until generation 0 completes without it) is counted in generation 1 and
+    waits for a second party there, instead of passing alone."""
+    vmo = _vmo(rxd)
+    _init(rxd, vmo, "rx.Barrier.create(m, 0, 2)")
+    slow = rxd.spawn(HEADER + """
+from rxkernel.client import _sync
+real = _sync.lib
+b = rx.Barrier(m, 0)
+class Slow:
+    held = False
+    def __getattr__(self, name):
+        return getattr(real, name)
+    def rx_atomic_cas(self, addr, expected, desired):
+        if addr == b.addr and not self.held:   # preempted between the load and the CAS
+            self.held = True
+            u64(64)[0] = 1
+            while real.rx_atomic_load(b.addr) >> 16 == 0:
+                time.sleep(0.01)
+        return real.rx_atomic_cas(addr, expected, desired)
+_sync.lib = Slow()
+ready()
+idx = b.wait()
+print("passed", idx, b.generation, flush=True)
+""", _token(rxd, vmo))
+    _start([slow])
+    rxd.wait_for(lambda: _u64(rxd, vmo, 64) == 1, "the slow arrival held between its load and its CAS")
+    pair = [rxd.spawn(HEADER + "ready(); rx.Barrier(m, 0).wait()", _token(rxd, vmo)) for _ in range(2)]
+    _start(pair)
+    for p in pair:
+        assert _wait_exit(p, 30) is not None
+    try:
+        early = slow.communicate(timeout=1.5)
+    except subprocess.TimeoutExpired:
+        pass
+    else:
+        raise AssertionError(f"the late arrival passed generation 1 alone: {early}")
+    assert _u32(rxd, vmo, 0) == 1 << 16 | 1, f"generation 1 with one arrival: {_u32(rxd, vmo, 0):#x}"
+    _init(rxd, vmo, "assert rx.Barrier(m, 0).wait() == 1")
+    out = _wait_exit(slow, 30)
+    assert out is not None and out[0].split() == ["passed", "0", "2"], out
 
 
 def test_keyboard_interrupt_in_condition_wait(rxd: Rxd) -> None:
