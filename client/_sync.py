@@ -24,9 +24,10 @@ Layouts (little-endian u32 words, offsets in bytes):
                          +4 waiters: count (bits 0-15) | requeue generation (bits 16-31)
                          +8 sleepers: waiters asleep in rxd (the others spin on seq)
     Semaphore  SIZE 8    +0 value (futex word)      +4 sleepers
-    Event      SIZE 8    +0 flag 0/1 (futex word)   +4 sleepers
-    Barrier    SIZE 16   +0 generation (futex word) +4 arrived in this generation
-                         +8 parties                 +12 sleepers
+    Event      SIZE 8    +0 futex word: flag (bit 0) | set generation (bits 1-31)
+                         +4 sleepers
+    Barrier    SIZE 12   +0 futex word: arrived in this generation (bits 0-15) | generation (bits 16-31)
+                         +4 parties (1..65535)      +8 sleepers
 
 A process that dies while counted as a sleeper leaves the count high: later releases then make a
 wake call nobody needs. That costs time, never correctness.
@@ -168,18 +169,27 @@ class Mutex(_Shared, LockWord):
         lib.rx_atomic_store(self.addr, 0)
         lib.rx_atomic_store(self._sleepers, 0)
 
-    def _acquire_slow(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        """acquire() when the word was not simply free (LockWord.acquire tried one CAS)."""
+    def _acquire_slow(self, blocking: bool = True, timeout: float | None = -1) -> bool:
+        """acquire() with arguments, or when the word was not simply free (LockWord.acquire tried
+        one CAS). threading.Lock's rules: timeout=-1 (or None) is no limit, another negative
+        timeout is a ValueError, and so is a timeout with blocking=False."""
+        if timeout is None:
+            timeout = -1
+        if timeout < 0 and timeout != -1:
+            raise ValueError("timeout value must be a non-negative number")
+        if not blocking and timeout != -1:
+            raise ValueError("can't specify a timeout for a non-blocking call")
         r = lib.rx_mutex_trylock(self.addr, _pid, 0)
         if not r & OWNER_MASK:
             return True
-        if not blocking:
+        if not blocking or timeout == 0:
             return False
-        return self._lock_slow(_deadline(timeout), counted=False)
+        return self._lock_slow(None if timeout == -1 else _deadline(timeout), counted=False)
 
     def _lock_slow(self, deadline: int | None, counted: bool) -> bool:
         """Spin a while, then sleep on the word until it is ours or the deadline passes.
-        `counted`: the caller is already counted in the sleepers (a requeued Condition waiter)."""
+        `counted`: the caller is already counted in the sleepers (a requeued Condition waiter,
+        which a release of the mutex may already have woken)."""
         pid = _pid
         extra = WAITERS if counted and lib.rx_atomic_load(self._sleepers) > 1 else 0
         r = lib.rx_mutex_lock_spin(self.addr, pid, extra, SPINS, YIELDS)
@@ -189,6 +199,8 @@ class Mutex(_Shared, LockWord):
             return True
         if not counted:
             lib.rx_atomic_add(self._sleepers, 1)
+        acquired = False
+        slept = counted
         try:
             while True:
                 if not r & OWNER_MASK:
@@ -197,24 +209,33 @@ class Mutex(_Shared, LockWord):
                     extra = WAITERS if lib.rx_atomic_load(self._sleepers) > 1 else 0
                     r = lib.rx_mutex_trylock(self.addr, pid, extra)
                     if not r & OWNER_MASK:
+                        acquired = True
                         return True
                     continue
+                # The deadline first: a caller that gives up must not leave WAITERS behind for nobody.
+                if deadline is not None and _now_ns() >= deadline:
+                    return False
                 if not r & WAITERS:
                     seen = lib.rx_atomic_cas(self.addr, r, r | WAITERS)
                     if seen != r:
                         r = seen
                         continue
                     r |= WAITERS
-                if deadline is not None and _now_ns() >= deadline:
-                    return False
+                slept = True
                 if not _wait(self.addr, r, deadline, owner_pid=r & OWNER_MASK):
                     return False
                 extra = WAITERS if lib.rx_atomic_load(self._sleepers) > 1 else 0
                 r = lib.rx_mutex_lock_spin(self.addr, pid, extra, SPINS, YIELDS)
                 if not r & OWNER_MASK:  # taken (a result with owner 0 means success here)
+                    acquired = True
                     return True
         finally:
-            lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+            others = lib.rx_atomic_add(self._sleepers, _MINUS_ONE) - 1
+            if slept and not acquired and others > 0:
+                # We may have been woken by a release (which cleared WAITERS) and are leaving without the
+                # lock: a timeout racing the wake, or an exception (Ctrl-C) after it. Pass the wake on, or
+                # the other sleepers stay asleep on a lock that nobody will release with a wake.
+                _stubs.rx_futex_wake(self.addr, 1)
 
     def _release_slow(self) -> None:
         """release() when the word was not exactly our pid (flags set, or not ours)."""
@@ -282,7 +303,7 @@ class Condition(_Shared):
     def __exit__(self, *exc: object) -> None:
         self.mutex.release()
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:
         return self.mutex.acquire(blocking, timeout)
 
     def release(self) -> None:
@@ -300,26 +321,36 @@ class Condition(_Shared):
             raise RxError(RX_ERR_INVALID_ARGS, "too many waiters on one Condition (65535)")
         generation = w >> 16
         self.mutex.release()
-        woken = True
-        if lib.rx_spin_while_eq(self.addr, seq, SPINS, YIELDS) == seq:
-            lib.rx_atomic_add(self._sleepers, 1)
-            try:
-                woken = _wait(self.addr, seq, deadline)
-            finally:
-                lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+        # From here on, whatever happens (Ctrl-C while asleep, an error from rxd), leave the count
+        # and re-acquire the mutex before returning or raising, as threading.Condition does: the
+        # caller's `with` releases it, and a leaked count would be added to the mutex's sleepers by
+        # every later notify_all.
+        woken = False
+        try:
+            if lib.rx_spin_while_eq(self.addr, seq, SPINS, YIELDS) != seq:
+                woken = True
+            else:
+                lib.rx_atomic_add(self._sleepers, 1)
+                try:
+                    woken = _wait(self.addr, seq, deadline)
+                finally:
+                    lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+        finally:
+            if self._leave(generation):
+                self.mutex._lock_slow(None, counted=True)
+            else:
+                self.mutex.acquire()
+        return woken
+
+    def _leave(self, generation: int) -> bool:
+        """Take this waiter out of the count: False, or True if a notify_all already did (when
+        the generation moved), which also counted it among the mutex's sleepers."""
         while True:
             w = lib.rx_atomic_load(self._waiters)
             if w >> 16 != generation:
-                moved = True  # a notify_all took us out of the count and into the mutex's sleepers
-                break
+                return True
             if lib.rx_atomic_cas(self._waiters, w, w - 1) == w:
-                moved = False
-                break
-        if moved:
-            self.mutex._lock_slow(None, counted=True)
-        else:
-            self.mutex.acquire()
-        return woken
+                return False
 
     def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
         deadline = _deadline(timeout)
@@ -359,7 +390,9 @@ class Condition(_Shared):
         seq = (lib.rx_atomic_add(self.addr, 1) + 1) & 0xFFFFFFFF
         if lib.rx_atomic_load(self._sleepers):
             lib.rx_atomic_or(self.mutex.addr, WAITERS)
-            _stubs.rx_futex_requeue(self.addr, 0, seq, self.mutex.addr, RX_FUTEX_WAKE_ALL)
+            # requeue_owner: we hold the mutex, so the moved waiters wait on it robustly, and rxd
+            # hands the word to one of them if this process dies before releasing it.
+            _stubs.rx_futex_requeue(self.addr, 0, seq, self.mutex.addr, RX_FUTEX_WAKE_ALL, requeue_owner=_pid)
 
     notifyAll = notify_all
 
@@ -398,20 +431,37 @@ class Semaphore(_Shared):
         deadline = _deadline(timeout)
         lib.rx_spin_while_eq(self.addr, 0, SPINS, YIELDS)
         lib.rx_atomic_add(self._sleepers, 1)
+        acquired = slept = False
         try:
             while not lib.rx_atomic_dec_if_positive(self.addr):
+                slept = True
                 if not _wait(self.addr, 0, deadline):
-                    return bool(lib.rx_atomic_dec_if_positive(self.addr))
+                    acquired = bool(lib.rx_atomic_dec_if_positive(self.addr))
+                    return acquired
+            acquired = True
             return True
         finally:
-            lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
+            others = lib.rx_atomic_add(self._sleepers, _MINUS_ONE) - 1
+            if slept and not acquired and others > 0 and lib.rx_atomic_load(self.addr):
+                # Leaving without a unit that a release may have woken us for (a timeout racing the
+                # wake, or Ctrl-C after it): pass the wake on to another sleeper.
+                _stubs.rx_futex_wake(self.addr, 1)
 
     def release(self, n: int = 1) -> None:
-        if n < 1:
-            raise ValueError("n must be one or more")
-        lib.rx_atomic_add(self.addr, n)
+        if not isinstance(n, int):
+            raise TypeError(f"n must be an int, not {type(n).__name__}")
+        if not 1 <= n <= 1 << 31:
+            raise ValueError("n must be in 1..2**31")
+        v = lib.rx_atomic_load(self.addr)
+        while True:
+            if v + n > 0xFFFFFFFF:
+                raise ValueError(f"semaphore value {v} + {n} would overflow its 32-bit word")
+            seen = lib.rx_atomic_cas(self.addr, v, v + n)
+            if seen == v:
+                break
+            v = seen
         if lib.rx_atomic_load(self._sleepers):
-            _stubs.rx_futex_wake(self.addr, n)
+            _stubs.rx_futex_wake(self.addr, min(n, RX_FUTEX_WAKE_ALL))
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -422,7 +472,11 @@ class Semaphore(_Shared):
 
 class Event(_Shared):
     """An event flag in shared memory (like threading.Event, across processes).
-    SIZE = 8 bytes: the flag (+0, the futex word) and a count of sleepers (+4)."""
+
+    SIZE = 8 bytes: the futex word (+0) and a count of sleepers (+4). The word is the flag (bit 0)
+    and a generation (bits 1-31) that every set() of a clear flag bumps, so a waiter also returns
+    True for a set() followed by clear() while it waited (a pulse), as threading.Event's does:
+    with the flag clear, the word only ever changes through a set()."""
 
     SIZE = 8
 
@@ -441,27 +495,40 @@ class Event(_Shared):
         lib.rx_atomic_store(self._sleepers, 0)
 
     def is_set(self) -> bool:
-        return bool(lib.rx_atomic_load(self.addr))
+        return bool(lib.rx_atomic_load(self.addr) & 1)
 
     def set(self) -> None:
-        if not lib.rx_atomic_xchg(self.addr, 1) and lib.rx_atomic_load(self._sleepers):
-            _stubs.rx_futex_wake(self.addr, RX_FUTEX_WAKE_ALL)
+        w = lib.rx_atomic_load(self.addr)
+        while not w & 1:
+            seen = lib.rx_atomic_cas(self.addr, w, ((w + 2) | 1) & _MINUS_ONE)
+            if seen == w:
+                if lib.rx_atomic_load(self._sleepers):
+                    _stubs.rx_futex_wake(self.addr, RX_FUTEX_WAKE_ALL)
+                return
+            w = seen
 
     def clear(self) -> None:
-        lib.rx_atomic_store(self.addr, 0)
+        w = lib.rx_atomic_load(self.addr)
+        while w & 1:
+            seen = lib.rx_atomic_cas(self.addr, w, w & ~1)
+            if seen == w:
+                return
+            w = seen
 
     def wait(self, timeout: float | None = None) -> bool:
-        if lib.rx_atomic_load(self.addr):
+        """True once the flag is set, or was set at any moment since the call; False at the timeout."""
+        start = lib.rx_atomic_load(self.addr)
+        if start & 1:
             return True
         deadline = _deadline(timeout)
-        if lib.rx_spin_while_eq(self.addr, 0, SPINS, YIELDS):
+        if lib.rx_spin_while_eq(self.addr, start, SPINS, YIELDS) != start:
             return True
         lib.rx_atomic_add(self._sleepers, 1)
         try:
-            while not lib.rx_atomic_load(self.addr):
-                if not _wait(self.addr, 0, deadline):
+            while lib.rx_atomic_load(self.addr) == start:
+                if not _wait(self.addr, start, deadline):
                     break
-            return bool(lib.rx_atomic_load(self.addr))
+            return bool(lib.rx_atomic_load(self.addr) != start)
         finally:
             lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
 
@@ -470,16 +537,21 @@ class Barrier(_Shared):
     """A reusable barrier for `parties` threads or processes (like threading.Barrier, without
     timeouts or abort). wait() returns the arrival index, 0 .. parties-1; the last to arrive
     starts the next generation, so the same barrier can be waited on again at once.
-    SIZE = 16 bytes: generation (+0, the futex word), arrivals (+4), parties (+8), sleepers (+12).
+
+    SIZE = 12 bytes: the futex word (+0): arrivals in this generation (bits 0-15) | generation
+    (bits 16-31, wrapping); parties (+4, 1..65535); sleepers (+8). An arrival counts itself with
+    a CAS on the word, so it belongs to the generation it saw in the same atomic step (with the
+    two in separate words, an arrival delayed between reading the generation and counting itself
+    was counted in the next generation yet left with the previous one). The last arrival resets
+    the count and bumps the generation in one CAS; the others wait until the generation moves.
     """
 
-    SIZE = 16
+    SIZE = 12
 
     def __init__(self, mapping: _HasAddress, offset: int) -> None:
         super().__init__(mapping, offset)
-        self._count = self.addr + 4
-        self._parties = self.addr + 8
-        self._sleepers = self.addr + 12
+        self._parties = self.addr + 4
+        self._sleepers = self.addr + 8
 
     @classmethod
     def create(cls, mapping: _HasAddress, offset: int, parties: int) -> Barrier:
@@ -488,10 +560,10 @@ class Barrier(_Shared):
         return b
 
     def init(self, parties: int) -> None:
-        if not 1 <= parties <= 0xFFFFFFFF:
-            raise ValueError("parties must be one or more")
-        for a in (self.addr, self._count, self._sleepers):
-            lib.rx_atomic_store(a, 0)
+        if not 1 <= parties <= _COUNT_MASK:
+            raise ValueError("parties must be in 1..65535")
+        lib.rx_atomic_store(self.addr, 0)
+        lib.rx_atomic_store(self._sleepers, 0)
         lib.rx_atomic_store(self._parties, parties)
 
     @property
@@ -500,23 +572,41 @@ class Barrier(_Shared):
 
     @property
     def generation(self) -> int:
-        return int(lib.rx_atomic_load(self.addr))
+        """Completed generations, modulo 65536."""
+        return int(lib.rx_atomic_load(self.addr) >> 16)
 
     def wait(self) -> int:
-        generation = lib.rx_atomic_load(self.addr)
-        index = lib.rx_atomic_add(self._count, 1)
-        if index + 1 >= self.parties:
-            lib.rx_atomic_store(self._count, 0)
-            lib.rx_atomic_add(self.addr, 1)
+        parties = self.parties
+        w = lib.rx_atomic_load(self.addr)
+        while True:
+            index = w & _COUNT_MASK
+            last = index + 1 >= parties
+            new = (((w >> 16) + 1) & _COUNT_MASK) << 16 if last else w + 1
+            seen = lib.rx_atomic_cas(self.addr, w, new)
+            if seen == w:
+                break
+            w = seen
+        if last:
             if lib.rx_atomic_load(self._sleepers):
                 _stubs.rx_futex_wake(self.addr, RX_FUTEX_WAKE_ALL)
             return int(index)
-        if lib.rx_spin_while_eq(self.addr, generation, SPINS, YIELDS) != generation:
-            return int(index)
+        # Later arrivals change the word too; only a new generation lets us through. It cannot move
+        # twice (wrap back) while we wait: the next generation needs us.
+        generation = w >> 16
+        cur = new
+        while True:
+            seen = lib.rx_spin_while_eq(self.addr, cur, SPINS, YIELDS)
+            if seen >> 16 != generation:
+                return int(index)
+            if seen == cur:
+                break  # the spin budget ran out: sleep
+            cur = seen
         lib.rx_atomic_add(self._sleepers, 1)
         try:
-            while lib.rx_atomic_load(self.addr) == generation:
-                _wait(self.addr, generation, None)
+            while True:
+                cur = lib.rx_atomic_load(self.addr)
+                if cur >> 16 != generation:
+                    return int(index)
+                _wait(self.addr, cur, None)
         finally:
             lib.rx_atomic_add(self._sleepers, _MINUS_ONE)
-        return int(index)

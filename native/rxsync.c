@@ -83,8 +83,12 @@ uint32_t rx_mutex_lock_spin(uint64_t addr, uint32_t pid, uint32_t extra, uint32_
 }
 
 int rx_mutex_unlock(uint64_t addr, uint32_t pid) {
-    if ((__atomic_load_n(W(addr), __ATOMIC_RELAXED) & RX_SYNC_OWNER_MASK) != pid) return -1;
-    return (__atomic_exchange_n(W(addr), 0, __ATOMIC_RELEASE) & RX_SYNC_WAITERS) != 0;
+    uint32_t *w = W(addr);
+    uint32_t old = __atomic_load_n(w, __ATOMIC_RELAXED);
+    do {
+        if ((old & RX_SYNC_OWNER_MASK) != pid) return -1;
+    } while (!__atomic_compare_exchange_n(w, &old, 0, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    return (old & RX_SYNC_WAITERS) != 0;
 }
 
 int64_t rx_mutex_bench_c(uint64_t addr, uint32_t pid, uint64_t n) {

@@ -61,9 +61,9 @@ uint32_t rx_mutex_lock_spin(uint64_t addr, uint32_t pid, uint32_t extra, uint32_
 
 /* Release by pid: the word becomes 0 (owner, OWNER_DIED and WAITERS cleared). 1 when WAITERS
  * was set (the caller must rx_futex_wake one waiter), 0 when not, -1 (nothing changed) when the
- * owner field is not pid. Only the owner (or rxd, once the owner is dead) changes the owner
- * field, so checking it first and then exchanging is not a race; WAITERS set in between is
- * seen by the exchange. */
+ * owner field is not pid. A CAS loop, not check-then-exchange: the owner is a process, so two
+ * of its threads may release at once, and the loser must not clear the word after the winner's
+ * release let another process lock it (WAITERS set in between fails the CAS and is retried). */
 int rx_mutex_unlock(uint64_t addr, uint32_t pid);
 
 /* A loop of n trylock/unlock pairs (no wake), for the benchmark's C baseline: nanoseconds. */

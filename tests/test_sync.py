@@ -103,7 +103,9 @@ with rx.Vmo(4096) as vmo, vmo.map() as m:
 
 def test_objects_check_alignment_bounds_and_ownership(rxd: Rxd) -> None:
     rxd.run("""
+import os
 import rxkernel.client as rx
+from rxkernel.native import lib
 with rx.Vmo(4096) as vmo, vmo.map() as m:
     for cls, off in ((rx.Mutex, 2), (rx.Mutex, 4092), (rx.Barrier, 4088), (rx.Event, -4)):
         try:
@@ -113,7 +115,7 @@ with rx.Vmo(4096) as vmo, vmo.map() as m:
         else:
             raise AssertionError((cls, off))
     assert rx.Mutex.SIZE == rx.Semaphore.SIZE == rx.Event.SIZE == 8 and rx.Condition.SIZE == 12
-    assert rx.Barrier.SIZE == 16
+    assert rx.Barrier.SIZE == 12
     rx.Mutex(m, 4088)
     mutex = rx.Mutex.create(m, 0)
     try:
@@ -129,6 +131,49 @@ with rx.Vmo(4096) as vmo, vmo.map() as m:
         pass
     else:
         raise AssertionError("Condition.wait without the mutex")
+    for call in (cond.notify, cond.notify_all):
+        try:
+            call()
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError(f"{call.__name__} without the mutex")
+    # threading.Lock's argument rules, checked even when the lock is free (the C fast path hands
+    # any call with arguments to the Python one)
+    for kwargs in ({"timeout": -2}, {"timeout": -0.5}, {"blocking": False, "timeout": 1}, {"blocking": False, "timeout": 0}):
+        try:
+            mutex.acquire(**kwargs)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(kwargs)
+    assert not mutex.locked()
+    assert mutex.acquire(False, -1) and not mutex.acquire(timeout=0) and not mutex.acquire(False)
+    assert lib.rx_atomic_load(mutex.addr) == os.getpid(), "no WAITERS bit left"
+    mutex.release()
+    sem = rx.Semaphore.create(m, 64, 0)
+    for n in (0, -1, (1 << 31) + 1):
+        try:
+            sem.release(n)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(n)
+    sem.release(1 << 31)
+    sem.release((1 << 31) - 1)
+    try:
+        sem.release(1)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("the value wrapped past 2**32-1")
+    assert sem.value == 0xFFFFFFFF
+    try:
+        rx.Barrier.create(m, 128, 65536)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("parties beyond the 16-bit count")
 """)
 
 
@@ -149,6 +194,11 @@ def test_futex_word_layout_matches_proto() -> None:
     assert word[0] == 77 | p.RX_FUTEX_OWNER_DIED | p.RX_FUTEX_WAITERS
     assert lib.rx_mutex_trylock(addr, 78, 0) == word[0]
     assert lib.rx_mutex_unlock(addr, 78) == -1 and lib.rx_mutex_unlock(addr, 77) == 1 and word[0] == 0
+    # a second release by 77 (another of its threads) after 78 took the lock leaves 78's lock alone
+    assert lib.rx_mutex_trylock(addr, 78, 0) == 0
+    assert lib.rx_mutex_unlock(addr, 77) == -1 and word[0] == 78
+    word[0] = 78 | p.RX_FUTEX_WAITERS
+    assert lib.rx_mutex_unlock(addr, 78) == 1 and word[0] == 0
 
 
 HAMMER = HEADER + """
@@ -369,7 +419,7 @@ def test_event_across_processes_with_timeout(rxd: Rxd) -> None:
     rxd.wait_for(lambda: _u32(rxd, vmo, 4) == 3, "three sleepers on the event")
     rxd.run(HEADER + "rx.Event(m, 0).set()", _token(rxd, vmo))
     assert all(out.startswith("set") for out in _finish(procs))
-    assert _u32(rxd, vmo, 0) == 1 and _u32(rxd, vmo, 4) == 0
+    assert _u32(rxd, vmo, 0) == 0b11 and _u32(rxd, vmo, 4) == 0, "set (bit 0), once (generation 1)"
 
 
 BARRIER_WORKER = HEADER + """
@@ -398,7 +448,8 @@ def test_barrier_several_processes_and_generations(rxd: Rxd) -> None:
     outs = [[int(x) for x in out.split()] for out in _finish(procs)]
     for r in range(rounds):
         assert sorted(o[r] for o in outs) == list(range(parties)), r
-    assert _u32(rxd, vmo, 0) == rounds and _u32(rxd, vmo, 4) == 0 and _u32(rxd, vmo, 12) == 0
+    assert _u32(rxd, vmo, 0) == rounds << 16, "generation in bits 16-31, no arrivals counted"
+    assert _u32(rxd, vmo, 8) == 0, "no sleepers"
 
 
 def test_objects_meet_through_different_windows_of_one_vmo(rxd: Rxd) -> None:
@@ -438,3 +489,234 @@ assert not lock.acquire(blocking=False)
     holder.kill()
     holder.wait(30)
     assert os.path.exists(rxd.socket)
+
+
+# -- regressions (from review repros) ---------------------------------------------------------------
+
+
+def _wait_exit(p: subprocess.Popen[str], timeout: float) -> tuple[str, str] | None:
+    """The (stdout, stderr) of p if it ends within `timeout`, else kill it and return None."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        return None
+
+
+def _init(rxd: Rxd, vmo: int, code: str) -> None:
+    rxd.run(HEADER + code, _token(rxd, vmo))
+
+
+COND_WAITER = HEADER + """
+lock = rx.Mutex(m, 0)
+cond = rx.Condition(m, 8, lock)
+ready()
+with lock:
+    cond.wait()
+    print("woke", lock.owner_died, flush=True)
+"""
+
+
+def test_requeued_condition_waiter_survives_notifier_death(rxd: Rxd) -> None:
+    """notify_all names itself as the mutex owner in the requeue, so the moved waiter waits robustly:
+    when the notifier dies holding the mutex, rxd hands the mutex to the waiter with OWNER_DIED."""
+    vmo = _vmo(rxd)
+    _init(rxd, vmo, "l = rx.Mutex.create(m, 0); rx.Condition.create(m, 8, l)")
+    waiter = rxd.spawn(COND_WAITER, _token(rxd, vmo))
+    _start([waiter])
+    rxd.wait_for(lambda: _u32(rxd, vmo, 16) == 1, "the waiter asleep on the condition")
+    time.sleep(0.1)
+    notifier = rxd.spawn(HEADER + """
+lock = rx.Mutex(m, 0)
+cond = rx.Condition(m, 8, lock)
+lock.acquire()
+cond.notify_all()          # requeues the sleeper onto the mutex word
+os.kill(os.getpid(), 9)    # dies holding the mutex
+""", _token(rxd, vmo))
+    notifier.wait(30)
+    out = _wait_exit(waiter, 15)
+    assert out is not None, f"requeued waiter stranded; word={_u32(rxd, vmo, 0):#x} sleepers={_u32(rxd, vmo, 4)}"
+    assert out[0].split()[-2:] == ["woke", "True"], out
+    assert _u32(rxd, vmo, 0) == 0 and _u32(rxd, vmo, 4) == 0
+
+
+def test_barrier_late_arrival_waits_for_its_own_generation(rxd: Rxd) -> None:
+    """An arrival delayed between reading the barrier word and counting itself (preemption; held
+    here inside its CAS until generation 0 completes without it) is counted in generation 1 and
+    waits for a second party there, instead of passing alone."""
+    vmo = _vmo(rxd)
+    _init(rxd, vmo, "rx.Barrier.create(m, 0, 2)")
+    slow = rxd.spawn(HEADER + """
+from rxkernel.client import _sync
+real = _sync.lib
+b = rx.Barrier(m, 0)
+class Slow:
+    held = False
+    def __getattr__(self, name):
+        return getattr(real, name)
+    def rx_atomic_cas(self, addr, expected, desired):
+        if addr == b.addr and not self.held:   # preempted between the load and the CAS
+            self.held = True
+            u64(64)[0] = 1
+            while real.rx_atomic_load(b.addr) >> 16 == 0:
+                time.sleep(0.01)
+        return real.rx_atomic_cas(addr, expected, desired)
+_sync.lib = Slow()
+ready()
+idx = b.wait()
+print("passed", idx, b.generation, flush=True)
+""", _token(rxd, vmo))
+    _start([slow])
+    rxd.wait_for(lambda: _u64(rxd, vmo, 64) == 1, "the slow arrival held between its load and its CAS")
+    pair = [rxd.spawn(HEADER + "ready(); rx.Barrier(m, 0).wait()", _token(rxd, vmo)) for _ in range(2)]
+    _start(pair)
+    for p in pair:
+        assert _wait_exit(p, 30) is not None
+    try:
+        early = slow.communicate(timeout=1.5)
+    except subprocess.TimeoutExpired:
+        pass
+    else:
+        raise AssertionError(f"the late arrival passed generation 1 alone: {early}")
+    assert _u32(rxd, vmo, 0) == 1 << 16 | 1, f"generation 1 with one arrival: {_u32(rxd, vmo, 0):#x}"
+    _init(rxd, vmo, "assert rx.Barrier(m, 0).wait() == 1")
+    out = _wait_exit(slow, 30)
+    assert out is not None and out[0].split() == ["passed", "0", "2"], out
+
+
+def test_keyboard_interrupt_in_condition_wait(rxd: Rxd) -> None:
+    """Ctrl-C in Condition.wait: the waiter leaves the count and re-acquires the mutex before the
+    KeyboardInterrupt propagates (so `with lock:` releases it, no RuntimeError)."""
+    vmo = _vmo(rxd)
+    _init(rxd, vmo, "l = rx.Mutex.create(m, 0); rx.Condition.create(m, 8, l)")
+    p = rxd.spawn(HEADER + """
+lock = rx.Mutex(m, 0)
+cond = rx.Condition(m, 8, lock)
+ready()
+try:
+    with lock:
+        try:
+            cond.wait()
+        finally:
+            print("held" if lock.owner_pid == os.getpid() else "not-held", flush=True)
+except BaseException as e:
+    print(type(e).__name__, struct.unpack_from("<III", m.view, 8)[1] & 0xFFFF, lock.locked(), flush=True)
+""", _token(rxd, vmo))
+    _start([p])
+    rxd.wait_for(lambda: _u32(rxd, vmo, 16) == 1, "asleep on the condition")
+    p.send_signal(signal.SIGINT)
+    out = _wait_exit(p, 20)
+    assert out is not None and out[0].split() == ["held", "KeyboardInterrupt", "0", "False"], out
+    _init(rxd, vmo, "l = rx.Mutex(m, 0); c = rx.Condition(m, 8, l)\nwith l: c.notify_all()")
+    assert (_u32(rxd, vmo, 12) & 0xFFFF, _u32(rxd, vmo, 16), _u32(rxd, vmo, 4)) == (0, 0, 0), "no count leaked"
+
+
+def test_event_pulse_wakes_sleeper(rxd: Rxd) -> None:
+    """set(); clear() while a waiter sleeps: its wait() returns True (threading.Event)."""
+    vmo = _vmo(rxd)
+    _init(rxd, vmo, "rx.Event.create(m, 0)")
+    w = rxd.spawn(HEADER + "ready(); e = rx.Event(m, 0); print(e.wait(10), e.is_set(), flush=True)", _token(rxd, vmo))
+    _start([w])
+    rxd.wait_for(lambda: _u32(rxd, vmo, 4) == 1, "asleep on the event")
+    _init(rxd, vmo, "e = rx.Event(m, 0); e.set(); e.clear()")
+    out = _wait_exit(w, 20)
+    assert out is not None and out[0].split() == ["True", "False"], out
+    assert _u32(rxd, vmo, 0) == 0b10, "clear, generation 1"
+
+
+QUITTER = HEADER + """
+from rxkernel.client import _sync
+real = _sync._wait
+def interrupted(*a, **k):
+    real(*a, **k)
+    raise KeyboardInterrupt   # a Ctrl-C arriving right after the wake
+_sync._wait = interrupted
+obj = rx.Mutex(m, 0) if sys.argv[2] == "mutex" else rx.Semaphore(m, 0)
+go()
+try:
+    obj.acquire()
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+sys.stdin.readline()       # stays alive: rxd's clean-up of a dead waiter must not be what saves the other
+"""
+
+
+def _abandoned_wake(rxd: Rxd, kind: str, init: str, release: str) -> None:
+    """Two sleepers on a Mutex/Semaphore; the release wakes one, which leaves without the lock or
+    unit (KeyboardInterrupt just after the wake). Every process stays alive until the end: rxd's
+    clean-up after a death wakes a sleeper on a free robust word and would hide the bug."""
+    vmo = _vmo(rxd)
+    _init(rxd, vmo, init)
+    releaser = rxd.spawn(HEADER + release + "\nsys.stdin.readline()", _token(rxd, vmo))
+    _start([releaser])  # set up (holds the mutex): waits for its go
+    quitter = rxd.spawn(QUITTER, _token(rxd, vmo), kind)
+    _start([quitter])
+    rxd.wait_for(lambda: _u32(rxd, vmo, 4) == 1, "first sleeper")
+    sleeper = rxd.spawn(HEADER + f"""
+obj = rx.Mutex(m, 0) if {kind!r} == "mutex" else rx.Semaphore(m, 0)
+ready()
+obj.acquire()
+print("got it", flush=True)
+""", _token(rxd, vmo))
+    _start([sleeper])
+    rxd.wait_for(lambda: _u32(rxd, vmo, 4) == 2, "second sleeper")
+    time.sleep(0.1)
+    assert releaser.stdin is not None
+    releaser.stdin.write("go\n")
+    releaser.stdin.flush()
+    assert quitter.stdout is not None and quitter.stdout.readline().strip() == "interrupted"
+    out = _wait_exit(sleeper, 10)
+    for p in (releaser, quitter):
+        assert p.stdin is not None
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert _wait_exit(p, 20) is not None
+    assert out is not None, f"second sleeper stranded; word={_u32(rxd, vmo, 0):#x} sleepers={_u32(rxd, vmo, 4)}"
+    assert out[0].split() == ["got", "it"], out
+
+
+def test_mutex_sleeper_leaving_after_a_wake_passes_it_on(rxd: Rxd) -> None:
+    # The holder's release wakes one sleeper and clears WAITERS; the holder then takes and drops
+    # the lock by the fast path (no wake): only the quitter passing its wake on reaches the other.
+    _abandoned_wake(rxd, "mutex", "rx.Mutex.create(m, 0)", """
+lock = rx.Mutex(m, 0)
+lock.acquire()
+go()
+sys.stdin.readline()
+lock.release()
+for _ in range(100):
+    with lock:
+        pass
+""")
+
+
+def test_semaphore_sleeper_leaving_after_a_wake_passes_it_on(rxd: Rxd) -> None:
+    _abandoned_wake(rxd, "semaphore", "rx.Semaphore.create(m, 0, 0)", "go()\nsys.stdin.readline()\nrx.Semaphore(m, 0).release(1)")
+
+
+def test_acquire_timeout_minus_one_blocks_and_timeout_0_leaves_no_waiters_bit(rxd: Rxd) -> None:
+    rxd.run("""
+import threading, time
+import rxkernel.client as rx
+from rxkernel.native import lib
+with rx.Vmo(4096) as vmo, vmo.map() as m:
+    lock = rx.Mutex.create(m, 0)
+    lock.acquire()
+    res = {}
+    def other():   # a second thread of the owning process: it must block, not think it owns the lock
+        t0 = time.monotonic()
+        res["t0"] = lock.acquire(timeout=0)
+        res["word_after_t0"] = lib.rx_atomic_load(lock.addr)
+        res["m1"] = lock.acquire(timeout=-1)
+        res["dt"] = time.monotonic() - t0
+        lock.release()
+    t = threading.Thread(target=other)
+    t.start()
+    time.sleep(0.5)
+    lock.release()
+    t.join(30)
+    assert res["t0"] is False and res["word_after_t0"] == __import__("os").getpid(), res
+    assert res["m1"] is True and res["dt"] > 0.4, res
+    assert lib.rx_atomic_load(lock.addr) == 0 and not lock.locked()
+""")

@@ -3,7 +3,8 @@
  * Through cffi an uncontended acquire+release cost ~585 ns (two Python frames and two cffi calls),
  * 7.7x multiprocessing.Lock's. Here acquire() and release() are C methods: one CAS each when the
  * lock is free / held by this process with no flags, and only otherwise a call into the Python
- * subclass's _acquire_slow(*args, **kwargs) / _release_slow(), which speak the robust futex
+ * subclass's _acquire_slow(*args, **kwargs) / _release_slow() (acquire with any arguments too, so
+ * they are checked in one place), which speak the robust futex
  * protocol (rxkernel.client._sync.Mutex). The word: owner pid in bits 0-29, OWNER_DIED (30),
  * WAITERS (31); the fast paths only ever move it between 0 and exactly this process's pid, so any
  * flag sends the caller down the slow path, where the protocol lives in one place.
@@ -50,7 +51,9 @@ static PyObject *call_slow(PyObject *self, PyObject *name, PyObject *const *args
 /* The word may not be mapped yet: the CAS then faults into rx's SIGSEGV trap, which pages it in
  * (or ends the process, like any wild access) and the instruction retries. */
 static PyObject *lockword_acquire(LockWord *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    if (self->word != NULL) {
+    /* Only a bare acquire() (or `with`) is taken here: arguments go to the slow path, which
+     * checks them (threading.Lock's ValueErrors) before trying the same CAS. */
+    if (self->word != NULL && nargs == 0 && kwnames == NULL) {
         uint32_t expected = 0;
         if (__atomic_compare_exchange_n(self->word, &expected, current_pid, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
             Py_RETURN_TRUE;
@@ -78,7 +81,7 @@ static PyObject *lockword_exit(LockWord *self, PyObject *const *Py_UNUSED(args),
 static PyMethodDef lockword_methods[] = {
     {"_bind", (PyCFunction)lockword_bind, METH_O, "Point the fast paths at the lock word's address."},
     {"acquire", (PyCFunction)(void (*)(void))lockword_acquire, METH_FASTCALL | METH_KEYWORDS,
-     "acquire(blocking=True, timeout=None) -> bool: one CAS when free, else self._acquire_slow(...)."},
+     "acquire(blocking=True, timeout=-1) -> bool: without arguments one CAS when free; else self._acquire_slow(...)."},
     {"release", (PyCFunction)lockword_release, METH_NOARGS,
      "release(): one CAS when held by this process with no flags set, else self._release_slow()."},
     {"__enter__", (PyCFunction)lockword_enter, METH_NOARGS, NULL},
