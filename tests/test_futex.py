@@ -58,6 +58,14 @@ def _waiters(rxd: Rxd, n: int) -> None:
     rxd.wait_for(lambda: rxd.kmem()["futex_waiters"] == n, f"{n} futex waiters")
 
 
+def _holder(rxd: Rxd, token: str, word: str) -> subprocess.Popen[str]:
+    """A process that puts `word` (an expression: its own pid, say) at offset 0 and stays alive."""
+    owner = rxd.spawn(HEADER + f"put(0, {word})\nprint('holding', flush=True)\ntime.sleep(600)", token)
+    _base(owner)
+    assert owner.stdout is not None and owner.stdout.readline().strip() == "holding"
+    return owner
+
+
 def _finish(p: subprocess.Popen[str]) -> list[str]:
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
@@ -214,9 +222,7 @@ print(status(rx.rx_futex_wait, base, word(0), time.monotonic_ns() + 10**8, owner
 
 def test_owner_death_wakes_a_waiter_and_marks_the_word(rxd: Rxd) -> None:
     _, tokens = _vmo(rxd)
-    owner = rxd.spawn(HEADER + "put(0, os.getpid())\nprint('holding', flush=True)\ntime.sleep(600)", tokens[0])
-    _base(owner)
-    assert owner.stdout is not None and owner.stdout.readline().strip() == "holding"
+    owner = _holder(rxd, tokens[0], "os.getpid()")
     waiter = rxd.spawn(
         HEADER + f"""
 v = word(0) | {RX_FUTEX_WAITERS}
@@ -296,9 +302,7 @@ def test_a_plain_word_equal_to_a_dying_pid_is_left_alone(rxd: Rxd) -> None:
 
 def test_owner_death_after_a_snapshot_still_hands_the_word_over(rxd: Rxd) -> None:
     vmo, tokens = _vmo(rxd)
-    owner = rxd.spawn(HEADER + "put(0, os.getpid() | (1 << 31))\nprint('holding', flush=True)\ntime.sleep(600)", tokens[0])
-    _base(owner)
-    assert owner.stdout is not None and owner.stdout.readline().strip() == "holding"
+    owner = _holder(rxd, tokens[0], "os.getpid() | (1 << 31)")
     waiter = rxd.spawn(
         HEADER + f"""
 v = word(0)
