@@ -1,9 +1,12 @@
 """Process-wide client state: the default connection and the local record of rx mappings.
 
-The C side keeps what the fault handler needs (address ranges, and the store fds rxd sends to the
-control thread, which owns them); this side keeps what Python needs: each range's permissions (for
-prefaulting and views). Both are reset in a fork child, which is a new rx process with no mappings
-(DESIGN.md §4) unless rx.fork() gives it copy-on-write clones of them.
+Three records of what is mapped where, each with only what its owner needs: the C trap keeps
+address ranges (the signal handler may touch nothing else) and the store fds rxd sends to the
+control thread, which owns them; this side keeps each range's permissions (for prefaulting and
+views); rxd keeps the VMO, offset and rights. This record and rxd's are cut by one routine,
+proto's RangeList.cut, so an unmap or protect splits them at the same addresses. Both client
+records are reset in a fork child, which is a new rx process with no mappings (ARCHITECTURE.md
+"Fork") unless rx.fork() gives it copy-on-write clones of them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import threading
 
 from rxkernel.native import lib
+from rxkernel.proto import RangeList
 
 from ._connection import RxConnection
 
@@ -27,12 +31,17 @@ class LocalMapping:
     def end(self) -> int:
         return self.base + self.length
 
+    def split_at(self, at: int) -> LocalMapping:
+        upper = LocalMapping(at, self.end - at, self.perms)
+        self.length = at - self.base
+        return upper
+
 
 class ClientProcess:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.connection: RxConnection | None = None
-        self.mappings: list[LocalMapping] = []
+        self.mappings: RangeList[LocalMapping] = RangeList()
 
     def connect(self, path: str | None = None) -> RxConnection:
         with self.lock:
@@ -43,21 +52,12 @@ class ClientProcess:
             return self.connection
 
     def find(self, addr: int, length: int) -> list[LocalMapping]:
-        return [m for m in self.mappings if m.base < addr + length and addr < m.end]
+        """Records overlapping [addr, addr+length), in address order."""
+        return self.mappings.overlapping(addr, addr + length)
 
     def cut(self, addr: int, length: int) -> list[LocalMapping]:
         """Split local records so none crosses addr or addr+length; the ones inside, in order."""
-        out = []
-        for m in sorted(self.find(addr, length), key=lambda m: m.base):
-            for at in (addr, addr + length):
-                if m.base < at < m.end:
-                    upper = LocalMapping(at, m.end - at, m.perms)
-                    m.length = at - m.base
-                    self.mappings.append(upper)
-                    if at == addr:
-                        m = upper
-            out.append(m)
-        return out
+        return self.mappings.cut(addr, addr + length)
 
     def forget_mappings(self) -> None:
         """Drop every rx mapping locally (the connection that owned them is gone, and with it

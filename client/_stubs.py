@@ -176,7 +176,8 @@ def rx_vmar_map(vmo: int, vmo_offset: int, length: int, perms: int, options: int
                 raise
             if lib.rx_map_register(addr, length) < 0:
                 _undo_map(conn, addr, length, "too many separate rx mappings")
-        PROCESS.mappings.append(LocalMapping(addr, length, perms))
+        added = PROCESS.mappings.insert(LocalMapping(addr, length, perms))
+        assert added, f"{addr:#x}+{length:#x} overlaps a local record"  # the reservation is new, or was cut free above
         lib.rx_trap_install()
     if options & RX_VM_MAP_RANGE:
         lib.rx_touch(addr, length, 1 if perms & RX_VM_PERM_WRITE else 0)

@@ -1,4 +1,4 @@
-"""rxkernel.proto: the sans-IO wire protocol. No sockets, no trio (DESIGN.md §7).
+"""rxkernel.proto: the sans-IO wire protocol. No sockets, no trio (ARCHITECTURE.md "Layers", WIRE.md).
 
 The public surface is re-exported here explicitly from private modules; see WIRE.md for the bytes.
 """
@@ -57,6 +57,7 @@ from ._constants import (
     CHANNEL_CONTROL as CHANNEL_CONTROL,
     CHANNEL_THREAD as CHANNEL_THREAD,
     SESSION_TOKEN_BYTES as SESSION_TOKEN_BYTES,
+    FAULT_MAX_OPS as FAULT_MAX_OPS,
     MAX_FRAME_BYTES as MAX_FRAME_BYTES,
     RX_MAX_IO as RX_MAX_IO,
     RX_VMO_MAX_SIZE as RX_VMO_MAX_SIZE,
@@ -178,4 +179,8 @@ from ._connection import (
 )
 from ._paths import (
     default_socket_path as default_socket_path,
+)
+from ._ranges import (
+    Ranged as Ranged,
+    RangeList as RangeList,
 )

@@ -16,6 +16,9 @@ CHANNEL_THREAD = 3  # per client thread: calls that may block (futex waits) with
 
 SESSION_TOKEN_BYTES = 16
 
+# The most ops one fault reply carries (the client's C handler has room for no more).
+FAULT_MAX_OPS = 64
+
 # The largest frame either side accepts on the main channel; vmo_read/vmo_write move at most
 # RX_MAX_IO bytes per call, so a frame stays well under this.
 MAX_FRAME_BYTES = 8 << 20
