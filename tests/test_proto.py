@@ -209,7 +209,7 @@ def test_rights_only_shrink() -> None:
 
 
 def test_every_syscall_has_a_server_handler_and_a_client_stub() -> None:
-    from rxkernel.server._syscalls import HANDLERS
+    from rxkernel.server.syscalls import HANDLERS
 
     assert set(HANDLERS) == set(p.BY_NAME)
     for call in p.SYSCALLS:

@@ -19,7 +19,8 @@ Invariants (hold whenever the tree's lock is free):
   page i resolves to can find and invalidate it;
 - an uncommitted page of any store is a hole (reads as zero).
 
-Lock order: tree.lock → (awaiting acks). Nothing else is held across an await.
+Lock order: tree.lock → (awaiting acks). Nothing else is held across an await; see
+ARCHITECTURE.md "Locks" for the whole order.
 """
 
 from __future__ import annotations
@@ -30,64 +31,32 @@ from typing import TYPE_CHECKING
 
 from rxkernel.proto import PAGE_SHIFT
 
-from ._coherence import coalesce
+from ..base import FastLock
 from ._pagemap import PageMap
 from ._pagestore import PageStore
-from ._stream import FastLock
+from ._runs import Runs, coalesce, merge_runs, subtract_runs
+from ._shootdown import Targets
 
 if TYPE_CHECKING:
-    from ._kernel import Kernel
+    from ._context import VmContext
+    from ._mapper import Mapper
     from ._mapping import Mapping
-    from ._process import Process
     from ._vmo import Vmo
 
-Runs = list[tuple[int, int]]
-Targets = dict["Process", list[tuple[int, ...]]]
 # A resolved run: node pages [start, end) live in `owner`'s store from owner_start on (owner None:
 # they read as zero).
 Resolved = tuple[int, int, "CowPages | None", int]
 
 
 class CowTree:
-    """What every node of one tree shares: the lock that makes tree changes atomic."""
+    """What every node of one tree shares: the lock that makes tree changes atomic, and the VM
+    context (memory, coherence, deferred collapses) they all answer to."""
 
-    __slots__ = ("lock", "kernel")
+    __slots__ = ("lock", "vm")
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, vm: VmContext) -> None:
         self.lock = FastLock()
-        self.kernel = kernel
-
-
-def merge_runs(runs: Runs) -> Runs:
-    out: list[list[int]] = []
-    for s, e in sorted(runs):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [(s, e) for s, e in out]
-
-
-def subtract_runs(runs: Runs, minus: Runs) -> Runs:
-    """runs − minus, both sorted and merged."""
-    out: Runs = []
-    j = 0
-    for s, e in runs:
-        while j < len(minus) and minus[j][1] <= s:
-            j += 1
-        k, cur = j, s
-        while k < len(minus) and minus[k][0] < e:
-            if minus[k][0] > cur:
-                out.append((cur, minus[k][0]))
-            cur = max(cur, minus[k][1])
-            k += 1
-        if cur < e:
-            out.append((cur, e))
-    return out
-
-
-def set_runs(pagemap: PageMap, start: int, end: int, value: bool = True) -> Runs:
-    return [(s, e) for s, e, v in pagemap.runs(start, end) if v == value]
+        self.vm = vm
 
 
 class CowPages:
@@ -95,9 +64,12 @@ class CowPages:
         "tree", "store", "parent", "parent_offset", "parent_limit", "children", "fronts", "shadowed", "zeroed",
     )
 
+    # Every field is guarded by tree.lock, with one exception written at its definition:
+    # collapse.release_node (a VMO's last reference going, which cannot await) removes what no one
+    # can see without the lock; lock holders re-check what they rely on after each await.
     def __init__(self, tree: CowTree, store: PageStore) -> None:
         self.tree = tree
-        self.store = store
+        self.store = store  # replaced by a snapshot (fresh store) and by a collapse (adopted one)
         self.parent: CowPages | None = None
         self.parent_offset = 0  # pages: my page i is the parent's page i + parent_offset
         self.parent_limit = 0  # pages [0, parent_limit) read through to the parent
@@ -128,8 +100,8 @@ class CowPages:
             return []
         end = min(end, self.parent_limit)
         out: Runs = []
-        for s, e in set_runs(self.store.committed, start, end, False) if start < end else []:
-            out.extend(set_runs(self.zeroed, s, e, False))
+        for s, e in self.store.committed.runs_of(start, end, False) if start < end else []:
+            out.extend(self.zeroed.runs_of(s, e, False))
         return out
 
     def resolve(self, start: int, end: int) -> list[Resolved]:
@@ -180,14 +152,15 @@ class CowPages:
 
     def unseen_committed(self, start: int, end: int) -> Runs:
         """Committed pages of [start, end) no visible node can read: garbage to free."""
-        committed = [] if self.fronts else set_runs(self.store.committed, start, end)
+        committed = [] if self.fronts else self.store.committed.runs_of(start, end)
         if not committed:  # (seen() walks the whole subtree: not for nothing)
             return []
         return subtract_runs(committed, merge_runs([r for s, e in committed for r in self.seen(s, e)]))
 
     def free_unseen(self, start: int = 0, end: int | None = None) -> int:
         """Free every committed page of this hidden node in [start, end) that no one can read.
-        No client maps such a page (only readers of a page ever map it), so no shootdown."""
+        No client maps such a page (only readers of a page ever map it), so no shootdown; that
+        is also why release_node may call it without the tree lock (see there)."""
         if end is None:
             end = self.store.capacity_pages
         freed = 0
@@ -197,7 +170,7 @@ class CowPages:
 
     # -- who maps what ---------------------------------------------------------------------------
 
-    def add_targets(self, targets: dict[Process, list[tuple[int, int]]], runs: Runs, exclude: Mapping | None) -> None:
+    def add_targets(self, targets: dict[Mapper, list[tuple[int, int]]], runs: Runs, exclude: Mapping | None) -> None:
         """Address ranges where mappings of this node's VMOs show node pages `runs`."""
         for vmo in self.fronts:
             vo = vmo.node_offset
@@ -215,16 +188,16 @@ class CowPages:
         node's store — here, and in every descendant reading through — plus (with `own`) this
         node's mappings of its own committed pages there. Returns the targets and the shadow marks
         to clear once they acked. Call it before changing what those pages resolve to."""
-        targets: dict[Process, list[tuple[int, int]]] = {}
+        targets: dict[Mapper, list[tuple[int, int]]] = {}
         marks: list[tuple[CowPages, Runs]] = []
         for s, e in runs:
             for node, lo, hi, _ in self.see_through(s, e):
-                shadow = set_runs(node.shadowed, lo, hi)
+                shadow = node.shadowed.runs_of(lo, hi)
                 if shadow:
                     marks.append((node, shadow))
                 mine = shadow
                 if own and node is self:
-                    mine = merge_runs(shadow + set_runs(node.store.committed, lo, hi))
+                    mine = merge_runs(shadow + node.store.committed.runs_of(lo, hi))
                 node.add_targets(targets, mine, exclude)
         return {p: coalesce(r) for p, r in targets.items()}, marks
 

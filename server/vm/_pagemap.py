@@ -1,4 +1,4 @@
-"""Compact per-page state: one byte per page in sparse 64 KiB chunks (DESIGN.md §9).
+"""Compact per-page state: one byte per page in sparse 64 KiB chunks (ARCHITECTURE.md "Page state").
 
 Linux spends 64 bytes of `struct page` per 4 KiB page; a PageMap spends one byte per page, and only
 for the 256 MiB stretches of a VMO where any page was ever set. Runs are found with bytearray.find
@@ -8,6 +8,8 @@ for the 256 MiB stretches of a VMO where any page was ever set. Runs are found w
 from __future__ import annotations
 
 from collections.abc import Iterator
+
+from ._runs import Runs
 
 CHUNK_SHIFT = 16
 CHUNK_PAGES = 1 << CHUNK_SHIFT
@@ -92,10 +94,6 @@ class PageMap:
         if run_value is not None:
             yield run_start, end, run_value
 
-    def set_pages(self) -> Iterator[tuple[int, int]]:
-        """Every run of set pages, in order (for tear-down and stats)."""
-        for index in sorted(self._chunks):
-            base = index << CHUNK_SHIFT
-            for s, e, v in self.runs(base, base + CHUNK_PAGES):
-                if v:
-                    yield s, e
+    def runs_of(self, start: int, end: int, value: bool = True) -> Runs:
+        """The runs of [start, end) that are set (or, with value False, clear)."""
+        return [(s, e) for s, e, v in self.runs(start, end) if v == value]

@@ -1,8 +1,8 @@
-"""Mappings and per-process address spaces (Zircon's VmMapping / VmAddressRegion roles).
+"""A mapping: part of a VMO mapped at an address in one process (Zircon's VmMapping role).
 
 The client reserves address ranges itself (it is its own address space); rxd records what is mapped
-where so it can resolve a fault address and find every mapping of a VMO page when it must take it
-away. Mappings in one address space never overlap (invariant kept by AddressSpace.insert).
+where (AddressSpace, _aspace.py) so it can resolve a fault address and find every mapping of a
+VMO page when it must take it away.
 
 Fault-around policy lives here too, per mapping, because sequential detection is per mapping:
 - a fault right where the last run ended is sequential: the window doubles, up to 2 MiB;
@@ -13,13 +13,12 @@ Fault-around policy lives here too, per mapping, because sequential detection is
 
 from __future__ import annotations
 
-import bisect
 from typing import TYPE_CHECKING
 
 from rxkernel.proto import PAGE_SHIFT, RX_VM_MAP_RANDOM
 
 if TYPE_CHECKING:
-    from ._process import Process
+    from ._mapper import Mapper
     from ._vmo import Vmo
 
 FAULT_AROUND_READ_PAGES = 16
@@ -33,7 +32,7 @@ class Mapping:
     )
 
     def __init__(
-        self, process: Process, base: int, length: int, vmo: Vmo, vmo_offset: int, perms: int, max_perms: int,
+        self, process: Mapper, base: int, length: int, vmo: Vmo, vmo_offset: int, perms: int, max_perms: int,
         options: int, rights: int,
     ) -> None:
         self.process = process
@@ -45,7 +44,8 @@ class Mapping:
         self.max_perms = max_perms  # what the handle allowed at map time; protect cannot exceed it
         self.options = options
         self.rights = rights  # of the handle it was mapped with: rx.fork()'s snapshot gets no more
-        self.alive = True
+        self.alive = True  # False once rxd forgot it (unmapped, replaced, or its process gone)
+        # Fault-around state: guarded by the VMO's tree lock (faults resolve under it).
         self._next_page = -1
         self._window = 0
 
@@ -64,6 +64,19 @@ class Mapping:
     @property
     def end_page(self) -> int:
         return (self.vmo_offset + self.length) >> PAGE_SHIFT
+
+    def split_at(self, at: int) -> Mapping:
+        """Cut this mapping at address `at` (page aligned, inside it); returns the new upper half,
+        which is a mapping of the same VMO in its own right (it holds a reference of its own).
+        Only AddressSpace.cut calls this (proto's RangeList: the one place records are cut)."""
+        upper = Mapping(
+            self.process, at, self.end - at, self.vmo, self.vmo_offset + (at - self.base), self.perms, self.max_perms,
+            self.options, self.rights,
+        )
+        self.length = at - self.base
+        self.vmo.mappings.append(upper)
+        upper.vmo.add_ref()
+        return upper
 
     def addr_of(self, page: int) -> int:
         return self.base + ((page - self.first_page) << PAGE_SHIFT)
@@ -93,61 +106,3 @@ class Mapping:
         end = min(end, end_limit)
         self._window, self._next_page = window, end
         return start, end
-
-
-class AddressSpace:
-    """One process's mappings, sorted by base address."""
-
-    def __init__(self) -> None:
-        self._bases: list[int] = []
-        self._maps: list[Mapping] = []
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(list(self._maps))
-
-    def __len__(self) -> int:
-        return len(self._maps)
-
-    def find(self, addr: int) -> Mapping | None:
-        i = bisect.bisect_right(self._bases, addr) - 1
-        if i >= 0:
-            m = self._maps[i]
-            if addr < m.end:
-                return m
-        return None
-
-    def overlapping(self, start: int, end: int) -> list[Mapping]:
-        i = max(bisect.bisect_right(self._bases, start) - 1, 0)
-        out = []
-        while i < len(self._maps) and self._maps[i].base < end:
-            if self._maps[i].end > start:
-                out.append(self._maps[i])
-            i += 1
-        return out
-
-    def insert(self, m: Mapping) -> bool:
-        """Add `m`; False (and nothing added) when it would overlap an existing mapping."""
-        if self.overlapping(m.base, m.end):
-            return False
-        i = bisect.bisect_left(self._bases, m.base)
-        self._bases.insert(i, m.base)
-        self._maps.insert(i, m)
-        return True
-
-    def remove(self, m: Mapping) -> None:
-        i = bisect.bisect_left(self._bases, m.base)
-        assert self._maps[i] is m
-        del self._bases[i], self._maps[i]
-
-    def split(self, m: Mapping, at: int) -> Mapping:
-        """Cut `m` at address `at` (page aligned, inside it); returns the new upper half."""
-        upper = Mapping(
-            m.process, at, m.end - at, m.vmo, m.vmo_offset + (at - m.base), m.perms, m.max_perms, m.options, m.rights
-        )
-        m.length = at - m.base
-        i = bisect.bisect_left(self._bases, m.base)
-        self._bases.insert(i + 1, upper.base)
-        self._maps.insert(i + 1, upper)
-        m.vmo.mappings.append(upper)
-        upper.vmo.add_ref()
-        return upper

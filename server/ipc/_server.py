@@ -15,7 +15,6 @@ from typing import Any
 
 import structlog
 import trio
-
 from rxkernel.proto import (
     CHANNEL_CONTROL,
     CHANNEL_FAULT,
@@ -26,9 +25,7 @@ from rxkernel.proto import (
     NEED_DATA,
     PAGE_SIZE,
     RX_ERR_ACCESS_DENIED,
-    RX_ERR_INTERNAL,
     RX_ERR_NO_RESOURCES,
-    RX_ERR_NOT_SUPPORTED,
     RX_MAX_IO,
     RX_OK,
     Connection,
@@ -36,25 +33,19 @@ from rxkernel.proto import (
     Hello,
     HelloReply,
     RemoteProtocolError,
-    Reply,
     Request,
     Role,
-    RxError,
-    check_args,
 )
 
-from ._coherence import ControlChannel
-from ._fault import resolve_fault
-from ._kernel import Kernel
-from ._process import Process
+from ..object import Kernel, Process
+from ..vm import resolve_fault
+from ._control import ControlChannel
+from ._dispatch import serve_request
 from ._stream import Stream
-from ._syscalls import HANDLERS, Call
 
 log = structlog.get_logger("rxd")
 
 HELLO_TIMEOUT = 10.0
-# What a thread channel serves; everything else keeps the one-at-a-time order of the main channel.
-THREAD_SYSCALLS = frozenset({"rx_futex_wait", "rx_futex_wake", "rx_futex_requeue"})
 # Thread channels one process may hold open: each is an fd in rxd, and rxd's fds are everyone's.
 MAX_THREAD_CHANNELS = 1024
 _RECV = 1 << 18
@@ -94,7 +85,7 @@ class Server:
         log.info("rxd listening", socket=self.socket_path, memory_bytes=self.kernel.memory.total_pages * PAGE_SIZE)
         try:
             async with trio.open_nursery() as nursery:
-                self.kernel.nursery = nursery
+                self.kernel.serve_in(nursery)
                 nursery.start_soon(self.kernel.vdso.discipline)
                 task_status.started()
                 while True:
@@ -159,31 +150,9 @@ class Server:
                     if event is CLOSED:
                         return
                     assert isinstance(event, Request)
-                    await self._serve_request(sock, conn, process, event)
+                    await serve_request(self.kernel, sock, conn, process, event)
         finally:
             process.teardown("disconnected")
-
-    async def _serve_request(self, sock: Stream, conn: Connection, process: Process, req: Request, thread: bool = False) -> None:
-        process.syscalls += 1
-        call = Call(self.kernel, process, sock)
-        try:
-            syscall = check_args(req.number, list(req.args))
-            if thread and syscall.name not in THREAD_SYSCALLS:
-                raise RxError(RX_ERR_NOT_SUPPORTED, f"{syscall.name} is served on the main channel only")
-            result = await HANDLERS[syscall.name](call, *req.args)
-            reply = Reply(req.id, RX_OK, result)
-        except RxError as e:
-            reply = Reply(req.id, e.status, (e.message,))
-        except trio.BrokenResourceError:
-            raise  # the client's channel broke while the call waited (a futex wait): drop it
-        except Exception:
-            log.exception("syscall failed inside rxd", number=req.number, pid=process.pid)
-            reply = Reply(req.id, RX_ERR_INTERNAL, ("internal error in rxd (logged)",))
-        try:
-            await sock.send_all(conn.send(reply), call.fds)
-        finally:
-            for fd in call.close_after:
-                os.close(fd)
 
     async def _side_channel(self, sock: Stream, conn: Connection, hello: Hello, pid: int) -> None:
         assert hello.token is not None
@@ -228,7 +197,7 @@ class Server:
             if event is CLOSED:
                 return
             assert isinstance(event, Request)
-            await self._serve_request(sock, conn, process, event, thread=True)
+            await serve_request(self.kernel, sock, conn, process, event, thread=True)
 
     async def _fault_channel(self, sock: Stream, conn: Connection, process: Process) -> None:
         while True:
@@ -246,6 +215,3 @@ async def _next_event(sock: Stream, conn: Connection) -> Any:
         if event is not NEED_DATA:
             return event
         conn.receive_data(await sock.recv(_RECV))
-
-
-

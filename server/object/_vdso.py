@@ -17,7 +17,6 @@ import os
 
 import structlog
 import trio
-
 from rxkernel.native import VDSO_IMAGE, ffi, lib
 from rxkernel.proto import PAGE_SIZE, RX_ERR_BAD_STATE, SYSCALLS, RxError
 
@@ -91,9 +90,6 @@ class Vdso:
     def monotonic_ns(self) -> int:
         """rx monotonic time: what every client's rx_clock_get_monotonic() says (futex deadlines)."""
         return int(lib.rxv_clock_get_monotonic())
-
-    def realtime_ns(self) -> int:
-        return int(lib.rxv_clock_get_realtime())
 
     def set_realtime_offset(self, offset_ns: int) -> None:
         lib.rx_vvar_set_realtime_offset(self._vvar, offset_ns)

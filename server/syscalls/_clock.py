@@ -1,15 +1,14 @@
 """rx_clock_adjust_realtime: the one clock syscall; reading the clocks needs no syscall at all
-(the vDSO reads the vvar page, server/_vdso.py)."""
+(the vDSO reads the vvar page, object/_vdso.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import structlog
-
 from rxkernel.proto import RX_ERR_WRONG_TYPE, RxError
 
-from ._syscalls import Call, syscall
+from ._table import Call, syscall
 
 log = structlog.get_logger("rxd.clock")
 

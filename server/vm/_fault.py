@@ -1,4 +1,5 @@
-"""Fault resolution: what a client's SIGSEGV handler gets back (DESIGN.md §4, WIRE.md).
+"""Where a fault is resolved: what a client's SIGSEGV handler gets back (ARCHITECTURE.md "The
+fault path", proto/WIRE.md).
 
 Semantics: a read of a page nobody wrote maps the host zero page and commits nothing; a read of a
 page a clone shares with an ancestor maps the ancestor's page read-only (no copy, no memory); a
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from rxkernel.proto import (
     CONTROL_INVALIDATE,
+    FAULT_MAX_OPS,
     FAULT_OP_STORE,
     FAULT_OP_ZERO,
     PAGE_SHIFT,
@@ -30,15 +32,16 @@ from rxkernel.proto import (
     RxError,
 )
 
-from ._coherence import send_stores, shootdown
+from ..base import requires_lock
+from ._storefds import send_stores
 
 if TYPE_CHECKING:
     from ._cowpages import Resolved
+    from ._mapper import Mapper
     from ._mapping import Mapping
-    from ._process import Process
     from ._vmo import Vmo
 
-MAX_OPS = 64
+MAX_OPS = FAULT_MAX_OPS  # ops per reply: what the client's C handler accepts (WIRE.md)
 _PROT_READ, _PROT_WRITE = 1, 2
 
 
@@ -46,7 +49,7 @@ def _prot(perms: int) -> int:
     return (_PROT_READ if perms & RX_VM_PERM_READ else 0) | (_PROT_WRITE if perms & RX_VM_PERM_WRITE else 0)
 
 
-async def resolve_fault(process: Process, seq: int, addr: int, write: bool) -> FaultReply:
+async def resolve_fault(process: Mapper, seq: int, addr: int, write: bool) -> FaultReply:
     while True:
         m = process.aspace.find(addr)
         if m is None or not process.alive:
@@ -64,7 +67,8 @@ async def resolve_fault(process: Process, seq: int, addr: int, write: bool) -> F
         # The mapping changed under us: start over with whatever maps addr now.
 
 
-async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, write: bool) -> FaultReply | None:
+@requires_lock(lambda process, m, *_: m.vmo.lock)
+async def _resolve_locked(process: Mapper, m: Mapping, seq: int, addr: int, write: bool) -> FaultReply | None:
     """The reply for a fault in `m`, or None when `m` stopped mapping `addr` while we awaited
     acks (the caller starts over)."""
 
@@ -73,7 +77,9 @@ async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, wri
 
     if not m.perms & RX_VM_PERM_READ or (write and not m.perms & RX_VM_PERM_WRITE):
         return refuse(RX_ERR_ACCESS_DENIED)
-    vmo, memory = m.vmo, process.kernel.memory
+    vmo = m.vmo
+    vm = vmo.vm
+    memory = vm.memory
     node, off = vmo.node, vmo.node_offset
     page = m.page_of(addr)
     if page >= vmo.size_pages:
@@ -94,7 +100,7 @@ async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, wri
         for _, _, owner, _ in resolved:
             if owner is not None:
                 needs[owner.store] = needs.get(owner.store, False) or (owner is node and bool(m.perms & RX_VM_PERM_WRITE))
-    if not await send_stores(process, needs):
+    if not await send_stores(vm.coherence, process, needs):
         return refuse(RX_ERR_NO_RESOURCES)
     if write:
         # The commit stopped tracking what this window showed in m (zero pages, an ancestor's
@@ -103,12 +109,12 @@ async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, wri
         # window m had mapped away.
         window = (m.addr_of(start), m.addr_of(end))
         if not process.alive or process.aspace.find(addr) is not m:
-            await shootdown({process: [(window[0], window[1] - window[0])]}, CONTROL_INVALIDATE)
+            await vm.coherence.shootdown({process: [(window[0], window[1] - window[0])]}, CONTROL_INVALIDATE)
             return None  # what we committed stays committed; the retry maps it
         start, end = max(start, m.first_page), min(end, m.end_page)
         left_out: list[tuple[int, ...]] = [(lo, hi - lo) for lo, hi in ((window[0], m.addr_of(start)), (m.addr_of(end), window[1])) if lo < hi]
         if left_out:
-            await shootdown({process: left_out}, CONTROL_INVALIDATE)
+            await vm.coherence.shootdown({process: left_out}, CONTROL_INVALIDATE)
             if not process.alive or process.aspace.find(addr) is not m:
                 return None
     elif not process.alive or process.aspace.find(addr) is not m:
@@ -142,12 +148,12 @@ async def _resolve_locked(process: Process, m: Mapping, seq: int, addr: int, wri
     return FaultReply(seq, 0, process.inval_seq, tuple(ops))
 
 
-async def _commit(process: Process, vmo: Vmo, m: Mapping, start: int, end: int) -> int:
+async def _commit(process: Mapper, vmo: Vmo, m: Mapping, start: int, end: int) -> int:
     try:
         _, copied = await vmo.commit_locked(start, end, exclude=m)
     except RxError as e:
         return e.status
     if copied:
-        process.kernel.memory.counters.cow_faults += 1
+        vmo.vm.memory.counters.cow_faults += 1
         process.cow_faults += 1
     return 0

@@ -1,7 +1,11 @@
-"""The physical-memory budget (`rxd --memory`) and the system-wide counters behind KMEM stats.
+"""Physical memory: the budget (`rxd --memory`), the committed-page count, the system counters.
 
-Only this object changes the committed-page count, so the budget check and the count cannot drift
-apart. It allocates nothing itself: page stores ask it for permission, then commit.
+Zircon's PmmNode role: it only counts and allows, and knows nothing of stores, mappings or
+processes. Only this object changes the committed-page count, so the budget check and the count
+cannot drift apart. Page stores ask it before they commit (PageStore.commit) and tell it when
+they free. This is where the allocator's watermarks, pressure levels and the "a commit that cannot
+be met now asks reclaim" hook go (ARCHITECTURE.md "Where the next features plug in").
+Event-loop only: every method runs to completion without awaiting.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from rxkernel.proto import PAGE_SIZE, RX_ERR_NO_MEMORY, RxError
 class Counters:
     page_faults: int = 0  # fault requests served (any outcome that mapped something)
     zero_page_faults: int = 0  # faults answered with the shared zero page
-    pages_committed_total: int = 0  # every commit ever, for rates
     page_ins: int = 0  # pages brought in from a backing store (eviction comes later: stays 0 until then)
     page_outs: int = 0
     shootdowns: int = 0  # control requests sent to clients
@@ -45,7 +48,6 @@ class PhysicalMemory:
                 f"({self.free_pages} pages free)",
             )
         self.committed_pages += pages
-        self.counters.pages_committed_total += pages
 
     def release(self, pages: int) -> None:
         assert 0 <= pages <= self.committed_pages, (pages, self.committed_pages)

@@ -19,7 +19,7 @@ Definitions (documented in README too):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rxkernel.proto import (
     PAGE_SHIFT,
@@ -34,64 +34,29 @@ from rxkernel.proto import (
     RX_INFO_SYSTEM_VMOS,
     RX_INFO_TASK_STATS,
     RX_INFO_VMO,
+    RX_RIGHT_INSPECT,
     RxError,
 )
 
-from ._cowpages import CowPages, merge_runs
-from ._handles import KernelObject
-from ._process import Process
-from ._vmo import Vmo
-
-if TYPE_CHECKING:
-    from ._kernel import Kernel
-    from ._mapping import Mapping
-
-
-def _mapped_committed(m: Mapping) -> int:
-    """Pages of m's VMO's own store inside m."""
-    off = m.vmo.node_offset
-    return m.vmo.store.committed.count(m.first_page + off, min(m.end_page, m.vmo.size_pages) + off)
+from ..base import KernelObject
+from ..object import Kernel, Process
+from ..vm import (
+    Vmo,
+    active_pages,
+    live_nodes,
+    mapped_committed_pages,
+    mapped_pages,
+    wired_bytes,
+)
+from ._table import Call, syscall
 
 
-def _readers(owner: CowPages, start: int, end: int) -> list[tuple[int, int, int]]:
-    """(s, e, n): how many visible nodes read owner's pages [s, e)."""
-    edges: dict[int, int] = {}
-    for node, lo, hi, d in owner.see_through(start, end):
-        if node.fronts:
-            edges[lo + d] = edges.get(lo + d, 0) + 1
-            edges[hi + d] = edges.get(hi + d, 0) - 1
-    out, n, prev = [], 0, start
-    for at in sorted(edges):
-        if n and at > prev:
-            out.append((prev, at, n))
-        n += edges[at]
-        prev = at
-    return out
-
-
-def _mapped_pages(m: Mapping) -> tuple[int, int, float]:
-    """(private, shared, scaled shared) committed pages m shows."""
-    vmo, off = m.vmo, m.vmo.node_offset
-    procs = max(vmo.share_count(), 1)
-    private = shared = 0
-    scaled = 0.0
-    end = min(m.end_page, vmo.size_pages)
-    if m.first_page >= end:
-        return 0, 0, 0.0
-    for s, e, owner, os_ in vmo.node.resolve(m.first_page + off, end + off):
-        if owner is None:
-            continue
-        if owner is vmo.node and procs == 1:
-            private += e - s
-            continue
-        for rs, re, n in _readers(owner, os_, os_ + (e - s)) if owner is not vmo.node else [(s, e, 1)]:
-            n *= procs
-            if n == 1:
-                private += re - rs
-            else:
-                shared += re - rs
-                scaled += (re - rs) / n
-    return private, shared, scaled
+@syscall
+async def rx_object_get_info(call: Call, handle: int, topic: int) -> tuple[Any, ...]:
+    """Zircon's zx_object_get_info: the handle needs INSPECT; each topic names the object kind it
+    needs (get_info)."""
+    h = call.process.handles.get(handle, None, RX_RIGHT_INSPECT)
+    return (get_info(call.kernel, h.obj, h.rights, topic),)
 
 
 def vmo_info(vmo: Vmo, rights: int) -> dict[str, Any]:
@@ -114,7 +79,7 @@ def task_stats(process: Process) -> dict[str, Any]:
     scaled = 0.0
     for m in process.aspace:
         mapped += m.length
-        p, s, sc = _mapped_pages(m)
+        p, s, sc = mapped_pages(m)
         private, shared, scaled = private + p, shared + s, scaled + sc
     return {
         "mem_mapped_bytes": mapped,
@@ -148,7 +113,7 @@ def process_maps(process: Process) -> list[dict[str, Any]]:
             "options": m.options,
             "vmo_koid": m.vmo.koid,
             "vmo_offset": m.vmo_offset,
-            "committed_bytes": _mapped_committed(m) << PAGE_SHIFT,
+            "committed_bytes": mapped_committed_pages(m) << PAGE_SHIFT,
         }
         for m in process.aspace
     ]
@@ -156,21 +121,9 @@ def process_maps(process: Process) -> list[dict[str, Any]]:
 
 def kmem_stats(kernel: Kernel) -> dict[str, Any]:
     memory = kernel.memory
-    nodes: set[CowPages] = set()
-    for vmo in kernel.vmos.values():
-        nodes.add(vmo.node)
-        nodes.update(vmo.node.ancestors())
-    wired = sum(n.store.metadata_bytes + n.shadowed.memory_bytes + n.zeroed.memory_bytes for n in nodes)
-    # active: committed pages some live mapping shows, wherever they live.
-    shown: dict[CowPages, list[tuple[int, int]]] = {}
-    for vmo in kernel.vmos.values():
-        off, limit = vmo.node_offset, vmo.size_pages
-        for s, e in merge_runs([(m.first_page, min(m.end_page, limit)) for m in vmo.mappings]):
-            if s < e:
-                for rs, re, owner, os_ in vmo.node.resolve(s + off, e + off):
-                    if owner is not None:
-                        shown.setdefault(owner, []).append((os_, os_ + re - rs))
-    active = sum(owner.store.committed.count(s, e) for owner, runs in shown.items() for s, e in merge_runs(runs))
+    nodes = live_nodes(kernel.vmos.values())
+    wired = wired_bytes(nodes)
+    active = active_pages(kernel.vmos.values())
     c = memory.counters
     committed = memory.committed_pages
     return {
@@ -193,7 +146,7 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "num_processes": len(kernel.processes),
         "num_vmos": len(kernel.vmos),
         "num_hidden_nodes": sum(1 for n in nodes if n.hidden),
-        "export_tokens": kernel.outstanding_tokens,  # exported, not yet claimed
+        "export_tokens": len(kernel.tokens),  # exported, not yet claimed
         "futex_waiters": kernel.futexes.waiting,  # threads blocked in rx_futex_wait now
         "futex_owner_died": kernel.futexes.owner_died,  # robust words taken from dead owners
     }

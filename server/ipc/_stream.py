@@ -66,32 +66,3 @@ class Stream:
         if self.sock.fileno() >= 0:
             trio.lowlevel.notify_closing(self.sock)
         self.sock.close()
-
-
-class FastLock:
-    """A trio.Lock whose uncontended acquire does not visit the scheduler (trio's always does).
-    Waiters still queue fairly in the inner lock; callers reach a checkpoint soon after anyway
-    (their next I/O)."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = trio.Lock()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
-
-    async def acquire(self) -> None:
-        try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
-
-    def release(self) -> None:
-        self._lock.release()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.release()

@@ -37,12 +37,11 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import structlog
 import trio
-
 from rxkernel.native import lib
 from rxkernel.proto import (
     PAGE_SHIFT,
@@ -62,12 +61,11 @@ from rxkernel.proto import (
     RxError,
 )
 
+from ..base import requires_lock
+from ..vm import CowPages, Vmo
+
 if TYPE_CHECKING:
-    from ._cowpages import CowPages
-    from ._kernel import Kernel
     from ._process import Process
-    from ._stream import Stream
-    from ._vmo import Vmo
 
 log = structlog.get_logger("rxd.futex")
 
@@ -75,14 +73,14 @@ Key = tuple["CowPages", int]
 
 
 class Waiter:
-    __slots__ = ("key", "vmo", "offset", "owner", "process", "stream", "scope", "woken")
+    __slots__ = ("key", "vmo", "offset", "owner", "process", "channel", "scope", "woken")
 
-    def __init__(self, key: Key, vmo: Vmo, offset: int, owner: int, process: Process, stream: Stream | None) -> None:
+    def __init__(self, key: Key, vmo: Vmo, offset: int, owner: int, process: Process, channel: socket.socket | None) -> None:
         self.key = key
         self.vmo, self.offset = vmo, offset  # the word as the waiter's VMO shows it
         self.owner = owner  # the pid a robust waiter named as the word's owner, else 0
         self.process = process
-        self.stream = stream
+        self.channel = channel  # the waiting thread's own channel (None: an in-process caller)
         self.scope: trio.CancelScope | None = None
         self.woken = False
 
@@ -90,10 +88,10 @@ class Waiter:
         """The waiting thread's channel is closed (its process may be dead, not yet torn down)."""
         if not self.process.alive:
             return True
-        if self.stream is None:
+        if self.channel is None:
             return False
         try:
-            return self.stream.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            return self.channel.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
             return False
         except OSError:
@@ -101,11 +99,14 @@ class Waiter:
 
 
 class Futexes:
-    """Every futex with waiters: key → waiters in arrival order (a dict as an ordered set)."""
+    """Every futex with waiters: key → waiters in arrival order (a dict as an ordered set).
+    Event-loop only; a waiter is queued under its VMO's tree lock, so a word's check and the
+    queueing are one step for any writer that needs that lock."""
 
-    def __init__(self, kernel: Kernel, monotonic_ns: Callable[[], int]) -> None:
-        self.kernel = kernel
+    def __init__(self, processes: Mapping[int, Process], monotonic_ns: Callable[[], int]) -> None:
+        self.processes = processes  # the live processes, by koid (who may own a robust word)
         self.monotonic_ns = monotonic_ns  # the rx monotonic clock deadlines are on
+        self.nursery: trio.Nursery | None = None  # for taking dead owners' words (set when serving)
         self.queues: dict[Key, dict[Waiter, None]] = {}
         self.waiting = 0
         self.owner_died = 0
@@ -130,12 +131,13 @@ class Futexes:
         return (vmo.node, offset + (vmo.node_offset << PAGE_SHIFT)), vmo, offset
 
     @staticmethod
+    @requires_lock(lambda vmo, *_: vmo.lock)
     def value_locked(vmo: Vmo, offset: int) -> int:
         return int.from_bytes(vmo.read_locked(offset, 4), sys.byteorder)
 
     # -- the three calls ---------------------------------------------------------------------
 
-    async def wait(self, process: Process, stream: Stream | None, addr: int, expected: int, deadline: int, owner: int) -> None:
+    async def wait(self, process: Process, channel: socket.socket | None, addr: int, expected: int, deadline: int, owner: int) -> None:
         if owner and owner != expected & RX_FUTEX_OWNER_MASK:
             raise RxError(RX_ERR_INVALID_ARGS, f"owner_pid {owner} is not the owner field of expected {expected:#x}")
         key, vmo, offset = self.locate(process, addr, write=bool(owner))
@@ -145,7 +147,7 @@ class Futexes:
             if owner and not self._pid_alive(owner):
                 await self._take_from_dead_locked(vmo, offset, expected)
                 raise RxError(RX_ERR_BAD_STATE, f"the futex owner (pid {owner}) is dead: the word was taken from it")
-            waiter = Waiter(key, vmo, offset, owner, process, stream)
+            waiter = Waiter(key, vmo, offset, owner, process, channel)
             self._queue(waiter)
         try:
             await self._park(waiter, deadline)
@@ -192,12 +194,12 @@ class Futexes:
         was requeued onto it with one): plain futexes are never written. In the background:
         taking a word may need a copy-on-write split."""
         pid = process.pid & RX_FUTEX_OWNER_MASK
-        if self._pid_alive(pid) or self.kernel.nursery is None:  # a live namesake: not ours to judge
+        if self._pid_alive(pid) or self.nursery is None:  # a live namesake: not ours to judge
             return
         for key, queue in self.queues.items():
             robust = next((w for w in queue if w.owner), None)
             if robust is not None:
-                self.kernel.nursery.start_soon(self._reap, key, robust.vmo, robust.offset, pid)
+                self.nursery.start_soon(self._reap, key, robust.vmo, robust.offset, pid)
 
     async def _reap(self, key: Key, vmo: Vmo, offset: int, pid: int) -> None:
         try:
@@ -250,19 +252,20 @@ class Futexes:
                 if deadline != RX_TIME_INFINITE:
                     scope.deadline = trio.current_time() + (deadline - self.monotonic_ns()) / 1e9
                 waiter.scope = scope
-                if waiter.stream is None:
+                if waiter.channel is None:
                     await trio.sleep_forever()
                 else:
                     # Nothing may arrive while the thread waits: readable means EOF or a broken client.
-                    await trio.lowlevel.wait_readable(waiter.stream.sock)
+                    await trio.lowlevel.wait_readable(waiter.channel)
                     raise trio.BrokenResourceError("the waiting thread's channel closed or spoke out of turn")
             if waiter.woken or self.monotonic_ns() >= deadline:
                 return
             # trio's clock and the rx clock drift apart by a few ppm: wait out the remainder.
 
     def _pid_alive(self, pid: int) -> bool:
-        return any(p.alive and p.pid & RX_FUTEX_OWNER_MASK == pid for p in self.kernel.processes.values())
+        return any(p.alive and p.pid & RX_FUTEX_OWNER_MASK == pid for p in self.processes.values())
 
+    @requires_lock(lambda self, vmo, *_: vmo.lock)
     async def _take_from_dead_locked(self, vmo: Vmo, offset: int, expected: int) -> int:
         """Clear the owner of the robust word at VMO byte `offset` if it still holds `expected`,
         and set OWNER_DIED. Returns the value found (== expected: done)."""

@@ -1,4 +1,4 @@
-"""Kernel objects and per-process handle tables (DESIGN.md §6).
+"""Per-process handle tables (ARCHITECTURE.md "Objects and handles").
 
 Handle values are random 32-bit numbers (low two bits set, as Zircon's), so a value seen in one
 process says nothing about another's table: a value from elsewhere is simply RX_ERR_BAD_HANDLE.
@@ -9,33 +9,18 @@ from __future__ import annotations
 
 import secrets
 
-from rxkernel.proto import RX_ERR_ACCESS_DENIED, RX_ERR_BAD_HANDLE, RX_ERR_BAD_STATE, RX_ERR_NO_RESOURCES, RX_ERR_WRONG_TYPE, RxError
+from rxkernel.proto import (
+    RX_ERR_ACCESS_DENIED,
+    RX_ERR_BAD_HANDLE,
+    RX_ERR_BAD_STATE,
+    RX_ERR_NO_RESOURCES,
+    RX_ERR_WRONG_TYPE,
+    RxError,
+)
+
+from ..base import KernelObject
 
 MAX_HANDLES_PER_PROCESS = 1 << 16
-
-
-class KernelObject:
-    """Base of everything a handle can name. Subclasses set `obj_type` and free themselves in
-    `_on_zero_refs` once `refs` falls to zero."""
-
-    obj_type = 0
-    type_name = "object"
-
-    def __init__(self, koid: int) -> None:
-        self.koid = koid
-        self.refs = 0  # invariant: handles + mappings + unclaimed tokens naming this object
-
-    def add_ref(self) -> None:
-        self.refs += 1
-
-    def drop_ref(self) -> None:
-        assert self.refs > 0, self
-        self.refs -= 1
-        if self.refs == 0:
-            self._on_zero_refs()
-
-    def _on_zero_refs(self) -> None:
-        pass
 
 
 class Handle:
@@ -47,6 +32,9 @@ class Handle:
 
 
 class HandleTable:
+    """One process's handles. Event-loop only: changed by its syscalls and its teardown, which
+    never await in the middle of a change."""
+
     def __init__(self) -> None:
         self._handles: dict[int, Handle] = {}
         self.closed = False  # set when the process is torn down: no handle may be added after

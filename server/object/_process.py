@@ -2,7 +2,11 @@
 
 Identity comes from the kernel, not the client: the pid from SO_PEERCRED at connect, held as a
 pidfd so a kill can never hit a recycled pid. The main connection's life is the process's life;
-fault and control channels attach to it with the session token and die with it.
+fault and control channels attach to it with the session token and die with it. To the VM layer
+a Process is a `Mapper` (vm/_mapper.py); to the kernel, one entry in its registries, which it
+leaves through the `on_gone` observer the kernel registered.
+Event-loop only: every field is changed by rxd's one thread, and teardown never awaits, so no one
+sees a half-dead process.
 """
 
 from __future__ import annotations
@@ -10,20 +14,23 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import structlog
 import trio
+from rxkernel.proto import RX_OBJ_TYPE_PROCESS, SESSION_TOKEN_BYTES
 
-from rxkernel.proto import CONTROL_FORGET, RX_OBJ_TYPE_PROCESS, SESSION_TOKEN_BYTES
-
-from ._handles import HandleTable, KernelObject
-from ._mapping import AddressSpace, Mapping
-
-if TYPE_CHECKING:
-    from ._coherence import ControlChannel
-    from ._kernel import Kernel
-    from ._pagestore import PageStore
+from ..base import KernelObject
+from ..vm import (
+    AddressSpace,
+    ControlPort,
+    Mapping,
+    PageStore,
+    drop_stores,
+    forget_store,
+    prune_stores,
+)
+from ._handles import HandleTable
 
 log = structlog.get_logger("rxd.process")
 
@@ -32,16 +39,15 @@ class Process(KernelObject):
     obj_type = RX_OBJ_TYPE_PROCESS
     type_name = "process"
 
-    def __init__(self, kernel: Kernel, koid: int, pid: int, uid: int) -> None:
+    def __init__(self, koid: int, pid: int, uid: int, on_gone: Callable[[Process], None]) -> None:
         super().__init__(koid)
-        self.kernel = kernel
         self.pid = pid
         self.uid = uid
         self.pidfd = _open_pidfd(pid)
         self.session = secrets.token_bytes(SESSION_TOKEN_BYTES)
         self.handles = HandleTable()
         self.aspace = AddressSpace()
-        self.control: ControlChannel | None = None
+        self.control: ControlPort | None = None
         self.inval_seq = 0  # control requests sent so far (WIRE.md "Ordering")
         self.page_faults = 0
         self.cow_faults = 0
@@ -49,10 +55,11 @@ class Process(KernelObject):
         self.alive = True
         # Stores whose fd the client holds (sent on its control channel), and whether writable.
         self.stores: dict[PageStore, bool] = {}
-        self.tokens: set[str] = set()  # export tokens not yet claimed
+        self.tokens: set[str] = set()  # export tokens not yet claimed (the kernel's Tokens keeps them)
         self.fork_tickets: set[str] = set()  # rx.fork() tickets its child has not claimed yet
         self.cancel_scopes: set[trio.CancelScope] = set()  # one per live channel task
         self.thread_channels = 0  # open thread channels (capped: each is an fd in rxd)
+        self._on_gone = on_gone
 
     def __repr__(self) -> str:
         return f"<Process koid={self.koid} pid={self.pid}>"
@@ -65,30 +72,13 @@ class Process(KernelObject):
 
     def remove_mapping(self, m: Mapping) -> None:
         """Forget `m` in rxd (the client has unmapped it, or the process is gone)."""
-        if not m.alive:
-            return
-        m.alive = False
-        self.aspace.remove(m)
-        m.vmo.mappings.remove(m)
-        m.vmo.drop_ref()
+        self.aspace.forget(m)
 
     def forget_store(self, store: PageStore) -> None:
-        """Tell the client to close its fd of `store` (it died, or nothing we map reaches it)."""
-        store.holders.discard(self)
-        if self.stores.pop(store, None) is not None and self.control is not None:
-            self.control.post(CONTROL_FORGET, [(store.store_id,)])
+        forget_store(self, store)
 
     def prune_stores(self) -> None:
-        """After an unmap: forget the stores no remaining mapping can reach."""
-        if not self.stores:
-            return
-        keep = set()
-        for m in self.aspace:
-            node = m.vmo.node
-            keep.add(node.store)
-            keep.update(a.store for a in node.ancestors())
-        for store in [s for s in self.stores if s not in keep]:
-            self.forget_store(store)
+        prune_stores(self)
 
     def kill(self) -> None:
         """SIGKILL the client (it failed the coherence protocol) and treat it as dead now."""
@@ -100,29 +90,20 @@ class Process(KernelObject):
         self.teardown("killed")
 
     def teardown(self, why: str) -> None:
-        """The process is gone: drop everything it held. Idempotent; no awaits, so no one sees a
-        half-dead process."""
+        """The process is gone: drop everything it held. Idempotent; no awaits."""
         if not self.alive:
             return
         self.alive = False
-        self.kernel.futexes.process_died(self)
+        self._on_gone(self)  # the kernel: futexes, tokens, fork tickets, registries
         log.info("process gone", pid=self.pid, koid=self.koid, why=why, mappings=len(self.aspace), handles=len(self.handles))
-        for m in list(self.aspace):
+        for m in self.aspace:
             self.remove_mapping(m)
-        for store in self.stores:
-            store.holders.discard(self)
-        self.stores.clear()
-        for token in list(self.tokens):
-            self.kernel.revoke_token(token)
-        for ticket in list(self.fork_tickets):
-            self.kernel.cancel_fork_ticket(self, ticket)
+        drop_stores(self)
         self.handles.clear()
         if self.control is not None:
             self.control.fail_all()
         for scope in list(self.cancel_scopes):
             scope.cancel()
-        self.kernel.processes.pop(self.koid, None)
-        self.kernel.sessions.pop(self.session, None)
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1

@@ -1,16 +1,19 @@
-"""A page store: one sealed memfd holding one object's pages at offset page×4096 (DESIGN.md §3).
+"""A page store: one sealed memfd holding one object's pages at offset page×4096 (ARCHITECTURE.md).
 
-The store knows nothing about mappings or copy-on-write (that is CowPages, above it): it tracks
-which pages are committed, asks PhysicalMemory before committing, and frees host memory on decommit.
-Its memfd is sized sparse at the store's capacity and sealed against shrink, grow and further seals,
-so no client holding the fd can change its size or seal it against rxd's writes.
+This is where a page is copied, zeroed, allocated and punched (through native/'s store I/O). The
+store knows nothing about mappings or copy-on-write (CowPages, above it, does): it tracks which
+pages are committed, asks PhysicalMemory before it commits, and frees host memory on decommit.
+Its memfd is sized sparse at the store's capacity and sealed against shrink, grow and further
+seals, so no client holding the fd can change its size or seal it against rxd's writes.
 
 `committed` is one byte per page: pages rxd counts as memory (the page may not be allocated on the
 host yet: a client's touch allocates it; eager commits allocate at once). Invariant: a page that is
 not committed is a hole, so it reads as zero (decommit punches).
 
-`holders` are the processes that were sent an fd of this store (on their control channel); when
-the store dies they are told to close it.
+`holders` are registered observers (the processes that were sent an fd of this store on their
+control channel): when the store dies each is told, so it can tell its client to close the fd.
+Guarded by: the tree lock of the node that owns the store, for `committed` changes that await
+(decommit); everything else runs without awaiting, on rxd's one thread.
 """
 
 from __future__ import annotations
@@ -22,18 +25,15 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
-
 from rxkernel.native import lib
-from rxkernel.proto import PAGE_SHIFT, RX_ERR_INTERNAL, RX_ERR_NO_RESOURCES, RX_ERR_NOT_SUPPORTED, RxError
+from rxkernel.proto import PAGE_SHIFT, RX_ERR_INTERNAL, RX_ERR_NO_RESOURCES, RxError
 
-from ._memory import PhysicalMemory
 from ._pagemap import PageMap
-
-if TYPE_CHECKING:
-    from ._process import Process
+from ._pmm import PhysicalMemory
+from ._runs import Runs
 
 _store_ids = itertools.count(1)
 # fallocate granularity for eager commits run in a worker thread: big enough to be cheap, small
@@ -44,38 +44,10 @@ _ALLOCATE_CHUNK = 64 << 20
 _INLINE_PUNCH_BYTES = 2 << 20
 
 
-# Cache maintenance walks resident pages at roughly memory speed (see README): larger op ranges
-# run in a worker thread, like large punches.
-_INLINE_CACHE_OP_BYTES = 4 << 20
+class StoreHolder(Protocol):
+    """Someone holding an fd of a store (a process): told when the store dies."""
 
-
-async def cache_op(runs: list[tuple[PageStore, int, int]], op: int) -> int:
-    """Apply cache op `op` (RX_VMO_OP_CACHE_*) to store byte ranges (store, offset, length), on the
-    pages the host holds only (rx_cache_op never allocates). Returns the pages walked."""
-
-    def run(items: list[tuple[int, int, int]]) -> int:
-        pages = 0
-        for fd, offset, length in items:
-            rc = lib.rx_cache_op(fd, offset, length, op)
-            if rc == -errno.ENOSYS:
-                raise RxError(RX_ERR_NOT_SUPPORTED, "cache operations are not implemented for this CPU architecture")
-            _check(rc, "cache op")
-            pages += rc
-        return pages
-
-    runs = [(store, offset, length) for store, offset, length in runs if length and store.fd >= 0]
-    if sum(length for _, _, length in runs) <= _INLINE_CACHE_OP_BYTES:
-        return run([(store.fd, offset, length) for store, offset, length in runs])
-    # Our own fds: a store whose last reader goes away meanwhile is closed by the reaper.
-    dups: dict[PageStore, int] = {}
-    try:
-        for store, _, _ in runs:
-            if store not in dups:
-                dups[store] = os.dup(store.fd)
-        return await trio.to_thread.run_sync(run, [(dups[store], offset, length) for store, offset, length in runs])
-    finally:
-        for fd in dups.values():
-            os.close(fd)
+    def forget_store(self, store: PageStore) -> None: ...
 
 
 class _Reaper:
@@ -103,7 +75,8 @@ class _Reaper:
 _reaper = _Reaper()
 
 
-def _check(rc: int, what: str) -> None:
+def check_rc(rc: int, what: str) -> None:
+    """A native store call's -errno as an internal error (rxd's own fds failing is rxd's fault)."""
     if rc < 0:
         raise RxError(RX_ERR_INTERNAL, f"{what}: {os.strerror(-rc)}")
 
@@ -114,7 +87,7 @@ class PageStore:
         self.capacity_pages = capacity_bytes >> PAGE_SHIFT
         self.memory = memory
         self.committed = PageMap()
-        self.holders: set[Process] = set()
+        self.holders: set[StoreHolder] = set()
         try:
             self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         except OSError as e:
@@ -140,19 +113,26 @@ class PageStore:
         """A new O_RDONLY fd on the same memfd: a writable MAP_SHARED of it fails in the host."""
         return os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
 
-    def commit(self, start: int, end: int) -> int:
-        """Count pages [start, end) as committed; returns how many were new. All or nothing."""
-        new = (end - start) - self.committed.count(start, end)
-        if new:
-            self.memory.reserve(new)
-            self.committed.set_range(start, end, True)
+    def commit(self, runs: Runs) -> int:
+        """Count the pages of `runs` (holes, all of them) as committed: all or nothing against the
+        budget (RX_ERR_NO_MEMORY, nothing changed). Returns how many."""
+        new = sum(e - s for s, e in runs)
+        self.memory.reserve(new)
+        for s, e in runs:
+            self.committed.set_range(s, e, True)
         return new
+
+    def copy_from(self, start: int, end: int, src: PageStore, src_start: int) -> None:
+        """Copy src's pages [src_start, …) over this store's pages [start, end) (a copy-on-write
+        split, once the pages are committed here)."""
+        rc = lib.rx_copy_range(self.fd, start << PAGE_SHIFT, src.fd, src_start << PAGE_SHIFT, (end - start) << PAGE_SHIFT)
+        check_rc(rc, "copy-on-write copy")
 
     async def allocate(self, start: int, end: int) -> None:
         """Make committed pages [start, end) real host memory now, off the event loop."""
         for off in range(start << PAGE_SHIFT, end << PAGE_SHIFT, _ALLOCATE_CHUNK):
             length = min(_ALLOCATE_CHUNK, (end << PAGE_SHIFT) - off)
-            _check(await trio.to_thread.run_sync(lib.rx_allocate, self.fd, off, length), "fallocate")
+            check_rc(await trio.to_thread.run_sync(lib.rx_allocate, self.fd, off, length), "fallocate")
 
     def decommit_nowait(self, start: int, end: int) -> int:
         """Free pages [start, end) now in the accounting; the reaper punches the holes. Only for
@@ -162,7 +142,7 @@ class PageStore:
             self.memory.release(freed)
             fd, offset, length = self.fd, start << PAGE_SHIFT, (end - start) << PAGE_SHIFT
             if length <= _INLINE_PUNCH_BYTES:
-                _check(lib.rx_punch_hole(fd, offset, length), "punch hole")
+                check_rc(lib.rx_punch_hole(fd, offset, length), "punch hole")
             else:
                 dup = os.dup(fd)  # the store may close before the reaper gets here
 
@@ -173,7 +153,7 @@ class PageStore:
                 _reaper.submit(punch)
         return freed
 
-    def take_pages(self, other: PageStore, runs: list[tuple[int, int]], delta: int = 0) -> None:
+    def take_pages(self, other: PageStore, runs: Runs, delta: int = 0) -> None:
         """Copy `other`'s committed pages in `runs` (its page numbers) to page + delta here and
         move their accounting with them (the budget sees no difference); `other` forgets them
         without punching, since whoever empties it next closes or punches it. Targets must be holes."""
@@ -181,7 +161,8 @@ class PageStore:
             for rs, re, v in other.committed.runs(s, e):
                 if v:
                     n = re - rs
-                    _check(lib.rx_copy_range(self.fd, (rs + delta) << PAGE_SHIFT, other.fd, rs << PAGE_SHIFT, n << PAGE_SHIFT), "copy")
+                    rc = lib.rx_copy_range(self.fd, (rs + delta) << PAGE_SHIFT, other.fd, rs << PAGE_SHIFT, n << PAGE_SHIFT)
+                    check_rc(rc, "copy")
                     assert self.committed.set_range(rs + delta, re + delta, True) == n
                     other.committed.set_range(rs, re, False)
 
@@ -197,7 +178,7 @@ class PageStore:
                 # Shielded: the pages are already uncounted, so the punch must happen.
                 with trio.CancelScope(shield=True):
                     rc = await trio.to_thread.run_sync(lib.rx_punch_hole, self.fd, offset, length)
-            _check(rc, "punch hole")
+            check_rc(rc, "punch hole")
         return freed
 
     def read(self, offset: int, length: int) -> bytes:
@@ -210,9 +191,6 @@ class PageStore:
         while view:
             n = os.pwrite(self.fd, view, offset)
             view, offset = view[n:], offset + n
-
-    def zero(self, offset: int, length: int) -> None:
-        _check(lib.rx_zero_range(self.fd, offset, length), "zero range")
 
     def close(self) -> None:
         """Free everything: no node uses this store and no mapping of it is left anywhere."""
@@ -232,6 +210,5 @@ class PageStore:
 
         _reaper.submit(free)
         self.fd = -1
-        for process in list(self.holders):
-            process.forget_store(self)
-
+        for holder in list(self.holders):
+            holder.forget_store(self)

@@ -1,0 +1,7 @@
+"""What every layer of rxd builds on: reference-counted kernel objects and locks whose holding is
+checked (ARCHITECTURE.md "Locks"). Knows nothing of memory, processes or the protocol."""
+
+from ._locks import CHECK_LOCKS as CHECK_LOCKS
+from ._locks import FastLock as FastLock
+from ._locks import requires_lock as requires_lock
+from ._refcount import KernelObject as KernelObject

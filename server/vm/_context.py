@@ -1,0 +1,23 @@
+"""The VM layer's shared state, one per rxd: physical memory, the shootdown policy, the queue of
+deferred collapses, and every live VMO by koid. Every copy-on-write tree points here, so nothing
+in vm/ needs to reach up to the kernel object that owns this."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._collapse import CollapseQueue
+from ._pmm import PhysicalMemory
+from ._shootdown import Coherence
+
+if TYPE_CHECKING:
+    from ._vmo import Vmo
+
+
+class VmContext:
+    def __init__(self, memory_bytes: int, ack_deadline: float) -> None:
+        self.memory = PhysicalMemory(memory_bytes)
+        self.coherence = Coherence(ack_deadline, self.memory.counters)
+        self.collapses = CollapseQueue()
+        # Every live VMO: a Vmo adds itself when made and leaves when its last reference goes.
+        self.vmos: dict[int, Vmo] = {}

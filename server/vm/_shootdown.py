@@ -1,0 +1,68 @@
+"""Where mappings are taken away: the shootdown policy (ARCHITECTURE.md "The shootdown path").
+
+rxd sends INVALIDATE or PROTECT for address ranges to every process that maps them, at once, and
+waits for the acks; only then may it reuse, free or commit over those pages. A client that does
+not ack within the deadline is killed (through its pidfd, so a recycled pid can never be hit)
+and torn down as dead: its mappings are dropped, so the operation completes. The transport (the
+channel, seq numbers, acks) is ipc/'s ControlChannel; this file decides who, when, and what
+happens to a client that fails.
+
+Lock order: tree lock → (awaiting acks). No code waits for an ack while holding anything but the
+lock of the tree whose pages are changing; the control thread never waits on rxd, so a shootdown
+can target the very process whose fault is being resolved without deadlock.
+"""
+
+from __future__ import annotations
+
+import structlog
+import trio
+from rxkernel.proto import CONTROL_INVALIDATE
+
+from ._mapper import ControlRanges, Mapper
+from ._pmm import Counters
+
+log = structlog.get_logger("rxd.coherence")
+
+MAX_RANGES_PER_REQUEST = 256
+
+Targets = dict[Mapper, ControlRanges]
+
+
+class Coherence:
+    """One per rxd: the ack deadline and what happens to clients that miss it."""
+
+    def __init__(self, ack_deadline: float, counters: Counters) -> None:
+        self.ack_deadline = ack_deadline
+        self.counters = counters
+
+    async def shootdown(self, targets: Targets, op: int = CONTROL_INVALIDATE) -> None:
+        """Apply `op` to the ranges in every target process at once; return when each has acked
+        or been killed. Empty range lists and dead processes are skipped."""
+        targets = {p: r for p, r in targets.items() if r and p.alive}
+        if not targets:
+            return
+        # Shielded: a half-done shootdown would break the tree invariants, and it is bounded
+        # anyway (each target acks or is killed by the deadline).
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for process, ranges in targets.items():
+                    nursery.start_soon(self._shootdown_one, process, ranges, op)
+
+    async def _shootdown_one(self, process: Mapper, ranges: ControlRanges, op: int) -> None:
+        ok = True
+        with trio.move_on_after(self.ack_deadline) as scope:
+            for i in range(0, len(ranges), MAX_RANGES_PER_REQUEST):
+                self.counters.shootdowns += 1
+                control = process.control
+                if control is None or not await control.request(op, ranges[i : i + MAX_RANGES_PER_REQUEST]):
+                    ok = False
+                    break
+        if not process.alive:
+            return  # it died meanwhile; its teardown already dropped its mappings
+        if scope.cancelled_caught or not ok:
+            self.kill(process, "did not ack in time" if scope.cancelled_caught else "refused or lost its control channel")
+
+    def kill(self, process: Mapper, reason: str) -> None:
+        log.warning("killing client", pid=process.pid, koid=process.koid, reason=reason, deadline=self.ack_deadline)
+        self.counters.clients_killed += 1
+        process.kill()

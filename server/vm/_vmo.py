@@ -1,0 +1,286 @@
+"""The VMO: a thin user-facing object standing on a copy-on-write node (Zircon's VmObjectPaged).
+
+A VMO is a window onto a CowPages node: page i of the VMO is node page i + node_offset (non-zero
+only for slices). It owns the list of its mappings so the node can keep every mapper coherent.
+Every method that changes which pages exist or what backs them runs under `lock` (the tree's) and
+ends in `_locked` (checked under RXD_CHECK_LOCKS); they may await shootdown acks while holding it,
+and nothing else may. See _cowpages.py for the invariants; children are made in _clone.py, and
+what a VMO leaves behind is freed in _collapse.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rxkernel.proto import (
+    CONTROL_INVALIDATE,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    RX_ERR_BAD_STATE,
+    RX_INFO_VMO_COMMIT_EAGER,
+    RX_INFO_VMO_IS_COW_CLONE,
+    RX_INFO_VMO_IS_SLICE,
+    RX_INFO_VMO_RESIZABLE,
+    RX_INFO_VMO_TYPE_PAGED,
+    RX_OBJ_TYPE_VMO,
+    RX_VMO_COMMIT_EAGER,
+    RX_VMO_RESIZABLE,
+    RxError,
+)
+
+from ..base import FastLock, KernelObject, requires_lock
+from ._cacheop import cache_op
+from ._collapse import free_unseen_above, release_node
+from ._cowpages import CowPages, CowTree, clear_marks
+from ._pagestore import PageStore
+from ._runs import coalesce
+
+if TYPE_CHECKING:
+    from ._context import VmContext
+    from ._mapper import Mapper
+    from ._mapping import Mapping
+
+# What kind of child a VMO is (for info and for the rules that differ).
+KIND_ROOT, KIND_SNAPSHOT, KIND_AT_LEAST_ON_WRITE, KIND_SLICE = 0, 1, 2, 3
+
+
+def _tree_lock(vmo: Vmo, *_: object) -> FastLock:
+    return vmo.lock
+
+
+class Vmo(KernelObject):
+    obj_type = RX_OBJ_TYPE_VMO
+    type_name = "vmo"
+
+    def __init__(
+        self, koid: int, size: int, options: int, node: CowPages, node_offset: int = 0,
+        parent: Vmo | None = None, kind: int = KIND_ROOT,
+    ) -> None:
+        super().__init__(koid)
+        self.size = size  # bytes, a multiple of PAGE_SIZE; guarded by lock
+        self.options = options
+        self.node = node  # never changes (snapshots and collapses change the node's store instead)
+        self.node_offset = node_offset  # pages
+        self.kind = kind
+        self.parent_koid = parent.koid if parent is not None else 0
+        self.parent: Vmo | None = parent  # while it lives: counts this one in num_children
+        self.num_children = 0
+        if parent is not None:
+            parent.num_children += 1
+        node.fronts.append(self)
+        # Every live mapping of this VMO, in any process. Changed by map, unmap and protect's
+        # splits without the lock (they never await in between); readers under the lock re-check
+        # a mapping's `alive` after each await.
+        self.mappings: list[Mapping] = []
+        self.alive = True  # guarded by nothing: set once, when the last reference goes
+        node.tree.vm.vmos[koid] = self
+
+    def __repr__(self) -> str:
+        return f"<Vmo {self.koid} size={self.size:#x} node={self.node!r}>"
+
+    @property
+    def lock(self) -> FastLock:
+        return self.node.tree.lock
+
+    @property
+    def vm(self) -> VmContext:
+        return self.node.tree.vm
+
+    @property
+    def store(self) -> PageStore:
+        return self.node.store
+
+    @property
+    def size_pages(self) -> int:
+        return self.size >> PAGE_SHIFT
+
+    @property
+    def committed_bytes(self) -> int:
+        """Pages this VMO holds itself (a slice holds none: they are its parent's)."""
+        if self.kind == KIND_SLICE:
+            return 0
+        return self.node.store.committed.count(0, self.size_pages) << PAGE_SHIFT
+
+    @property
+    def info_flags(self) -> int:
+        flags = RX_INFO_VMO_TYPE_PAGED
+        if self.options & RX_VMO_RESIZABLE:
+            flags |= RX_INFO_VMO_RESIZABLE
+        if self.options & RX_VMO_COMMIT_EAGER:
+            flags |= RX_INFO_VMO_COMMIT_EAGER
+        if self.kind in (KIND_SNAPSHOT, KIND_AT_LEAST_ON_WRITE):
+            flags |= RX_INFO_VMO_IS_COW_CLONE
+        if self.kind == KIND_SLICE:
+            flags |= RX_INFO_VMO_IS_SLICE
+        return flags
+
+    def share_count(self) -> int:
+        """How many processes map this VMO (Zircon's share_count)."""
+        return len({m.process for m in self.mappings})
+
+    def reachable_stores(self) -> list[PageStore]:
+        """Every store a fault through this VMO may name: its node's and its ancestors'."""
+        return [self.node.store, *(a.store for a in self.node.ancestors())]
+
+    def _on_zero_refs(self) -> None:
+        # No handle, mapping or token names this VMO any more: no client can reach it.
+        self.alive = False
+        self.vm.vmos.pop(self.koid, None)
+        if self.parent is not None:
+            self.parent.num_children -= 1
+            self.parent = None
+        node = self.node
+        node.fronts.remove(self)
+        release_node(node)
+
+    # -- reading and committing ------------------------------------------------------------------
+
+    @requires_lock(_tree_lock)
+    def read_locked(self, offset: int, length: int) -> bytes:
+        out = bytearray(length)
+        base = self.node_offset << PAGE_SHIFT
+        first, last = (offset >> PAGE_SHIFT) + self.node_offset, ((offset + length + PAGE_SIZE - 1) >> PAGE_SHIFT) + self.node_offset
+        for s, e, owner, os_ in self.node.resolve(first, last):
+            if owner is None:
+                continue
+            lo, hi = max(s << PAGE_SHIFT, offset + base), min(e << PAGE_SHIFT, offset + length + base)
+            src = (os_ << PAGE_SHIFT) + lo - (s << PAGE_SHIFT)
+            out[lo - offset - base : hi - offset - base] = owner.store.read(src, hi - lo)
+        return bytes(out)
+
+    @requires_lock(_tree_lock)
+    async def cache_op_locked(self, offset: int, length: int, op: int) -> int:
+        """Zircon's VmObjectPaged::CacheOp: cache op `op` (RX_VMO_OP_CACHE_*) on bytes
+        [offset, offset+length) of every committed page this VMO reads, wherever it lives (its own
+        store, an ancestor's for a clone, the parent's for a slice). Pages that read as zero are
+        skipped and nothing is committed. Counts and returns the resident pages walked."""
+        base = self.node_offset << PAGE_SHIFT
+        first = (offset >> PAGE_SHIFT) + self.node_offset
+        last = ((offset + length + PAGE_SIZE - 1) >> PAGE_SHIFT) + self.node_offset
+        runs = []
+        for s, e, owner, os_ in self.node.resolve(first, last):
+            if owner is not None:
+                lo, hi = max(s << PAGE_SHIFT, offset + base), min(e << PAGE_SHIFT, offset + length + base)
+                runs.append((owner.store, (os_ << PAGE_SHIFT) + lo - (s << PAGE_SHIFT), hi - lo))
+        pages = await cache_op(runs, op) if runs else 0
+        self.vm.memory.counters.cache_op_pages += pages
+        return pages
+
+    @requires_lock(_tree_lock)
+    async def commit_locked(self, start: int, end: int, exclude: Mapping | None = None, allocate: bool = False) -> tuple[int, int]:
+        """Make VMO pages [start, end) this VMO's own (all or nothing against the budget): pages
+        it reads from an ancestor are copied (a copy-on-write split), pages that read as zero
+        are committed fresh. Mappings that showed the old content anywhere are taken away first,
+        except `exclude`, whose fault reply replaces its own. Returns (new pages, copied)."""
+        assert start <= end, (start, end)
+        node, off = self.node, self.node_offset
+        missing = [(s, e, owner, os_) for s, e, owner, os_ in node.resolve(start + off, end + off) if owner is not node]
+        new = sum(e - s for s, e, _, _ in missing)
+        if not new:
+            return 0, 0
+        store = node.store
+        store.commit([(s, e) for s, e, _, _ in missing])  # all or nothing against the budget
+        copied = 0
+        for s, e, owner, os_ in missing:
+            node.zeroed.set_range(s, e, False)
+            if owner is not None:
+                store.copy_from(s, e, owner.store, os_)
+                copied += e - s
+        self.vm.memory.counters.cow_pages_copied += copied
+        # Shielded (see shootdown): once pages count as this node's, no stale view of them survives.
+        targets, marks = node.change_targets([(s, e) for s, e, _, _ in missing], exclude)
+        if exclude is not None:
+            # `exclude` keeps its zero pages until its reply replaces them (the zero page is
+            # private and never freed), but not an ancestor's page: that page can be freed
+            # (punched) the moment its last other reader splits too, before our reply reaches
+            # the client, and other threads there would read zeros meanwhile.
+            mine = [
+                (exclude.addr_of(lo - off), (hi - lo) << PAGE_SHIFT)
+                for s, e, owner, _ in missing if owner is not None
+                for lo, hi in node.shadowed.runs_of(max(s, exclude.first_page + off), min(e, exclude.end_page + off))
+                if lo < hi
+            ]
+            if mine:
+                targets[exclude.process] = coalesce([*targets.get(exclude.process, []), *mine])  # type: ignore[list-item]
+        await self.vm.coherence.shootdown(targets, CONTROL_INVALIDATE)
+        clear_marks(marks)
+        for s, e, owner, os_ in missing:
+            if owner is not None and owner.hidden:
+                owner.free_unseen(os_, os_ + (e - s))  # the last sharer's copy: the page moves
+        if allocate and store.fd >= 0:  # (the VMO may have died while we awaited acks)
+            for s, e, owner, _ in missing:
+                if owner is None:
+                    await store.allocate(s, e)
+        return new, copied
+
+    @requires_lock(_tree_lock)
+    async def release_locked(self, start: int, end: int) -> None:
+        """VMO pages [start, end) read as zero afterwards and hold no memory (DECOMMIT, and ZERO
+        of whole pages). A clone gets zero markers so it no longer reads through to its parent."""
+        node, off = self.node, self.node_offset
+        s, e = start + off, end + off
+        clone = node.parent is not None and s < node.parent_limit
+        if not clone and not node.store.committed.count(s, e):
+            return
+        targets, marks = node.change_targets([(s, e)], own=True)
+        await self.vm.coherence.shootdown(targets, CONTROL_INVALIDATE)
+        clear_marks(marks)
+        through = node.holes(s, e)  # what it read from its ancestors until now
+        if clone:
+            node.zeroed.set_range(s, min(e, node.parent_limit), True)
+        await node.store.decommit(s, e)
+        free_unseen_above(node, s, e, through)
+
+    @requires_lock(_tree_lock)
+    async def zero_locked(self, offset: int, length: int) -> None:
+        """Bytes [offset, offset+length) read as zero afterwards; whole pages are released."""
+        end = offset + length
+        first_whole = -(-offset // PAGE_SIZE)
+        last_whole = end // PAGE_SIZE
+        for lo, hi in ((offset, min(end, first_whole * PAGE_SIZE)), (max(offset, last_whole * PAGE_SIZE), end)):
+            if lo < hi:
+                page = (lo >> PAGE_SHIFT) + self.node_offset
+                if self.node.resolve(page, page + 1)[0][2] is not None:  # something to zero there
+                    await self.write_locked(lo, bytes(hi - lo))
+        if first_whole < last_whole:
+            await self.release_locked(first_whole, last_whole)
+
+    @requires_lock(_tree_lock)
+    async def write_locked(self, offset: int, data: bytes) -> None:
+        if data:
+            await self.commit_locked(offset >> PAGE_SHIFT, (offset + len(data) + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            if not self.alive:  # the caller died (and its handle with it) while we awaited acks
+                raise RxError(RX_ERR_BAD_STATE, "the VMO was closed during the write")
+            self.node.store.write(offset + (self.node_offset << PAGE_SHIFT), data)
+
+    @requires_lock(_tree_lock)
+    async def set_size_locked(self, size: int) -> None:
+        node = self.node  # resizable VMOs are never slices: node_offset is 0
+        old_pages, new_pages = self.size_pages, size >> PAGE_SHIFT
+        self.size = size
+        if new_pages >= old_pages:
+            return
+        # Every mapper loses pages past the new end, zero-mapped ones too: faults there must now
+        # fail with RX_ERR_OUT_OF_RANGE instead of reading stale zeros. Children reading through
+        # lose them as well.
+        targets, marks = node.change_targets([(new_pages, old_pages)], own=True)
+        everything: dict[Mapper, list[tuple[int, int]]] = {}
+        node.add_targets(everything, [(new_pages, old_pages)], None)
+        for p, r in everything.items():
+            targets.setdefault(p, []).extend(r)
+        await self.vm.coherence.shootdown(targets, CONTROL_INVALIDATE)
+        clear_marks(marks)
+        node.shadowed.set_range(new_pages, old_pages, False)
+        await node.store.decommit(new_pages, old_pages)
+        node.zeroed.set_range(new_pages, old_pages, False)
+        through = node.holes(new_pages, old_pages)  # (before the limit below hides them)
+        if node.parent is not None and node.parent_limit > new_pages:
+            node.parent_limit = new_pages
+        for c in node.children:
+            c.parent_limit = max(0, min(c.parent_limit, new_pages - c.parent_offset))
+        free_unseen_above(node, new_pages, old_pages, through)
+
+
+def new_root_vmo(vm: VmContext, koid: int, size: int, options: int, capacity: int) -> Vmo:
+    node = CowPages(CowTree(vm), PageStore(capacity, vm.memory, f"rx-vmo-{koid}"))
+    return Vmo(koid, size, options, node)
