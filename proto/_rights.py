@@ -1,4 +1,4 @@
-"""Handle rights, after Zircon (DESIGN.md §6). Rights only ever shrink along a handle's path."""
+"""Handle rights, after Zircon. Rights only ever shrink along a handle's path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Zircon-style status codes: negative integers with names (DESIGN.md §8)."""
+"""Zircon-style status codes: negative integers with names."""
 
 from __future__ import annotations
 

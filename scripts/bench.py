@@ -1,5 +1,5 @@
 """rxkernel benchmarks. Each figure is a ratio against a baseline measured in the same run, because
-this is a noisy 2-vCPU VM and absolute numbers drift (DESIGN.md §4).
+this is a noisy 2-vCPU VM and absolute numbers drift between runs.
 
 1. first touch: sequential first touch of a 256 MiB mapping vs the same on Linux anonymous memory
 2. fault latency: single-page faults (random pages, fault-around off) p50/p99 vs a bare C Unix-socket
