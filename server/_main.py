@@ -13,9 +13,9 @@ import trio
 
 from rxkernel.proto import default_socket_path
 
-from .object import Kernel
 from ._logging import configure_logging
 from .ipc import Server
+from .object import Kernel
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GIB": 1 << 30, "T": 1 << 40, "TIB": 1 << 40}
 

@@ -12,6 +12,7 @@ import collections
 import itertools
 
 import trio
+
 from rxkernel.proto import CLOSED, CONTROL_FORGET, ControlAck, ControlRequest
 from rxkernel.proto import Connection as ProtoConnection
 

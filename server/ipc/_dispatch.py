@@ -11,6 +11,7 @@ import os
 
 import structlog
 import trio
+
 from rxkernel.proto import (
     RX_ERR_INTERNAL,
     RX_ERR_NOT_SUPPORTED,

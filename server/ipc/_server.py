@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 import trio
+
 from rxkernel.proto import (
     CHANNEL_CONTROL,
     CHANNEL_FAULT,

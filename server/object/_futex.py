@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 import trio
+
 from rxkernel.native import lib
 from rxkernel.proto import (
     PAGE_SHIFT,

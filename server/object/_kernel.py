@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 import trio
+
 from rxkernel.proto import PAGE_SIZE, RX_OBJ_TYPE_SYSTEM
 
 from ..base import KernelObject

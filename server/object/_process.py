@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import structlog
 import trio
+
 from rxkernel.proto import RX_OBJ_TYPE_PROCESS, SESSION_TOKEN_BYTES
 
 from ..base import KernelObject

@@ -17,6 +17,7 @@ import os
 
 import structlog
 import trio
+
 from rxkernel.native import VDSO_IMAGE, ffi, lib
 from rxkernel.proto import PAGE_SIZE, RX_ERR_BAD_STATE, SYSCALLS, RxError
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+
 from rxkernel.proto import RX_ERR_WRONG_TYPE, RxError
 
 from ._table import Call, syscall

@@ -8,6 +8,7 @@ import errno
 import os
 
 import trio
+
 from rxkernel.native import lib
 from rxkernel.proto import RX_ERR_NOT_SUPPORTED, RxError
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import structlog
 import trio
+
 from rxkernel.proto import CONTROL_INVALIDATE
 
 from ..base import requires_lock

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import trio
+
 from rxkernel.native import lib
 from rxkernel.proto import PAGE_SHIFT, RX_ERR_INTERNAL, RX_ERR_NO_RESOURCES, RxError
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import structlog
 import trio
+
 from rxkernel.proto import CONTROL_INVALIDATE
 
 from ._mapper import ControlRanges, Mapper

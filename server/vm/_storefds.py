@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import trio
+
 from rxkernel.proto import CONTROL_FORGET, CONTROL_STORE
 
 from ._mapper import Mapper
