@@ -36,11 +36,14 @@ class Mapping:
         options: int, rights: int,
     ) -> None:
         self.process = process
+        # base, length, vmo_offset: a cut (AddressSpace.cut, from unmap or protect) shrinks them
+        # without the tree lock and without awaiting; fault resolution re-finds its mapping
+        # under the lock. Nothing else changes them.
         self.base = base
         self.length = length
         self.vmo = vmo
         self.vmo_offset = vmo_offset
-        self.perms = perms
+        self.perms = perms  # changed by protect under the tree lock
         self.max_perms = max_perms  # what the handle allowed at map time; protect cannot exceed it
         self.options = options
         self.rights = rights  # of the handle it was mapped with: rx.fork()'s snapshot gets no more
