@@ -36,9 +36,9 @@ class Mapping:
         options: int, rights: int,
     ) -> None:
         self.process = process
-        # base, length, vmo_offset: a cut (AddressSpace.cut, from unmap or protect) shrinks them
-        # without the tree lock and without awaiting; fault resolution re-finds its mapping
-        # under the lock. Nothing else changes them.
+        # length: a cut (AddressSpace.cut, from unmap or protect) shrinks it without the tree
+        # lock and without awaiting, so fault resolution re-finds its mapping under the lock.
+        # Fields without a note never change.
         self.base = base
         self.length = length
         self.vmo = vmo
