@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 import cffi
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _INCLUDE = os.path.join(_HERE, "include")
-# The public headers, rxnative first (it states the conventions), then the others by name.
-_FIRST = ["rxnative"]
+# The public headers, rxwire and rxnative first (the wire constants, the conventions), then the
+# others by name.
+_FIRST = ["rxwire", "rxnative"]
 
 
 def _headers() -> list[str]:
@@ -35,9 +37,21 @@ def _sources() -> list[str]:
     return [os.path.relpath(p) for p in paths]
 
 
+# An object-like macro: the name is followed by blanks and a value, not by "(".
+_WIRE_MACRO = re.compile(r"^#define\s+(RX_[A-Z0-9_]+)[ \t]+\S", re.MULTILINE)
+
+
+def _wire_names(text: str) -> list[str]:
+    """The constants of include/rxwire.h, in order."""
+    return _WIRE_MACRO.findall(text)
+
+
 def _cdef(header: str) -> str:
     with open(header, encoding="utf-8") as f:
         text = f.read()
+    if os.path.basename(header) == "rxwire.h":
+        # No cdef block: every constant is exposed, cffi reading its value from the header.
+        return "".join(f"#define {name} ...\n" for name in _wire_names(text))
     begin = text.index("/* cdef-begin */") + len("/* cdef-begin */")
     end = text.index("/* cdef-end */")
     return text[begin:end]

@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "rxnative.h"
+#include "rxwire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,39 +36,16 @@
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
-#define RX_PAGE_SIZE 4096ULL
 #define RX_PAGE_MASK (RX_PAGE_SIZE - 1)
 #define RX_MAP_MAX 8192
 #define RX_STORE_MAX 1024
 #define RX_FAULT_SLOTS 16
 #define RX_FAULT_BUF 16384
-#define RX_MAX_OPS 64
-#define RX_FAULT_MAX_VALUES (3 + 6 * RX_MAX_OPS)
-#define RX_CTL_BUF 65536
-#define RX_CTL_MAX_VALUES (3 + 3 * 4096)
-#define RX_TOKEN_BYTES 16
-
-#define RX_MAGIC 0x5258
-#define RX_VERSION 1
-#define RX_KIND_FAULT 1
-
-#define RX_OP_ZERO 0
-#define RX_OP_STORE 1
-#define RX_CTL_INVALIDATE 1
-#define RX_CTL_PROTECT 2
-#define RX_CTL_PING 3
-#define RX_CTL_STORE 4
-#define RX_CTL_FORGET 5
+#define RX_FAULT_MAX_VALUES (RX_FAULT_REPLY_HEAD + RX_FAULT_OP_WORDS * RX_FAULT_MAX_OPS)
+#define CTL_BUF_BYTES RX_CONTROL_MAX_FRAME_BYTES
+/* PROTECT has the widest ranges. */
+#define CTL_MAX_VALUES (RX_CONTROL_REQUEST_HEAD + RX_CONTROL_PROTECT_WIDTH * RX_CONTROL_MAX_RANGES)
 #define RX_FDQ_MAX 16
-
-#define RX_OK 0
-#define RX_ERR_INTERNAL (-1)
-#define RX_ERR_NO_RESOURCES (-3)
-#define RX_ERR_NO_MEMORY (-4)
-#define RX_ERR_INVALID_ARGS (-10)
-#define RX_ERR_OUT_OF_RANGE (-14)
-#define RX_ERR_NOT_FOUND (-25)
-#define RX_ERR_ACCESS_DENIED (-30)
 
 #define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 #define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
@@ -591,7 +569,7 @@ static uint32_t chan_gen;
 static uint64_t fault_seq;
 static int trap_ready; /* path and token are set */
 static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-static uint8_t token[RX_TOKEN_BYTES];
+static uint8_t token[RX_SESSION_TOKEN_BYTES];
 
 static struct rx_slot *slot_claim(void) {
     for (;;) {
@@ -637,14 +615,14 @@ static int slot_open(struct rx_slot *s) {
     s->gen = LD(&chan_gen);
     uint8_t msg[32];
     size_t n = mp_put_array(msg, 4);
-    n += mp_put_int(msg + n, RX_MAGIC);
-    n += mp_put_int(msg + n, RX_VERSION);
-    n += mp_put_int(msg + n, RX_KIND_FAULT);
-    n += mp_put_bin(msg + n, token, RX_TOKEN_BYTES);
+    n += mp_put_int(msg + n, RX_PROTOCOL_MAGIC);
+    n += mp_put_int(msg + n, RX_PROTOCOL_VERSION);
+    n += mp_put_int(msg + n, RX_CHANNEL_FAULT);
+    n += mp_put_bin(msg + n, token, RX_SESSION_TOKEN_BYTES);
     int64_t v[8];
     uint32_t count = 0;
     if (send_all(fd, msg, n) < 0 || read_frame(fd, s->buf, sizeof s->buf, &s->len, v, 8, &count) < 0 ||
-        count < 3 || v[0] != RX_MAGIC || v[1] != RX_VERSION || v[2] != RX_OK) {
+        count < 3 || v[0] != RX_PROTOCOL_MAGIC || v[1] != RX_PROTOCOL_VERSION || v[2] != RX_OK) {
         slot_close(s);
         return -1;
     }
@@ -716,15 +694,9 @@ static void line_emit(struct rx_line *l) {
     }
 }
 
-static const struct { int status; const char *name; } status_names[] = {
-    {0, "RX_OK"}, {-1, "RX_ERR_INTERNAL"}, {-2, "RX_ERR_NOT_SUPPORTED"},
-    {-3, "RX_ERR_NO_RESOURCES"}, {-4, "RX_ERR_NO_MEMORY"}, {-10, "RX_ERR_INVALID_ARGS"},
-    {-11, "RX_ERR_BAD_HANDLE"}, {-12, "RX_ERR_WRONG_TYPE"}, {-13, "RX_ERR_BAD_SYSCALL"},
-    {-14, "RX_ERR_OUT_OF_RANGE"}, {-15, "RX_ERR_BUFFER_TOO_SMALL"}, {-20, "RX_ERR_BAD_STATE"},
-    {-21, "RX_ERR_TIMED_OUT"}, {-22, "RX_ERR_SHOULD_WAIT"}, {-23, "RX_ERR_CANCELED"},
-    {-24, "RX_ERR_PEER_CLOSED"}, {-25, "RX_ERR_NOT_FOUND"}, {-26, "RX_ERR_ALREADY_EXISTS"},
-    {-27, "RX_ERR_ALREADY_BOUND"}, {-28, "RX_ERR_UNAVAILABLE"}, {-30, "RX_ERR_ACCESS_DENIED"},
-};
+#define RX_STATUS_ENTRY(name) {name, #name},
+static const struct { int status; const char *name; } status_names[] = {RX_STATUS_LIST(RX_STATUS_ENTRY)};
+#undef RX_STATUS_ENTRY
 
 /* Same spelling as proto's status_name() for codes we do not know. */
 static void line_status(struct rx_line *l, int64_t status) {
@@ -904,7 +876,7 @@ static void rx_fault(uint64_t addr, int write) {
      * only the parts still in the mapping table are applied (another thread may have unmapped
      * part of a fault-around window meanwhile; rxd may only ever map inside our rx mappings). */
     uint32_t nops = (n - 3) / 6;
-    int fds[RX_MAX_OPS];
+    int fds[RX_FAULT_MAX_OPS];
     uint64_t pages = 0;
     int covers_fault = 0; /* rxd always maps the faulting page; a reply that does not would loop */
     for (uint32_t i = 0; i < nops; i++) {
@@ -913,9 +885,9 @@ static void rx_fault(uint64_t addr, int write) {
         int64_t kind = op[2], prot = op[3], off = op[5];
         fds[i] = -1;
         int ok = range_ok(a, len) && (prot & ~(int64_t)3) == 0;
-        if (ok && kind == RX_OP_STORE) {
+        if (ok && kind == RX_FAULT_OP_STORE) {
             ok = off >= 0 && !(off & (int64_t)RX_PAGE_MASK);
-        } else if (kind != RX_OP_ZERO) {
+        } else if (kind != RX_FAULT_OP_ZERO) {
             ok = 0;
         }
         if (!ok) {
@@ -954,7 +926,7 @@ static void rx_fault(uint64_t addr, int write) {
      * only for a reply that is not stale: a stale one may name a store rxd has since forgotten. */
     for (uint32_t i = 0; i < nops && !failed; i++) {
         const int64_t *op = v + 3 + 6 * i;
-        if (op[2] == RX_OP_STORE && (fds[i] = store_lookup((uint64_t)op[4])) < 0) failed = 1;
+        if (op[2] == RX_FAULT_OP_STORE && (fds[i] = store_lookup((uint64_t)op[4])) < 0) failed = 1;
     }
     if (failed) {
         apply_release();
@@ -966,7 +938,7 @@ static void rx_fault(uint64_t addr, int write) {
         uint64_t base = (uint64_t)op[0], end = base + (uint64_t)op[1], lo, len;
         for (uint64_t cur = base; !failed && map_next_piece(cur, end, &lo, &len); cur = lo + len) {
             void *p;
-            if (op[2] == RX_OP_ZERO)
+            if (op[2] == RX_FAULT_OP_ZERO)
                 p = mmap((void *)(uintptr_t)lo, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
                          -1, 0);
             else
@@ -1029,8 +1001,8 @@ struct rx_ctl {
     uint32_t gen;
     struct rx_fdq fdq;
     size_t len;
-    uint8_t buf[RX_CTL_BUF];
-    int64_t v[RX_CTL_MAX_VALUES];
+    uint8_t buf[CTL_BUF_BYTES];
+    int64_t v[CTL_MAX_VALUES];
 };
 
 static pthread_mutex_t ctl_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -1099,7 +1071,7 @@ static int protect_file_backed(const struct rx_vmas *vmas, uint64_t addr, uint64
  * FORGET: close those stores' fds. Under the apply lock, like every change a fault could see. */
 static int64_t ctl_stores(int64_t op, const int64_t *args, uint32_t na, struct rx_fdq *q, uint32_t gen) {
     int64_t status = RX_OK;
-    if (op == RX_CTL_STORE) {
+    if (op == RX_CONTROL_STORE) {
         int fd = fdq_pop(q), old = -1;
         if (fd < 0) return RX_ERR_INVALID_ARGS; /* rxd sends the fd with the request */
         if (na != 2) {
@@ -1133,11 +1105,11 @@ static int64_t ctl_apply(const int64_t *v, uint32_t n, struct rx_fdq *q, uint32_
     const int64_t *args = v + 3;
     uint32_t na = n - 3, width;
     switch (op) {
-    case RX_CTL_INVALIDATE: width = 2; break;
-    case RX_CTL_PROTECT: width = 3; break;
-    case RX_CTL_PING: width = 1; if (na) return RX_ERR_INVALID_ARGS; break;
-    case RX_CTL_STORE:
-    case RX_CTL_FORGET: {
+    case RX_CONTROL_INVALIDATE: width = 2; break;
+    case RX_CONTROL_PROTECT: width = 3; break;
+    case RX_CONTROL_PING: width = 1; if (na) return RX_ERR_INVALID_ARGS; break;
+    case RX_CONTROL_STORE:
+    case RX_CONTROL_FORGET: {
         int64_t status = ctl_stores(op, args, na, q, gen);
         apply_acquire();
         if (inval_seq > applied_seq) applied_seq = inval_seq;
@@ -1148,23 +1120,23 @@ static int64_t ctl_apply(const int64_t *v, uint32_t n, struct rx_fdq *q, uint32_
     default: return RX_ERR_INVALID_ARGS;
     }
     if (na % width) return RX_ERR_INVALID_ARGS;
-    for (uint32_t i = 0; op != RX_CTL_PING && i < na; i += width) {
+    for (uint32_t i = 0; op != RX_CONTROL_PING && i < na; i += width) {
         if (!range_ok((uint64_t)args[i], (uint64_t)args[i + 1])) return RX_ERR_INVALID_ARGS;
-        if (op == RX_CTL_PROTECT && (args[i + 2] & ~(int64_t)3)) return RX_ERR_INVALID_ARGS;
+        if (op == RX_CONTROL_PROTECT && (args[i + 2] & ~(int64_t)3)) return RX_ERR_INVALID_ARGS;
     }
     int64_t status = RX_OK;
     apply_acquire();
     struct rx_vmas vmas = { NULL, 0, 0 };
-    if (op == RX_CTL_PROTECT && vmas_read(&vmas) < 0) {
+    if (op == RX_CONTROL_PROTECT && vmas_read(&vmas) < 0) {
         apply_release();
         return RX_ERR_INTERNAL;
     }
-    for (uint32_t i = 0; op != RX_CTL_PING && i < na; i += width) {
+    for (uint32_t i = 0; op != RX_CONTROL_PING && i < na; i += width) {
         /* Only the parts still in the table: a range the client unmapped while this request was
          * in flight is already gone (and its addresses may hold other memory by now). */
         uint64_t end = (uint64_t)args[i] + (uint64_t)args[i + 1], lo, len;
         for (uint64_t cur = (uint64_t)args[i]; map_next_piece(cur, end, &lo, &len); cur = lo + len) {
-            int r = op == RX_CTL_INVALIDATE ? map_none(lo, len) : protect_file_backed(&vmas, lo, len, (int)args[i + 2]);
+            int r = op == RX_CONTROL_INVALIDATE ? map_none(lo, len) : protect_file_backed(&vmas, lo, len, (int)args[i + 2]);
             if (r < 0) status = RX_ERR_INTERNAL;
         }
     }
@@ -1179,7 +1151,7 @@ static void *ctl_main(void *arg) {
     struct rx_ctl *c = arg;
     for (;;) {
         uint32_t n = 0;
-        if (read_frame_fds(c->fd, c->buf, sizeof c->buf, &c->len, c->v, RX_CTL_MAX_VALUES, &n, &c->fdq) < 0 ||
+        if (read_frame_fds(c->fd, c->buf, sizeof c->buf, &c->len, c->v, CTL_MAX_VALUES, &n, &c->fdq) < 0 ||
             n < 1)
             break; /* EOF, error, or a stream we cannot ack: the channel is over */
         int64_t status = ctl_apply(c->v, n, &c->fdq, c->gen);
@@ -1294,7 +1266,7 @@ int rx_trap_setup(const char *socket_path, const uint8_t *session_token) {
     ST(&trap_ready, 0);
     memset(sock_path, 0, sizeof sock_path);
     memcpy(sock_path, socket_path, n);
-    memcpy(token, session_token, RX_TOKEN_BYTES);
+    memcpy(token, session_token, RX_SESSION_TOKEN_BYTES);
     /* Channels of an earlier session are closed by whoever next claims their slot. */
     __atomic_add_fetch(&chan_gen, 1, __ATOMIC_RELEASE);
     for (int i = 0; i < RX_FAULT_SLOTS; i++) {

@@ -1,6 +1,7 @@
 /* rxfutex.c — see rxfutex.h. */
 #define _GNU_SOURCE
 #include "rxfutex.h"
+#include "rxwire.h"
 
 #include <errno.h>
 #include <sys/mman.h>
@@ -9,7 +10,7 @@
 int64_t rx_word_cas(int fd, uint64_t offset, uint32_t expected, uint32_t desired) {
     if (offset & 3)
         return -EINVAL;
-    const uint64_t page = 4096;
+    const uint64_t page = RX_PAGE_SIZE;
     uint64_t base = offset & ~(page - 1);
     void *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)base);
     if (p == MAP_FAILED)
