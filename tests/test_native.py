@@ -9,6 +9,7 @@ take pytest down.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -646,11 +647,23 @@ def test_server_helpers_on_memfds() -> None:
 
 
 def test_bench_helpers() -> None:
-    assert lib.rx_bench_anon_first_touch(64 * PAGE) > 0
-    assert lib.rx_bench_socket_roundtrip(50, 0, ffi.NULL) > 0
-    out = ffi.new("int64_t[]", 50)
-    total = lib.rx_bench_socket_roundtrip(50, 1, out)
+    """scripts/bench.py's C baselines: built on demand, outside the library."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+    try:
+        import _bench_native
+    finally:
+        del sys.path[0]
+    bench = _bench_native.load()
+    for name in ("rx_bench_anon_first_touch", "rx_bench_socket_roundtrip", "rx_mutex_bench_c"):
+        assert not hasattr(lib, name), f"{name} is benchmark code: it must not ship in the library"
+    assert bench.lib.rx_bench_anon_first_touch(64 * PAGE) > 0
+    assert bench.lib.rx_bench_socket_roundtrip(50, 0, bench.ffi.NULL) > 0
+    out = bench.ffi.new("int64_t[]", 50)
+    total = bench.lib.rx_bench_socket_roundtrip(50, 1, out)
     assert total > 0 and all(x > 0 for x in out) and sum(out) <= total
-    assert lib.rx_bench_socket_roundtrip(0, 0, ffi.NULL) == -22
+    assert bench.lib.rx_bench_socket_roundtrip(0, 0, bench.ffi.NULL) == -errno.EINVAL
+    word = bench.ffi.new("uint32_t *")
+    assert bench.lib.rx_mutex_bench_c(int(bench.ffi.cast("uintptr_t", word)), 1, 1000) > 0
+    assert word[0] == 0  # every pair released what it took
     addr = lib.rx_reserve(4 * PAGE)
     assert lib.rx_unreserve(addr, 4 * PAGE) == 0

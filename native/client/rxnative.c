@@ -1322,7 +1322,7 @@ int rx_unreserve(uint64_t addr, uint64_t length) {
     return rc;
 }
 
-/* ---- touch and benchmarks ---------------------------------------------------------------------- */
+/* ---- touch ---------------------------------------------------------------------------------- */
 
 int64_t rx_touch(uint64_t addr, uint64_t length, int write) {
     int64_t t0 = now_ns();
@@ -1332,84 +1332,6 @@ int64_t rx_touch(uint64_t addr, uint64_t length, int write) {
         else (void)*(volatile uint8_t *)(uintptr_t)p;
     }
     return now_ns() - t0;
-}
-
-int64_t rx_bench_anon_first_touch(uint64_t length) {
-    if (!length) return -EINVAL;
-    uint8_t *m = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return -errno;
-    int64_t t0 = now_ns();
-    for (uint64_t off = 0; off < length; off += RX_PAGE_SIZE) ((volatile uint8_t *)m)[off] = 1;
-    int64_t dt = now_ns() - t0;
-    munmap(m, length);
-    return dt;
-}
-
-#define RX_BENCH_MSG 24
-
-static int read_all(int fd, uint8_t *p, size_t n) {
-    while (n) {
-        ssize_t k = read(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-static void *bench_echo(void *arg) {
-    int fd = *(int *)arg;
-    uint8_t m[RX_BENCH_MSG];
-    while (read_all(fd, m, sizeof m) == 0 && send_all(fd, m, sizeof m) == 0) {}
-    return NULL;
-}
-
-int64_t rx_bench_socket_roundtrip(int iterations, int with_mmap, int64_t *out_ns) {
-    if (iterations <= 0) return -EINVAL;
-    int sv[2], memfd = -1, rc = 0;
-    int64_t total = 0;
-    void *scratch = MAP_FAILED;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
-    if (with_mmap) {
-        memfd = memfd_create("rx-bench", MFD_CLOEXEC);
-        scratch = mmap(NULL, RX_PAGE_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (memfd < 0 || ftruncate(memfd, RX_PAGE_SIZE) < 0 || scratch == MAP_FAILED) {
-            rc = -errno;
-            goto out_fds;
-        }
-    }
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t peer;
-    int e = pthread_create(&peer, NULL, bench_echo, &sv[1]);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (e) {
-        rc = -e;
-        goto out_fds;
-    }
-    uint8_t m[RX_BENCH_MSG] = {0};
-    int64_t total0 = now_ns();
-    for (int i = 0; i < iterations && !rc; i++) {
-        int64_t t0 = now_ns();
-        memcpy(m, &i, sizeof i);
-        if (send_all(sv[0], m, sizeof m) < 0 || read_all(sv[0], m, sizeof m) < 0) rc = -EIO;
-        if (with_mmap && !rc &&
-            mmap(scratch, RX_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE,
-                 memfd, 0) == MAP_FAILED)
-            rc = -errno;
-        if (out_ns) out_ns[i] = now_ns() - t0;
-    }
-    total = now_ns() - total0;
-    shutdown(sv[0], SHUT_RDWR); /* the echo peer sees EOF */
-    pthread_join(peer, NULL);
-out_fds:
-    if (scratch != MAP_FAILED) munmap(scratch, RX_PAGE_SIZE);
-    if (memfd >= 0) close(memfd);
-    close(sv[0]);
-    close(sv[1]);
-    return rc ? rc : total;
 }
 
 /* ---- server helpers ---------------------------------------------------------------------------- */

@@ -3,7 +3,6 @@
 #include "rxsync.h"
 
 #include <sched.h>
-#include <time.h>
 
 #define W(addr) ((uint32_t *)(uintptr_t)(addr))
 
@@ -89,15 +88,4 @@ int rx_mutex_unlock(uint64_t addr, uint32_t pid) {
         if ((old & RX_FUTEX_OWNER_MASK) != pid) return -1;
     } while (!__atomic_compare_exchange_n(w, &old, 0, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
     return (old & RX_FUTEX_WAITERS) != 0;
-}
-
-int64_t rx_mutex_bench_c(uint64_t addr, uint32_t pid, uint64_t n) {
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    for (uint64_t i = 0; i < n; i++) {
-        rx_mutex_trylock(addr, pid, 0);
-        rx_mutex_unlock(addr, pid);
-    }
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    return (int64_t)(b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec);
 }

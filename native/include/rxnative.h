@@ -91,22 +91,12 @@ int rx_control_start(int fd);
  * Idempotent; rx_control_start may be called again afterwards. */
 void rx_control_stop(void);
 
-/* ---- touch helpers and benchmarks ------------------------------------------------------------ */
+/* ---- touch helper ---------------------------------------------------------------------------- */
 
 /* Touch one byte in each 4 KiB page of [addr, addr+length): a volatile load, or with write an
  * atomic add of 0 (faults as a write, keeps the data). Faults go through the trap. Returns the
  * elapsed CLOCK_MONOTONIC nanoseconds. Releases the GIL (cffi), so threads can fault at once. */
 int64_t rx_touch(uint64_t addr, uint64_t length, int write);
-
-/* Linux baseline: mmap anonymous RW, write one byte per page, munmap. ns spent touching or
- * -errno. */
-int64_t rx_bench_anon_first_touch(uint64_t length);
-
-/* Bare C baseline: iterations round trips of 24-byte request/reply over a socketpair with an
- * echo pthread; with_mmap adds one mmap(MAP_FIXED|MAP_POPULATE) of a 4 KiB memfd page per
- * iteration (the cost of applying a fault reply). Total ns or -errno; out_ns (may be NULL) gets
- * each iteration's latency. */
-int64_t rx_bench_socket_roundtrip(int iterations, int with_mmap, int64_t *out_ns);
 
 /* ---- server helpers (rxd) --------------------------------------------------------------------- */
 

@@ -64,9 +64,6 @@ uint32_t rx_mutex_lock_spin(uint64_t addr, uint32_t pid, uint32_t extra, uint32_
  * release let another process lock it (WAITERS set in between fails the CAS and is retried). */
 int rx_mutex_unlock(uint64_t addr, uint32_t pid);
 
-/* A loop of n trylock/unlock pairs (no wake), for the benchmark's C baseline: nanoseconds. */
-int64_t rx_mutex_bench_c(uint64_t addr, uint32_t pid, uint64_t n);
-
 /* cdef-end */
 
 #endif
