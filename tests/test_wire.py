@@ -153,22 +153,36 @@ def test_limits_match_wire_md() -> None:
     assert f"the {lib.RX_SESSION_TOKEN_BYTES}-byte session token (msgpack bin)" in text
 
 
-def test_status_list_names_every_status(tmp_path: Path) -> None:
-    """RX_STATUS_LIST, from which the C diagnostics name statuses, has every proto status."""
-    src = tmp_path / "status_list.c"
+def test_diagnostics_name_every_status(tmp_path: Path) -> None:
+    """The refused-fault diagnostics (native/client/diag.c) name every proto status and no other:
+    RX_STATUS_LIST against STATUS_NAMES both ways, and diag.c's lookup against both."""
+    src = tmp_path / "status_names.c"
     src.write_text(
-        '#include <stdio.h>\n#include "rxwire.h"\n'
-        '#define PRINT(name) printf("%d %s\\n", (int)(name), #name);\n'
-        "int main(void) { RX_STATUS_LIST(PRINT) return 0; }\n"
+        '#include <stdio.h>\n#include "internal.h"\n'
+        '#define PRINT(name) printf("list %d %s %s\\n", (int)(name), #name, rx_status_name(name));\n'
+        "int main(void) {\n"
+        "    RX_STATUS_LIST(PRINT)\n"
+        "    for (int s = -4096; s <= 4096; s++)\n"
+        '        if (rx_status_name(s)) printf("named %d %s\\n", s, rx_status_name(s));\n'
+        "    return 0;\n"
+        "}\n"
     )
-    exe = tmp_path / "status_list"
-    subprocess.run(["gcc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", f"-I{NATIVE}/include", "-o", str(exe), str(src)],
-                   check=True)
+    exe = tmp_path / "status_names"
+    subprocess.run(["gcc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", f"-I{NATIVE}/include", f"-I{NATIVE}/client",
+                    "-o", str(exe), str(src), os.path.join(NATIVE, "client", "diag.c")], check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
-    pairs = [line.split() for line in out.splitlines()]
-    listed = {int(value): name for value, name in pairs}
-    assert len(listed) == len(pairs), "a status is listed twice"
-    assert listed == p.STATUS_NAMES
+    listed: list[tuple[int, str, str]] = []  # (value, name in RX_STATUS_LIST, rx_status_name(value))
+    named: dict[int, str] = {}  # every value rx_status_name knows
+    for line in out.splitlines():
+        kind, value, *names = line.split()
+        if kind == "list":
+            listed.append((int(value), names[0], names[1]))
+        else:
+            named[int(value)] = names[0]
+    assert len({value for value, _, _ in listed}) == len(listed), "a status is listed twice"
+    assert {value: name for value, name, _ in listed} == p.STATUS_NAMES
+    assert all(name == looked_up for _, name, looked_up in listed)
+    assert named == p.STATUS_NAMES
 
 
 def test_vdso_headers_keep_the_same_values() -> None:
