@@ -54,12 +54,18 @@ PROTO_NAMED = [
     "RX_FUTEX_OWNER_MASK", "RX_FUTEX_OWNER_DIED", "RX_FUTEX_WAITERS",
 ]
 CONTROL_OPS = ["INVALIDATE", "PROTECT", "PING", "STORE", "FORGET"]
+# Frame fields in proto's dataclass order, which is the order proto's encoder writes them in.
 FAULT_OP_FIELDS = [f.name for f in dataclasses.fields(p.FaultOp)]
+FAULT_REPLY_FIELDS = [f.name for f in dataclasses.fields(p.FaultReply) if f.name != "ops"]
+CONTROL_REQUEST_FIELDS = [f.name for f in dataclasses.fields(p.ControlRequest) if f.name != "ranges"]
 # Checked below against proto's encoder, CONTROL_RANGE_WIDTHS and WIRE.md.
 LAYOUT = [
-    "RX_FAULT_FLAG_WRITE", "RX_FAULT_REPLY_HEAD", "RX_FAULT_OP_WORDS", "RX_CONTROL_REQUEST_HEAD",
+    "RX_HELLO_WORDS", "RX_HELLO_REPLY_HEAD", "RX_FAULT_REQUEST_WORDS", "RX_FAULT_FLAG_WRITE",
+    "RX_FAULT_REPLY_HEAD", "RX_FAULT_OP_WORDS", "RX_CONTROL_REQUEST_HEAD", "RX_CONTROL_ACK_WORDS",
     "RX_CONTROL_MAX_FRAME_BYTES", "RX_CONTROL_MAX_RANGES",
     *(f"RX_FAULT_OP_FIELD_{name.upper()}" for name in FAULT_OP_FIELDS),
+    *(f"RX_FAULT_REPLY_FIELD_{name.upper()}" for name in FAULT_REPLY_FIELDS),
+    *(f"RX_CONTROL_REQUEST_FIELD_{name.upper()}" for name in CONTROL_REQUEST_FIELDS),
     *(f"RX_CONTROL_{op}_WIDTH" for op in CONTROL_OPS),
 ]
 
@@ -116,13 +122,19 @@ def _pair(kind: int) -> tuple[Connection, Connection, list[Any], list[Any]]:
 
 def test_fault_channel_layout() -> None:
     client, server, hello, reply = _pair(p.CHANNEL_FAULT)
-    # What the C core sends, and the prefix of the reply it checks.
+    # What the C core sends, and the reply it checks.
     assert hello == [lib.RX_PROTOCOL_MAGIC, lib.RX_PROTOCOL_VERSION, lib.RX_CHANNEL_FAULT, bytes(range(16))]
-    assert len(hello[3]) == lib.RX_SESSION_TOKEN_BYTES
+    assert len(hello) == lib.RX_HELLO_WORDS and len(hello[3]) == lib.RX_SESSION_TOKEN_BYTES
     assert reply == [lib.RX_PROTOCOL_MAGIC, lib.RX_PROTOCOL_VERSION, lib.RX_OK]
-    assert _unpack(client.send(p.FaultRequest(5, 0x1000, True)))[2] == lib.RX_FAULT_FLAG_WRITE
+    assert len(reply) == lib.RX_HELLO_REPLY_HEAD
+    request = _unpack(client.send(p.FaultRequest(5, 0x1000, True)))
+    assert request == [5, 0x1000, lib.RX_FAULT_FLAG_WRITE] and len(request) == lib.RX_FAULT_REQUEST_WORDS
     assert _unpack(client.send(p.FaultRequest(6, 0x1000, False)))[2] == 0
-    assert len(_unpack(server.send(p.FaultReply(1, p.RX_OK, 7)))) == lib.RX_FAULT_REPLY_HEAD
+    refused = p.FaultReply(seq=11, status=p.RX_ERR_NO_MEMORY, inval_seq=7)
+    frame = _unpack(server.send(refused))
+    assert len(frame) == lib.RX_FAULT_REPLY_HEAD == len(FAULT_REPLY_FIELDS)
+    for name in FAULT_REPLY_FIELDS:
+        assert frame[getattr(lib, f"RX_FAULT_REPLY_FIELD_{name.upper()}")] == getattr(refused, name), name
     op = p.FaultOp(addr=0x10000, length=0x2000, kind=p.FAULT_OP_STORE, prot=3, store_id=9, file_offset=0x5000)
     frame = _unpack(server.send(p.FaultReply(1, p.RX_OK, 7, (op, op))))
     assert len(frame) == lib.RX_FAULT_REPLY_HEAD + 2 * lib.RX_FAULT_OP_WORDS
@@ -134,10 +146,15 @@ def test_fault_channel_layout() -> None:
 
 
 def test_control_channel_layout() -> None:
-    _, server, hello, _ = _pair(p.CHANNEL_CONTROL)
+    client, server, hello, _ = _pair(p.CHANNEL_CONTROL)
     assert hello[2] == lib.RX_CHANNEL_CONTROL
-    ping = _unpack(server.send(p.ControlRequest(4, p.CONTROL_PING, 8)))
-    assert ping == [4, lib.RX_CONTROL_PING, 8] and len(ping) == lib.RX_CONTROL_REQUEST_HEAD
+    request = p.ControlRequest(seq=4, op=p.CONTROL_PING, inval_seq=8)
+    ping = _unpack(server.send(request))
+    assert len(ping) == lib.RX_CONTROL_REQUEST_HEAD == len(CONTROL_REQUEST_FIELDS)
+    for name in CONTROL_REQUEST_FIELDS:
+        assert ping[getattr(lib, f"RX_CONTROL_REQUEST_FIELD_{name.upper()}")] == getattr(request, name), name
+    ack = _unpack(client.send(p.ControlAck(4, p.RX_OK)))
+    assert ack == [4, p.RX_OK] and len(ack) == lib.RX_CONTROL_ACK_WORDS
     protect = _unpack(server.send(p.ControlRequest(5, p.CONTROL_PROTECT, 9, ((0x1000, 0x2000, 1),))))
     assert len(protect) == lib.RX_CONTROL_REQUEST_HEAD + lib.RX_CONTROL_PROTECT_WIDTH
     # The widest op sizes the C core's value buffer: no op may be wider.

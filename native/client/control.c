@@ -108,7 +108,7 @@ static int64_t ctl_stores(int64_t op, const int64_t *args, uint32_t na, struct r
     if (op == RX_CONTROL_STORE) {
         int fd = fdq_pop(q), old = -1;
         if (fd < 0) return RX_ERR_INVALID_ARGS; /* rxd sends the fd with the request */
-        if (na != 2) {
+        if (na != RX_CONTROL_STORE_WIDTH) { /* exactly one (store_id, writable) */
             close(fd);
             return RX_ERR_INVALID_ARGS;
         }
@@ -133,14 +133,15 @@ static int64_t ctl_stores(int64_t op, const int64_t *args, uint32_t na, struct r
 
 /* Apply one request; returns the ack status. Malformed or out-of-table requests change nothing. */
 static int64_t ctl_apply(const int64_t *v, uint32_t n, struct rx_fdq *q, uint32_t gen) {
-    if (n < 3) return RX_ERR_INVALID_ARGS;
-    int64_t op = v[1];
-    uint64_t inval_seq = (uint64_t)v[2];
-    const int64_t *args = v + 3;
-    uint32_t na = n - 3, width;
+    if (n < RX_CONTROL_REQUEST_HEAD) return RX_ERR_INVALID_ARGS;
+    int64_t op = v[RX_CONTROL_REQUEST_FIELD_OP];
+    uint64_t inval_seq = (uint64_t)v[RX_CONTROL_REQUEST_FIELD_INVAL_SEQ];
+    const int64_t *args = v + RX_CONTROL_REQUEST_HEAD;
+    uint32_t na = n - RX_CONTROL_REQUEST_HEAD, width;
     switch (op) {
-    case RX_CONTROL_INVALIDATE: width = 2; break;
-    case RX_CONTROL_PROTECT: width = 3; break;
+    case RX_CONTROL_INVALIDATE: width = RX_CONTROL_INVALIDATE_WIDTH; break;
+    case RX_CONTROL_PROTECT: width = RX_CONTROL_PROTECT_WIDTH; break;
+    /* No args (RX_CONTROL_PING_WIDTH 0); width 1 only keeps na % width defined. */
     case RX_CONTROL_PING: width = 1; if (na) return RX_ERR_INVALID_ARGS; break;
     case RX_CONTROL_STORE:
     case RX_CONTROL_FORGET: {
@@ -156,7 +157,7 @@ static int64_t ctl_apply(const int64_t *v, uint32_t n, struct rx_fdq *q, uint32_
     if (na % width) return RX_ERR_INVALID_ARGS;
     for (uint32_t i = 0; op != RX_CONTROL_PING && i < na; i += width) {
         if (!range_ok((uint64_t)args[i], (uint64_t)args[i + 1])) return RX_ERR_INVALID_ARGS;
-        if (op == RX_CONTROL_PROTECT && (args[i + 2] & ~(int64_t)3)) return RX_ERR_INVALID_ARGS;
+        if (op == RX_CONTROL_PROTECT && (args[i + 2] & ~(int64_t)RX_VM_PERMS)) return RX_ERR_INVALID_ARGS;
     }
     int64_t status = RX_OK;
     apply_acquire();
@@ -170,7 +171,8 @@ static int64_t ctl_apply(const int64_t *v, uint32_t n, struct rx_fdq *q, uint32_
          * in flight is already gone (and its addresses may hold other memory by now). */
         uint64_t end = (uint64_t)args[i] + (uint64_t)args[i + 1], lo, len;
         for (uint64_t cur = (uint64_t)args[i]; map_next_piece(cur, end, &lo, &len); cur = lo + len) {
-            int r = op == RX_CONTROL_INVALIDATE ? map_none(lo, len) : protect_file_backed(&vmas, lo, len, (int)args[i + 2]);
+            int r = op == RX_CONTROL_INVALIDATE ? map_none(lo, len)
+                                                : protect_file_backed(&vmas, lo, len, (int)args[i + 2]);
             if (r < 0) status = RX_ERR_INTERNAL;
         }
     }
@@ -187,11 +189,11 @@ static void *ctl_main(void *arg) {
         uint32_t n = 0;
         if (read_frame_fds(c->fd, c->buf, sizeof c->buf, &c->len, c->v, CTL_MAX_VALUES, &n, &c->fdq) < 0 ||
             n < 1)
-            break; /* EOF, error, or a stream we cannot ack: the channel is over */
+            break; /* EOF, error, or a stream we cannot ack (no seq): the channel is over */
         int64_t status = ctl_apply(c->v, n, &c->fdq, c->gen);
         uint8_t msg[32];
-        size_t k = mp_put_array(msg, 2);
-        k += mp_put_uint(msg + k, (uint64_t)c->v[0]);
+        size_t k = mp_put_array(msg, RX_CONTROL_ACK_WORDS);
+        k += mp_put_uint(msg + k, (uint64_t)c->v[RX_CONTROL_REQUEST_FIELD_SEQ]);
         k += mp_put_int(msg + k, status);
         if (send_all(c->fd, msg, k) < 0) break;
     }

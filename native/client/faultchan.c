@@ -82,15 +82,15 @@ static int slot_open(struct rx_slot *s) {
     s->len = 0;
     s->gen = LD(&chan_gen);
     uint8_t msg[32];
-    size_t n = mp_put_array(msg, 4);
+    size_t n = mp_put_array(msg, RX_HELLO_WORDS);
     n += mp_put_int(msg + n, RX_PROTOCOL_MAGIC);
     n += mp_put_int(msg + n, RX_PROTOCOL_VERSION);
     n += mp_put_int(msg + n, RX_CHANNEL_FAULT);
     n += mp_put_bin(msg + n, token, RX_SESSION_TOKEN_BYTES);
-    int64_t v[8];
+    int64_t v[8]; /* [magic, version, status] */
     uint32_t count = 0;
     if (send_all(fd, msg, n) < 0 || read_frame(fd, s->buf, sizeof s->buf, &s->len, v, 8, &count) < 0 ||
-        count < 3 || v[0] != RX_PROTOCOL_MAGIC || v[1] != RX_PROTOCOL_VERSION || v[2] != RX_OK) {
+        count < RX_HELLO_REPLY_HEAD || v[0] != RX_PROTOCOL_MAGIC || v[1] != RX_PROTOCOL_VERSION || v[2] != RX_OK) {
         slot_close(s);
         return -1;
     }
@@ -107,14 +107,14 @@ int fault_roundtrip(uint64_t addr, int write, int64_t *v, uint32_t *count) {
     }
     uint64_t seq = __atomic_add_fetch(&fault_seq, 1, __ATOMIC_RELAXED);
     uint8_t msg[32];
-    size_t n = mp_put_array(msg, 3);
+    size_t n = mp_put_array(msg, RX_FAULT_REQUEST_WORDS);
     n += mp_put_uint(msg + n, seq);
     n += mp_put_uint(msg + n, addr);
-    n += mp_put_int(msg + n, write ? 1 : 0);
+    n += mp_put_int(msg + n, write ? RX_FAULT_FLAG_WRITE : 0);
     int rc = 0;
     if (send_all(s->fd, msg, n) < 0 ||
         read_frame(s->fd, s->buf, sizeof s->buf, &s->len, v, RX_FAULT_MAX_VALUES, count) < 0 ||
-        *count < 2 || (uint64_t)v[0] != seq) {
+        *count <= RX_FAULT_REPLY_FIELD_STATUS || (uint64_t)v[RX_FAULT_REPLY_FIELD_SEQ] != seq) {
         slot_close(s); /* a broken channel is never reused */
         rc = -1;
     }

@@ -27,6 +27,11 @@
 #define RX_CHANNEL_CONTROL 2
 #define RX_CHANNEL_THREAD 3
 
+/* Hello [magic, version, kind, token]; the reply on a fault or control channel is
+ * [magic, version, status]. */
+#define RX_HELLO_WORDS 4
+#define RX_HELLO_REPLY_HEAD 3
+
 #define RX_SESSION_TOKEN_BYTES 16
 
 /* rx pages; unsigned long long so that masks built from it stay 64 bits wide. */
@@ -41,10 +46,15 @@
 /* ---- fault channel (proto/_events.py, proto/_connection.py) --------------------------------- */
 
 /* Request [seq, addr, flags]: flags bit 0 is a write access. */
+#define RX_FAULT_REQUEST_WORDS 3
 #define RX_FAULT_FLAG_WRITE 1
 
-/* Reply [seq, status, inval_seq, op...]: this many integers before the first op, ... */
+/* Reply [seq, status, inval_seq, op...], in FaultReply's field order: this many integers before
+ * the first op, ... */
 #define RX_FAULT_REPLY_HEAD 3
+#define RX_FAULT_REPLY_FIELD_SEQ 0
+#define RX_FAULT_REPLY_FIELD_STATUS 1
+#define RX_FAULT_REPLY_FIELD_INVAL_SEQ 2
 /* ... each op this many, in FaultOp's field order: */
 #define RX_FAULT_OP_WORDS 6
 #define RX_FAULT_OP_FIELD_ADDR 0
@@ -63,8 +73,13 @@
 
 /* ---- control channel (proto/_events.py) ---------------------------------------------------- */
 
-/* Request [seq, op, inval_seq, args...]: this many integers before the args. Ack [seq, status]. */
+/* Request [seq, op, inval_seq, args...], in ControlRequest's field order: this many integers
+ * before the args. Ack [seq, status]. */
 #define RX_CONTROL_REQUEST_HEAD 3
+#define RX_CONTROL_REQUEST_FIELD_SEQ 0
+#define RX_CONTROL_REQUEST_FIELD_OP 1
+#define RX_CONTROL_REQUEST_FIELD_INVAL_SEQ 2
+#define RX_CONTROL_ACK_WORDS 2
 
 #define RX_CONTROL_INVALIDATE 1
 #define RX_CONTROL_PROTECT 2
