@@ -126,6 +126,106 @@ static void rx_chain_sent(int sig, siginfo_t *si, void *ctx) {
     rx_die(sig);
 }
 
+/* ---- the fault path: ask rxd, check the reply, map it ------------------------------------------- */
+
+/* A fault reply, decoded where fault_roundtrip left it. */
+struct fault_reply {
+    const int64_t *v;   /* [seq, status, inval_seq, op...] */
+    uint32_t nops;
+    uint64_t inval_seq; /* rxd's inval_seq when it computed the reply */
+    uint64_t pages;     /* pages the ops map */
+};
+
+static inline const int64_t *reply_op(const struct fault_reply *r, uint32_t i) {
+    return r->v + RX_FAULT_REPLY_HEAD + RX_FAULT_OP_WORDS * i;
+}
+
+/* Decode and validate the reply to a fault at addr: RX_OK, or the status to refuse the fault
+ * with (rxd's refusal, or RX_ERR_INTERNAL for a reply we cannot use). Every op is checked before
+ * any is applied. Where they land is checked later, under the apply lock: only the parts still in
+ * the mapping table are applied (another thread may have unmapped part of a fault-around window
+ * meanwhile; rxd may only ever map inside our rx mappings). */
+static int64_t reply_decode(uint64_t addr, const int64_t *v, uint32_t n, struct fault_reply *r) {
+    if (v[RX_FAULT_REPLY_FIELD_STATUS] < 0) return v[RX_FAULT_REPLY_FIELD_STATUS];
+    if (n < RX_FAULT_REPLY_HEAD || (n - RX_FAULT_REPLY_HEAD) % RX_FAULT_OP_WORDS != 0) return RX_ERR_INTERNAL;
+    r->v = v;
+    r->nops = (n - RX_FAULT_REPLY_HEAD) / RX_FAULT_OP_WORDS;
+    r->inval_seq = (uint64_t)v[RX_FAULT_REPLY_FIELD_INVAL_SEQ];
+    r->pages = 0;
+    int covers_fault = 0; /* rxd always maps the faulting page; a reply that does not would loop */
+    for (uint32_t i = 0; i < r->nops; i++) {
+        const int64_t *op = reply_op(r, i);
+        uint64_t a = (uint64_t)op[RX_FAULT_OP_FIELD_ADDR], len = (uint64_t)op[RX_FAULT_OP_FIELD_LENGTH];
+        int64_t kind = op[RX_FAULT_OP_FIELD_KIND], prot = op[RX_FAULT_OP_FIELD_PROT];
+        int64_t off = op[RX_FAULT_OP_FIELD_FILE_OFFSET];
+        int ok = range_ok(a, len) && (prot & ~(int64_t)RX_VM_PERMS) == 0;
+        if (ok && kind == RX_FAULT_OP_STORE) {
+            ok = off >= 0 && !(off & (int64_t)RX_PAGE_MASK);
+        } else if (kind != RX_FAULT_OP_ZERO) {
+            ok = 0;
+        }
+        if (!ok) return RX_ERR_INTERNAL;
+        r->pages += len / RX_PAGE_SIZE;
+        if (addr - a < len) covers_fault = 1;
+    }
+    return covers_fault ? RX_OK : RX_ERR_INTERNAL;
+}
+
+/* An invalidation reached us after rxd computed this reply: it may be stale, so it is not
+ * applied. Its ranges are emptied instead: rxd computed the reply believing these pages would be
+ * replaced (a write fault stops tracking the zero pages it replaces), so leaving whatever was
+ * mapped there could keep a zero page rxd no longer knows about. The next touch asks anew. */
+static void reply_drop_locked(const struct fault_reply *r) {
+    for (uint32_t i = 0; i < r->nops; i++) {
+        const int64_t *op = reply_op(r, i);
+        uint64_t base = (uint64_t)op[RX_FAULT_OP_FIELD_ADDR], end = base + (uint64_t)op[RX_FAULT_OP_FIELD_LENGTH];
+        uint64_t lo, len;
+        for (uint64_t cur = base; map_next_piece(cur, end, &lo, &len); cur = lo + len) map_none(lo, len);
+    }
+}
+
+/* The fd of each STORE op's store into fds[] (-1 for ZERO ops): 0, or -1 when the reply names a
+ * store we do not hold. Under the apply lock (the control thread replaces and closes store fds
+ * under it too, so an fd number can never be closed and reused between lookup and mmap), and
+ * only for a reply that is not stale: a stale one may name a store rxd has since forgotten. */
+static int reply_stores_locked(const struct fault_reply *r, int *fds) {
+    for (uint32_t i = 0; i < r->nops; i++) {
+        const int64_t *op = reply_op(r, i);
+        fds[i] = -1;
+        if (op[RX_FAULT_OP_FIELD_KIND] == RX_FAULT_OP_STORE &&
+            (fds[i] = store_lookup((uint64_t)op[RX_FAULT_OP_FIELD_STORE_ID])) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Fault and PROTECT ops' prot goes to mmap as it is. */
+_Static_assert(RX_VM_PERM_READ == PROT_READ && RX_VM_PERM_WRITE == PROT_WRITE, "rx perms are mmap prots");
+
+/* Map each op over the parts of its range still in the mapping table (proto/WIRE.md "Fault
+ * channel"), each mapping MADV_DONTFORK. 0, or -1 when an mmap failed (the ops before it stay). */
+static int reply_map_locked(const struct fault_reply *r, const int *fds) {
+    for (uint32_t i = 0; i < r->nops; i++) {
+        const int64_t *op = reply_op(r, i);
+        uint64_t base = (uint64_t)op[RX_FAULT_OP_FIELD_ADDR], end = base + (uint64_t)op[RX_FAULT_OP_FIELD_LENGTH];
+        uint64_t lo, len;
+        for (uint64_t cur = base; map_next_piece(cur, end, &lo, &len); cur = lo + len) {
+            void *at = (void *)(uintptr_t)lo, *p;
+            if (op[RX_FAULT_OP_FIELD_KIND] == RX_FAULT_OP_ZERO)
+                p = mmap(at, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+            else
+                p = mmap(at, len, (int)op[RX_FAULT_OP_FIELD_PROT], MAP_SHARED | MAP_FIXED | MAP_POPULATE, fds[i],
+                         (off_t)(op[RX_FAULT_OP_FIELD_FILE_OFFSET] + (int64_t)(lo - base)));
+            if (p == MAP_FAILED) return -1;
+            madvise(p, len, MADV_DONTFORK);
+        }
+    }
+    return 0;
+}
+
+/* A fault at addr, in an rx mapping: ask rxd, then map what it says, drop it if it is stale, or
+ * die with the diagnostic (the epoch is read before asking: memory the client takes back while
+ * the request is in flight makes the reply stale). */
 static void rx_fault(uint64_t addr, int write) {
     int64_t v[RX_FAULT_MAX_VALUES];
     uint32_t n = 0;
@@ -134,97 +234,34 @@ static void rx_fault(uint64_t addr, int write) {
         rx_unreachable(addr);
         return;
     }
-    if (v[1] < 0) {
-        rx_refuse(addr, v[1]);
+    struct fault_reply r;
+    int64_t status = reply_decode(addr, v, n, &r);
+    if (status != RX_OK) {
+        rx_refuse(addr, status);
         return;
     }
-    if (n < 3 || (n - 3) % 6 != 0) {
-        rx_refuse(addr, RX_ERR_INTERNAL);
-        return;
-    }
-    /* Validate every op before applying any. Where they land is checked under the apply lock:
-     * only the parts still in the mapping table are applied (another thread may have unmapped
-     * part of a fault-around window meanwhile; rxd may only ever map inside our rx mappings). */
-    uint32_t nops = (n - 3) / 6;
     int fds[RX_FAULT_MAX_OPS];
-    uint64_t pages = 0;
-    int covers_fault = 0; /* rxd always maps the faulting page; a reply that does not would loop */
-    for (uint32_t i = 0; i < nops; i++) {
-        const int64_t *op = v + 3 + 6 * i;
-        uint64_t a = (uint64_t)op[0], len = (uint64_t)op[1];
-        int64_t kind = op[2], prot = op[3], off = op[5];
-        fds[i] = -1;
-        int ok = range_ok(a, len) && (prot & ~(int64_t)3) == 0;
-        if (ok && kind == RX_FAULT_OP_STORE) {
-            ok = off >= 0 && !(off & (int64_t)RX_PAGE_MASK);
-        } else if (kind != RX_FAULT_OP_ZERO) {
-            ok = 0;
-        }
-        if (!ok) {
-            rx_refuse(addr, RX_ERR_INTERNAL);
-            return;
-        }
-        pages += len / RX_PAGE_SIZE;
-        if (addr - a < len) covers_fault = 1;
-    }
-    if (!covers_fault) {
-        rx_refuse(addr, RX_ERR_INTERNAL);
-        return;
-    }
-    uint64_t inval_seq = (uint64_t)v[2];
-    int failed = 0;
     apply_acquire();
-    if (apply_stale_locked(inval_seq, epoch)) {
-        /* An invalidation reached us after rxd computed this reply: it may be stale, so it is
-         * not applied. Its ranges are emptied instead: rxd computed the reply believing these
-         * pages would be replaced (a write fault stops tracking the zero pages it replaces), so
-         * leaving whatever was mapped there could keep a zero page rxd no longer knows about.
-         * The next touch asks anew. */
-        for (uint32_t i = 0; i < nops; i++) {
-            const int64_t *op = v + 3 + 6 * i;
-            uint64_t end = (uint64_t)op[0] + (uint64_t)op[1], lo, len;
-            for (uint64_t cur = (uint64_t)op[0]; map_next_piece(cur, end, &lo, &len); cur = lo + len)
-                map_none(lo, len);
-        }
+    if (apply_stale_locked(r.inval_seq, epoch)) {
+        reply_drop_locked(&r);
         apply_release();
         cnt_add(CNT_FAULTS, 1);
         cnt_add(CNT_STALE, 1);
         return;
     }
-    /* Store fds are looked up under the apply lock (the control thread replaces and closes them
-     * under it too, so an fd number can never be closed and reused between lookup and mmap), and
-     * only for a reply that is not stale: a stale one may name a store rxd has since forgotten. */
-    for (uint32_t i = 0; i < nops && !failed; i++) {
-        const int64_t *op = v + 3 + 6 * i;
-        if (op[2] == RX_FAULT_OP_STORE && (fds[i] = store_lookup((uint64_t)op[4])) < 0) failed = 1;
-    }
-    if (failed) {
+    if (reply_stores_locked(&r, fds) < 0) {
         apply_release();
         rx_refuse(addr, RX_ERR_INTERNAL);
         return;
     }
-    for (uint32_t i = 0; i < nops && !failed; i++) {
-        const int64_t *op = v + 3 + 6 * i;
-        uint64_t base = (uint64_t)op[0], end = base + (uint64_t)op[1], lo, len;
-        for (uint64_t cur = base; !failed && map_next_piece(cur, end, &lo, &len); cur = lo + len) {
-            void *p;
-            if (op[2] == RX_FAULT_OP_ZERO)
-                p = mmap((void *)(uintptr_t)lo, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-                         -1, 0);
-            else
-                p = mmap((void *)(uintptr_t)lo, len, (int)op[3], MAP_SHARED | MAP_FIXED | MAP_POPULATE, fds[i],
-                         (off_t)(op[5] + (int64_t)(lo - base)));
-            if (p == MAP_FAILED) failed = 1;
-            else madvise(p, len, MADV_DONTFORK);
-        }
-    }
+    int failed = reply_map_locked(&r, fds) < 0;
     apply_release();
     if (failed) {
         rx_refuse(addr, RX_ERR_INTERNAL);
         return;
     }
     cnt_add(CNT_FAULTS, 1);
-    cnt_add(CNT_PAGES, pages);
+    cnt_add(CNT_PAGES, r.pages);
 }
 
 static void rx_on_sigsegv(int sig, siginfo_t *si, void *ctx) {
