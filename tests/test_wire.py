@@ -3,7 +3,7 @@
 Every constant of rxwire.h is checked here: by value against the proto name it is named after
 (proto's name, RX_-prefixed where proto's lacks the prefix), or, for frame layouts proto has no
 name for, against what proto's own encoder (proto/_connection.py) puts on the wire.
-test_every_wire_constant_is_checked fails when the header gains a constant no test here looks at.
+test_every_wire_constant_is_exposed_and_checked fails when the header gains a constant no test here looks at.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _pair(kind: int) -> tuple[Connection, Connection, list[Any], list[Any]]:
 def test_fault_channel_layout() -> None:
     client, server, hello, reply = _pair(p.CHANNEL_FAULT)
     # What the C core sends, and the reply it checks.
-    assert hello == [lib.RX_PROTOCOL_MAGIC, lib.RX_PROTOCOL_VERSION, lib.RX_CHANNEL_FAULT, bytes(range(16))]
+    assert hello == [lib.RX_PROTOCOL_MAGIC, lib.RX_PROTOCOL_VERSION, lib.RX_CHANNEL_FAULT, bytes(range(p.SESSION_TOKEN_BYTES))]
     assert len(hello) == lib.RX_HELLO_WORDS and len(hello[3]) == lib.RX_SESSION_TOKEN_BYTES
     assert reply == [lib.RX_PROTOCOL_MAGIC, lib.RX_PROTOCOL_VERSION, lib.RX_OK]
     assert len(reply) == lib.RX_HELLO_REPLY_HEAD
@@ -165,7 +165,9 @@ def test_limits_match_wire_md() -> None:
     with open(WIRE_MD, encoding="utf-8") as f:
         text = " ".join(f.read().split())
     assert f"At most {p.FAULT_MAX_OPS} ops per reply." in text
-    kib, ranges = re.search(r"Control frames are at most (\d+) KiB \((\d+) ranges\)", text).groups()  # type: ignore[union-attr]
+    found = re.search(r"Control frames are at most (\d+) KiB \((\d+) ranges\)", text)
+    assert found is not None
+    kib, ranges = found.groups()
     assert (int(kib) * 1024, int(ranges)) == (lib.RX_CONTROL_MAX_FRAME_BYTES, lib.RX_CONTROL_MAX_RANGES)
     assert f"the {lib.RX_SESSION_TOKEN_BYTES}-byte session token (msgpack bin)" in text
 
@@ -209,7 +211,8 @@ def test_vdso_headers_keep_the_same_values() -> None:
         errs = dict(re.findall(r"^#define RX_VDSO_ERR_(\w+) \((-\d+)\)", f.read(), re.MULTILINE))
     assert errs and all(getattr(p, f"RX_ERR_{name}") == int(value) for name, value in errs.items()), errs
     with open(os.path.join(rxkernel.native.VDSO_HEADER_DIR, "rxvvar.h"), encoding="utf-8") as f:
-        cpu = {f"RX_CPU_{n}": 1 << int(b) for n, b in re.findall(r"^#define RX_CPU_(\w+) \(1ull << (\d+)\)", f.read(), re.MULTILINE)}
+        bits = re.findall(r"^#define RX_CPU_(\w+) \(1ull << (\d+)\)", f.read(), re.MULTILINE)
+    cpu = {f"RX_CPU_{name}": 1 << int(bit) for name, bit in bits}
     assert cpu == {n: getattr(p, n) for n in dir(p) if n.startswith("RX_CPU_")}
 
 
