@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import glob
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from typing import Any
 import msgpack
 import pytest
 
+import rxkernel.native
 from rxkernel.native import ffi, lib
 from rxkernel.proto import (
     CHANNEL_CONTROL,
@@ -701,3 +703,28 @@ def test_bench_helpers() -> None:
     assert word[0] == 0  # every pair released what it took
     addr = lib.rx_reserve(4 * PAGE)
     assert lib.rx_unreserve(addr, 4 * PAGE) == 0
+
+
+# -- the sources ---------------------------------------------------------------------------------------
+
+
+def _compile_every_unit(cc: str) -> None:
+    """Each .c of the extension, with the build's flags (native/_build.py) and -Werror."""
+    native = os.path.dirname(os.path.abspath(rxkernel.native.__file__))
+    units = sorted(glob.glob(os.path.join(native, "client", "*.c")) + glob.glob(os.path.join(native, "server", "*.c")))
+    assert units
+    for unit in units:
+        result = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-fPIC", f"-I{native}/include",
+                                 f"-I{native}", "-c", "-o", os.devnull, unit], capture_output=True, text=True)
+        assert result.returncode == 0, f"{unit}:\n{result.stderr}"
+
+
+def test_the_c_core_compiles_without_warnings() -> None:
+    _compile_every_unit("gcc")
+
+
+def test_the_aarch64_branches_compile_too() -> None:
+    cc = shutil.which("aarch64-linux-gnu-gcc")
+    if cc is None:
+        pytest.skip("no aarch64 cross compiler")
+    _compile_every_unit(cc)

@@ -7,8 +7,9 @@
  *               seqlock (the fault handler looks fds up under the apply lock, which the control
  *               thread also holds while it replaces or closes one, so a number it looked up
  *               cannot be closed and reused before its mmap). Owned entries' fds came on the
- *               control channel and are closed by the table: on FORGET, on replacement, when
- *               their control session ends, and in a fork child.
+ *               control channel and are closed when they go: by the control thread on FORGET or
+ *               replacement (store_drop/store_put hand the old fd back), here when their control
+ *               session ends (store_drop_session) and in a fork child.
  *   store_mu, store_seq   see above. Lock order: internal.h.
  */
 #define _GNU_SOURCE
