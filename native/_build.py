@@ -3,7 +3,9 @@
 Layout (each .c file says at its top what it owns):
   include/  the public headers; the declarations cffi sees are the blocks between the cdef
             markers of each of them, so a header stays the single place where its part of the
-            C API and its contracts are written down
+            C API and its contracts are written down. rxwire.h (the wire constants) has no such
+            block: cffi gets `#define NAME ...` for each of its RX_* macros and reads the values
+            from the compiled header
   client/   what runs in every rx client process (the trap, its tables, the control thread, ...)
   server/   what only rxd calls (store I/O, cache ops, the vvar writer)
   vdso/     the vDSO image (not part of this extension: _build_vdso.py)
