@@ -1,10 +1,12 @@
 """rxkernel.native: the C core (cffi, out-of-line API mode).
 
-The client side is the SIGSEGV trap that pages rx mappings in on demand, the mapping and store
-tables it consults, the control thread that applies rxd's INVALIDATE/PROTECT, the at-fork
-reset, and the vDSO loader (rxvdso_loader.h); the server side is a few fallocate/pread/pwrite
-helpers for rxd's memfds and the vvar writer (rxvvar_writer.h). Every function's contract is in
-its header.
+The client side (native/client/) is the SIGSEGV trap that pages rx mappings in on demand, the
+mapping and store tables it consults, the control thread that applies rxd's INVALIDATE/PROTECT,
+the at-fork reset, the sync-object atomics (rxsync.h) and the vDSO loader (rxvdso_loader.h); the
+server side (native/server/) is rxd's store I/O (rxstoreio.h), cache maintenance (rxcache.h) and
+the vvar writer (rxvvar_writer.h). Every function's contract is in its header (native/include/);
+the constants shared with rxkernel.proto are in rxwire.h and are attributes of `lib` too
+(lib.RX_ERR_NO_MEMORY, lib.RX_CONTROL_INVALIDATE, ...).
 
 VDSO_IMAGE is the vDSO image built at install time (native/vdso/, native/_build_vdso.py). Only
 rxd reads it: clients load the copy rxd sends them.

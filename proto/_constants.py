@@ -16,7 +16,8 @@ CHANNEL_THREAD = 3  # per client thread: calls that may block (futex waits) with
 
 SESSION_TOKEN_BYTES = 16
 
-# The most ops one fault reply carries (the client's C handler has room for no more).
+# The most ops one fault reply carries (WIRE.md "Fault channel"): the C core sizes its buffers by it
+# (native/include/rxwire.h RX_FAULT_MAX_OPS), so rxd must never send more.
 FAULT_MAX_OPS = 64
 
 # The largest frame either side accepts on the main channel; vmo_read/vmo_write move at most

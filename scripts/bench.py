@@ -41,6 +41,14 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from rxtest import running_rxd  # noqa: E402
 
+import _bench_native  # noqa: E402  (beside this file: the C baselines, built on demand)
+
+# Client code that needs the C baselines starts with this: `bench` is their cffi lib.
+BENCH_NATIVE = (
+    f"import sys as _sys; _sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+    "import _bench_native; _bench = _bench_native.load(); bench, bench_ffi = _bench.lib, _bench.ffi\n"
+)
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -61,14 +69,14 @@ def client(rxd: Any, code: str, *args: str) -> Any:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-FIRST_TOUCH = """
+FIRST_TOUCH = BENCH_NATIVE + """
 import json, sys
 import rxkernel.client as rx
 from rxkernel.native import lib
 size, rounds = int(sys.argv[1]), int(sys.argv[2])
 rxs, linux = [], []
 for _ in range(rounds):
-    linux.append(lib.rx_bench_anon_first_touch(size))
+    linux.append(bench.rx_bench_anon_first_touch(size))
     vmo = rx.rx_vmo_create(size)
     addr = rx.rx_vmar_map(vmo, 0, size, rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE)
     before = rx.rx_trap_counters()["faults"]
@@ -79,10 +87,10 @@ for _ in range(rounds):
 print(json.dumps({"rx_ns": min(rxs), "linux_ns": min(linux), "faults_last_round": faults}))
 """
 
-FAULT_LATENCY = """
+FAULT_LATENCY = BENCH_NATIVE + """
 import json, random, sys
 import rxkernel.client as rx
-from rxkernel.native import ffi, lib
+from rxkernel.native import lib
 n = int(sys.argv[1])
 size = 1 << 30
 vmo = rx.rx_vmo_create(size)
@@ -91,8 +99,8 @@ pages = random.sample(range(size // 4096), n)
 for p in pages[:50]:
     lib.rx_touch(addr + p * 4096, 4096, 1)   # warm up channels
 lat = sorted(lib.rx_touch(addr + p * 4096, 4096, 1) for p in pages[50:])
-base = ffi.new("int64_t[]", n)
-lib.rx_bench_socket_roundtrip(n, 1, base)
+base = bench_ffi.new("int64_t[]", n)
+bench.rx_bench_socket_roundtrip(n, 1, base)
 b = sorted(base[i] for i in range(n))
 q = lambda xs, f: xs[min(len(xs) - 1, int(len(xs) * f))]
 print(json.dumps({"rx_p50": q(lat, .5), "rx_p99": q(lat, .99), "base_p50": q(b, .5), "base_p99": q(b, .99)}))
@@ -583,10 +591,9 @@ def rows_cow(results: dict[str, Any]) -> list[tuple[str, ...]]:
 
 # -- sync objects (9-10) ----------------------------------------------------------------------------
 
-MUTEX_UNCONTENDED = """
+MUTEX_UNCONTENDED = BENCH_NATIVE + """
 import json, multiprocessing, sys, time
 import rxkernel.client as rx
-from rxkernel.native import lib
 n, rounds = int(sys.argv[1]), int(sys.argv[2])
 vmo = rx.Vmo(4096)
 m = vmo.map()
@@ -603,7 +610,7 @@ before = rx.rx_object_get_info(me, rx.RX_INFO_TASK_STATS)["syscalls"]
 rx_ns = min(loop(mutex.acquire, mutex.release) for _ in range(rounds))
 syscalls = rx.rx_object_get_info(me, rx.RX_INFO_TASK_STATS)["syscalls"] - before - 1
 mp_ns = min(loop(mlock.acquire, mlock.release) for _ in range(rounds))
-c_ns = min(lib.rx_mutex_bench_c(mutex.addr, 1, n) / n for _ in range(rounds))
+c_ns = min(bench.rx_mutex_bench_c(mutex.addr, 1, n) / n for _ in range(rounds))
 print(json.dumps({"rx_ns": rx_ns, "mp_ns": mp_ns, "c_ns": c_ns, "syscalls": syscalls, "pairs": n * rounds}))
 """
 
@@ -653,6 +660,7 @@ def main() -> None:
     args = ap.parse_args()
     quick = args.quick
     run = selected(args.benchmarks)
+    _bench_native.build()  # once here, not in each client that loads it
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}}
     if any(b in CORE for b in run):
         with running_rxd(memory="4GiB") as rxd:

@@ -1,7 +1,7 @@
 """rx_vmo_op_range cache ops (CACHE_SYNC/INVALIDATE/CLEAN/CLEAN_INVALIDATE), Zircon semantics:
 rights per op, range errors, any byte alignment, only committed pages the VMO reads (its own, an
 ancestor's, a slice parent's) are walked, nothing is committed, data is unchanged.
-The C routine (native/rxcache.c) is also tested directly on a memfd."""
+The C routine (native/server/rxcache.c) is also tested directly on a memfd."""
 
 from __future__ import annotations
 

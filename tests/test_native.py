@@ -9,6 +9,9 @@ take pytest down.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import glob
 import os
 import shutil
 import signal
@@ -25,10 +28,40 @@ from typing import Any
 import msgpack
 import pytest
 
+import rxkernel.native
 from rxkernel.native import ffi, lib
+from rxkernel.proto import (
+    CHANNEL_CONTROL,
+    CHANNEL_FAULT,
+    CHANNEL_MAIN,
+    CONTROL_FORGET,
+    CONTROL_INVALIDATE,
+    CONTROL_PING,
+    CONTROL_PROTECT,
+    CONTROL_RANGE_WIDTHS,
+    CONTROL_STORE,
+    FAULT_OP_STORE,
+    FAULT_OP_ZERO,
+    PAGE_SIZE,
+    PROTOCOL_MAGIC,
+    PROTOCOL_VERSION,
+    RX_ERR_ACCESS_DENIED,
+    RX_ERR_INVALID_ARGS,
+    RX_ERR_NO_MEMORY,
+    RX_ERR_NOT_FOUND,
+    RX_ERR_OUT_OF_RANGE,
+    RX_ERR_UNAVAILABLE,
+    RX_OK,
+    RX_VM_PERM_READ,
+    RX_VM_PERM_WRITE,
+    STATUS_NAMES,
+    FaultOp,
+)
 
-MAGIC = 0x5258
-PAGE = 4096
+PAGE = PAGE_SIZE
+RW = RX_VM_PERM_READ | RX_VM_PERM_WRITE
+UNKNOWN_STATUS = -99  # no proto status: the diagnostics spell it out
+UNKNOWN_CONTROL_OP = 9  # no proto control op
 TOKEN = bytes(range(16))
 STORE_ID = 7
 NPAGES = 16
@@ -97,18 +130,18 @@ class FakeRxd:
         unpacker = msgpack.Unpacker()
         try:
             magic, version, kind, token = _recv_obj(conn, unpacker)
-            assert (magic, version) == (MAGIC, 1)
-            if kind == 0:
-                reply = msgpack.packb([MAGIC, 1, 0, {"page_size": PAGE}])
+            assert (magic, version) == (PROTOCOL_MAGIC, PROTOCOL_VERSION)
+            if kind == CHANNEL_MAIN:
+                reply = msgpack.packb([PROTOCOL_MAGIC, PROTOCOL_VERSION, RX_OK, {"page_size": PAGE}])
                 socket.send_fds(conn, [reply], [self.memfd])
                 self._serve_main(conn, unpacker)
             elif token != TOKEN:
-                conn.sendall(msgpack.packb([MAGIC, 1, -30]))
-            elif kind == 1:
-                conn.sendall(msgpack.packb([MAGIC, 1, 0]))
+                conn.sendall(msgpack.packb([PROTOCOL_MAGIC, PROTOCOL_VERSION, RX_ERR_ACCESS_DENIED]))
+            elif kind == CHANNEL_FAULT:
+                conn.sendall(msgpack.packb([PROTOCOL_MAGIC, PROTOCOL_VERSION, RX_OK]))
                 self._serve_faults(conn, unpacker)
-            elif kind == 2:
-                conn.sendall(msgpack.packb([MAGIC, 1, 0]))
+            elif kind == CHANNEL_CONTROL:
+                conn.sendall(msgpack.packb([PROTOCOL_MAGIC, PROTOCOL_VERSION, RX_OK]))
                 self.ctl = conn
         except (EOFError, OSError):
             pass
@@ -138,9 +171,9 @@ class FakeRxd:
                 setattr(self, args[0], args[1])
                 reply = "ok"
             elif cmd == "invalidate":
-                reply = self.control(1, *args)
+                reply = self.control(CONTROL_INVALIDATE, *args)
             elif cmd == "protect":
-                reply = self.control(2, *args)
+                reply = self.control(CONTROL_PROTECT, *args)
             elif cmd == "control":
                 reply = self.control(*args)
             else:
@@ -158,33 +191,33 @@ class FakeRxd:
                 self.faults.append((addr, flags))
                 inval_seq = self.inval_seq  # the reply is computed "now"
             time.sleep(self.delay)
-            reply = [seq, *self._resolve(addr, flags & 1)]
-            reply[2] = inval_seq
+            status, ops = self._resolve(addr, flags & 1)
             if self.stale_next:
                 # An invalidation overtakes the reply: the client must discard the reply.
                 self.stale_next = False
-                if self.stale_names_unknown_store and len(reply) > 7:
-                    reply[7] = 999  # e.g. a store rxd FORGOT right after computing the reply
-                assert self.control(1, addr & ~(PAGE - 1), PAGE) == 0
+                if self.stale_names_unknown_store and ops:
+                    ops[0] = dataclasses.replace(ops[0], store_id=999)  # e.g. a store rxd FORGOT just now
+                assert self.control(CONTROL_INVALIDATE, addr & ~(PAGE - 1), PAGE) == RX_OK
             with self.lock:
                 self.active -= 1
-            conn.sendall(msgpack.packb(reply))
+            # [seq, status, inval_seq, op...], each op its fields in order (WIRE.md, proto's encoder).
+            conn.sendall(msgpack.packb([seq, status, inval_seq, *(x for op in ops for x in dataclasses.astuple(op))]))
 
-    def _resolve(self, addr: int, write: int) -> list[int]:
+    def _resolve(self, addr: int, write: int) -> tuple[int, list[FaultOp]]:
         page = addr & ~(PAGE - 1)
         if self.refuse:
-            return [self.refuse, 0]
+            return self.refuse, []
         if not self.base <= page < self.base + self.length:
-            return [-25, 0]
+            return RX_ERR_NOT_FOUND, []
         if self.bad_op:
-            return [0, 0, self.base + self.length, PAGE, 0, 1, 0, 0]
+            return RX_OK, [FaultOp(self.base + self.length, PAGE, FAULT_OP_ZERO, RX_VM_PERM_READ)]
         off = page - self.base
         if write:
             self.committed.add(off)
-            return [0, 0, page, PAGE, 1, 3, STORE_ID, off]
+            return RX_OK, [FaultOp(page, PAGE, FAULT_OP_STORE, RW, STORE_ID, off)]
         if off in self.committed:
-            return [0, 0, page, PAGE, 1, 1, STORE_ID, off]
-        return [0, 0, page, PAGE, 0, 1, 0, 0]
+            return RX_OK, [FaultOp(page, PAGE, FAULT_OP_STORE, RX_VM_PERM_READ, STORE_ID, off)]
+        return RX_OK, [FaultOp(page, PAGE, FAULT_OP_ZERO, RX_VM_PERM_READ)]
 
 
 PREAMBLE = """
@@ -192,7 +225,8 @@ import os, socket, sys, threading, resource, faulthandler
 import msgpack
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 from rxkernel.native import ffi, lib
-PAGE, NPAGES, STORE_ID = 4096, {npages}, {store_id}
+import rxkernel.proto as p
+PAGE, NPAGES, STORE_ID = p.PAGE_SIZE, {npages}, {store_id}
 PATH, TOKEN = sys.argv[1], bytes.fromhex(sys.argv[2])
 
 def recv(sock, unpacker):
@@ -203,17 +237,17 @@ def recv(sock, unpacker):
 
 main = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 main.connect(PATH)
-main.sendall(msgpack.packb([0x5258, 1, 0, None]))
+main.sendall(msgpack.packb([p.PROTOCOL_MAGIC, p.PROTOCOL_VERSION, p.CHANNEL_MAIN, None]))
 data, fds, _, _ = socket.recv_fds(main, 65536, 1)
 mu = msgpack.Unpacker()
 mu.feed(data)
-assert recv(main, mu)[2] == 0
+assert recv(main, mu)[2] == p.RX_OK
 STORE_FD = fds[0]
 
 ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 ctl.connect(PATH)
-ctl.sendall(msgpack.packb([0x5258, 1, 2, TOKEN]))
-assert msgpack.unpackb(ctl.recv(64)) == [0x5258, 1, 0]
+ctl.sendall(msgpack.packb([p.PROTOCOL_MAGIC, p.PROTOCOL_VERSION, p.CHANNEL_CONTROL, TOKEN]))
+assert msgpack.unpackb(ctl.recv(64)) == [p.PROTOCOL_MAGIC, p.PROTOCOL_VERSION, p.RX_OK]
 assert lib.rx_control_start(ctl.detach()) == 0
 
 {before}
@@ -305,15 +339,16 @@ def test_write_fault_maps_the_store(rxd: FakeRxd) -> None:
 @pytest.mark.parametrize(
     ("status", "write", "line", "sig"),
     [
-        (-30, 1, "rx: write fault at {:#x} in read-only mapping", signal.SIGSEGV),
-        (-14, 0, "rx: fault at {:#x} beyond the end of the VMO", signal.SIGBUS),
-        (-4, 1, "rx: out of memory at {:#x} (rxd memory budget exhausted)", signal.SIGBUS),
-        (-25, 0, "rx: fault at {:#x} in no rx mapping", signal.SIGSEGV),
-        (-28, 0, "rx: fault at {:#x} refused by rxd (RX_ERR_UNAVAILABLE)", signal.SIGSEGV),
-        (-99, 0, "rx: fault at {:#x} refused by rxd (RX_ERR_UNKNOWN(-99))", signal.SIGSEGV),
+        (RX_ERR_ACCESS_DENIED, 1, "rx: write fault at {:#x} in read-only mapping", signal.SIGSEGV),
+        (RX_ERR_OUT_OF_RANGE, 0, "rx: fault at {:#x} beyond the end of the VMO", signal.SIGBUS),
+        (RX_ERR_NO_MEMORY, 1, "rx: out of memory at {:#x} (rxd memory budget exhausted)", signal.SIGBUS),
+        (RX_ERR_NOT_FOUND, 0, "rx: fault at {:#x} in no rx mapping", signal.SIGSEGV),
+        (RX_ERR_UNAVAILABLE, 0, "rx: fault at {:#x} refused by rxd (RX_ERR_UNAVAILABLE)", signal.SIGSEGV),
+        (UNKNOWN_STATUS, 0, "rx: fault at {:#x} refused by rxd (RX_ERR_UNKNOWN(-99))", signal.SIGSEGV),
     ],
 )
 def test_refused_fault_dies_with_the_diagnostic(rxd: FakeRxd, status: int, write: int, line: str, sig: int) -> None:
+    assert (status in STATUS_NAMES) == (status != UNKNOWN_STATUS)
     proc, base = run_client(
         rxd,
         f"""
@@ -378,36 +413,37 @@ def test_stale_reply_naming_a_forgotten_store_is_discarded_too(rxd: FakeRxd) -> 
 
 
 def test_control_invalidate_and_protect(rxd: FakeRxd) -> None:
+    assert UNKNOWN_CONTROL_OP not in CONTROL_RANGE_WIDTHS
     proc, _ = run_client(
         rxd,
-        """
+        f"""
         mem[0:4] = b"abcd"
         assert counters()[0] == 1
-        assert rpc("invalidate", BASE, PAGE) == 0
+        assert rpc("invalidate", BASE, PAGE) == p.RX_OK
         assert mem[0:4] == b"abcd"                  # faults again, gets the store page back
         assert counters()[0] == 2
         mem[PAGE] = b"z"                            # fault 3: rw
-        assert rpc("protect", BASE + PAGE, PAGE, 1) == 0
+        assert rpc("protect", BASE + PAGE, PAGE, p.RX_VM_PERM_READ) == p.RX_OK
         assert mem[PAGE] == b"z"                    # read-only still reads: no fault
         assert counters()[0] == 3
         mem[PAGE] = b"y"                            # the write faults (4)
         assert counters()[0] == 4
-        assert rpc("protect", BASE, 2 * PAGE, 0) == 0
+        assert rpc("protect", BASE, 2 * PAGE, 0) == p.RX_OK
         assert mem[0] == b"a"                       # PROT_NONE: faults (5)
         assert counters()[0] == 5
         # Ranges no longer (or never) in the mapping table are skipped, not refused: the client
         # may have unmapped them while the request was in flight. Nothing unaligned, no unknown op.
-        assert rpc("invalidate", BASE + NPAGES * PAGE, PAGE) == 0
-        assert rpc("invalidate", BASE - PAGE, 2 * PAGE) == 0     # clipped to BASE's page
-        assert rpc("invalidate", BASE + 1, PAGE) == -10
-        assert rpc("protect", BASE, PAGE, 8) == -10
-        assert rpc("control", 9) == -10
-        assert rpc("control", 1, BASE) == -10
-        assert rpc("control", 3) == 0               # PING
+        assert rpc("invalidate", BASE + NPAGES * PAGE, PAGE) == p.RX_OK
+        assert rpc("invalidate", BASE - PAGE, 2 * PAGE) == p.RX_OK     # clipped to BASE's page
+        assert rpc("invalidate", BASE + 1, PAGE) == p.RX_ERR_INVALID_ARGS
+        assert rpc("protect", BASE, PAGE, 8) == p.RX_ERR_INVALID_ARGS   # no such permission
+        assert rpc("control", {UNKNOWN_CONTROL_OP}) == p.RX_ERR_INVALID_ARGS
+        assert rpc("control", p.CONTROL_INVALIDATE, BASE) == p.RX_ERR_INVALID_ARGS   # half a range
+        assert rpc("control", p.CONTROL_PING) == p.RX_OK
         c = counters()
         assert c[3] == 6, c
         # Several ranges in one INVALIDATE.
-        assert rpc("invalidate", BASE, PAGE, BASE + PAGE, PAGE) == 0
+        assert rpc("invalidate", BASE, PAGE, BASE + PAGE, PAGE) == p.RX_OK
         assert mem[PAGE] == b"y"
         assert counters()[0] == 6
         """,
@@ -509,9 +545,9 @@ def test_mapping_table_register_unregister_split() -> None:
     assert [lib.rx_map_lookup(a + i * PAGE) for i in range(10)] == [0, 1, 1, 0, 0, 1, 1, 1, 0, 0]
     assert lib.rx_map_register(a + 2 * PAGE, 4 * PAGE) == 0  # overlapping: replaces
     assert [lib.rx_map_lookup(a + i * PAGE) for i in range(10)] == [0, 1, 1, 1, 1, 1, 1, 1, 0, 0]
-    assert lib.rx_map_register(a + 1, PAGE) == -22  # unaligned
-    assert lib.rx_map_register(a, 0) == -22
-    assert lib.rx_map_register(2**64 - PAGE, 2 * PAGE) == -22  # wraps
+    assert lib.rx_map_register(a + 1, PAGE) == -errno.EINVAL  # unaligned
+    assert lib.rx_map_register(a, 0) == -errno.EINVAL
+    assert lib.rx_map_register(2**64 - PAGE, 2 * PAGE) == -errno.EINVAL  # wraps
     assert lib.rx_map_unregister(a - PAGE, 20 * PAGE) == 0
     assert all(lib.rx_map_lookup(a + i * PAGE) == 0 for i in range(10))
 
@@ -523,7 +559,7 @@ def test_mapping_table_full() -> None:
         if rc:
             break
         n += 1
-    assert rc == -12 and n == 8192
+    assert rc == -errno.ENOMEM and n == 8192
     assert lib.rx_map_unregister(FAR, n * 2 * PAGE) == 0
     assert lib.rx_map_lookup(FAR + 2 * PAGE) == 0
     assert lib.rx_map_register(FAR, 2 * PAGE) == 0
@@ -531,24 +567,25 @@ def test_mapping_table_full() -> None:
 
 
 def test_store_table() -> None:
-    assert lib.rx_store_register(1, -1) == -9  # EBADF
+    assert lib.rx_store_register(1, -1) == -errno.EBADF
     assert lib.rx_store_register(1, 0) == 0
     assert lib.rx_store_register(1, 1) == 0  # replaces
     assert lib.rx_store_unregister(1) == 0
-    assert lib.rx_store_unregister(1) == -2  # ENOENT
+    assert lib.rx_store_unregister(1) == -errno.ENOENT
 
 
 def test_reserve_and_unreserve() -> None:
     addr = lib.rx_reserve(4 * PAGE)
     assert addr > 0 and addr % PAGE == 0
     assert lib.rx_unreserve(addr, 4 * PAGE) == 0
-    assert lib.rx_reserve(0) == -22
-    assert lib.rx_reserve(PAGE + 1) == -22
+    assert lib.rx_reserve(0) == -errno.EINVAL
+    assert lib.rx_reserve(PAGE + 1) == -errno.EINVAL
 
 
 def test_control_thread_lifecycle() -> None:
     assert lib.rx_map_lookup(FAR + PAGE) == 0  # so the INVALIDATE below has nothing to do
-    ping = msgpack.packb([1, 3, 0]) + msgpack.packb([2, 3, 0]) + msgpack.packb([3, 1, 0, FAR + PAGE, PAGE])
+    ping = (msgpack.packb([1, CONTROL_PING, 0]) + msgpack.packb([2, CONTROL_PING, 0])
+            + msgpack.packb([3, CONTROL_INVALIDATE, 0, FAR + PAGE, PAGE]))
     for _ in range(2):  # start again after stop: a new connection
         ours, theirs = socket.socketpair()
         assert lib.rx_control_start(theirs.fileno()) == 0
@@ -556,7 +593,7 @@ def test_control_thread_lifecycle() -> None:
         theirs.detach()
         ours.sendall(ping)  # several requests in one read
         u = msgpack.Unpacker()
-        assert [_recv_obj(ours, u) for _ in range(3)] == [[1, 0], [2, 0], [3, 0]]
+        assert [_recv_obj(ours, u) for _ in range(3)] == [[1, RX_OK], [2, RX_OK], [3, RX_OK]]
         lib.rx_control_stop()
         lib.rx_control_stop()
         ours.settimeout(5)
@@ -579,7 +616,7 @@ def test_control_store_and_forget() -> None:
     a, b = os.memfd_create("store-a"), os.memfd_create("store-b")
     try:
         def store(seq: int, store_id: int, fd: int | None) -> int:
-            data = msgpack.packb([seq, 4, 0, store_id, 1])
+            data = msgpack.packb([seq, CONTROL_STORE, 0, store_id, 1])  # (store_id, writable)
             socket.send_fds(ours, [data], [fd]) if fd is not None else ours.sendall(data)
             ack_seq, status = _recv_obj(ours, u)
             assert ack_seq == seq
@@ -588,18 +625,18 @@ def test_control_store_and_forget() -> None:
         def ino(fd: int) -> int:
             return os.fstat(fd).st_ino
 
-        assert store(1, 77, a) == 0
+        assert store(1, 77, a) == RX_OK
         held = lib.rx_store_fd(77)
         assert held >= 0 and held != a and ino(held) == ino(a)  # its own copy of the fd
-        assert store(2, 77, b) == 0  # replaced (read-only → writable): the old copy is closed
+        assert store(2, 77, b) == RX_OK  # replaced (read-only → writable): the old copy is closed
         assert ino(lib.rx_store_fd(77)) == ino(b)
         assert not os.path.exists(f"/proc/self/fd/{held}") or os.readlink(f"/proc/self/fd/{held}").find("store-a") < 0
-        assert store(3, 78, None) == -10  # a STORE must carry its fd
-        assert store(4, 78, a) == 0
-        ours.sendall(msgpack.packb([5, 5, 0, 77, 78]))  # FORGET both
-        assert _recv_obj(ours, u) == [5, 0]
+        assert store(3, 78, None) == RX_ERR_INVALID_ARGS  # a STORE must carry its fd
+        assert store(4, 78, a) == RX_OK
+        ours.sendall(msgpack.packb([5, CONTROL_FORGET, 0, 77, 78]))  # FORGET both
+        assert _recv_obj(ours, u) == [5, RX_OK]
         assert lib.rx_store_fd(77) < 0 and lib.rx_store_fd(78) < 0
-        assert store(6, 79, a) == 0
+        assert store(6, 79, a) == RX_OK
         lib.rx_control_stop()  # the channel ends: its stores' fds go with it
         ours.settimeout(5)
         assert ours.recv(16) == b""
@@ -635,22 +672,59 @@ def test_server_helpers_on_memfds() -> None:
         os.pwrite(a, payload, 7)
         assert lib.rx_copy_range(b, 3, a, 7, len(payload)) == 0
         assert os.pread(b, len(payload), 3) == payload
-        assert lib.rx_copy_range(b, 0, a, os.fstat(a).st_size - 10, 20) == -5  # EIO: source ends early
+        assert lib.rx_copy_range(b, 0, a, os.fstat(a).st_size - 10, 20) == -errno.EIO  # source ends early
         assert lib.rx_zero_range(b, 0, 16 * PAGE) == 0
         assert os.pread(b, 16 * PAGE, 0) == bytes(16 * PAGE)
-        assert lib.rx_punch_hole(-1, 0, PAGE) == -9
-        assert lib.rx_allocate(a, 2**63, PAGE) == -22
+        assert lib.rx_punch_hole(-1, 0, PAGE) == -errno.EBADF
+        assert lib.rx_allocate(a, 2**63, PAGE) == -errno.EINVAL
     finally:
         os.close(a)
         os.close(b)
 
 
 def test_bench_helpers() -> None:
-    assert lib.rx_bench_anon_first_touch(64 * PAGE) > 0
-    assert lib.rx_bench_socket_roundtrip(50, 0, ffi.NULL) > 0
-    out = ffi.new("int64_t[]", 50)
-    total = lib.rx_bench_socket_roundtrip(50, 1, out)
+    """scripts/bench.py's C baselines: built on demand, outside the library."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+    try:
+        import _bench_native
+    finally:
+        del sys.path[0]
+    bench = _bench_native.load()
+    for name in ("rx_bench_anon_first_touch", "rx_bench_socket_roundtrip", "rx_mutex_bench_c"):
+        assert not hasattr(lib, name), f"{name} is benchmark code: it must not ship in the library"
+    assert bench.lib.rx_bench_anon_first_touch(64 * PAGE) > 0
+    assert bench.lib.rx_bench_socket_roundtrip(50, 0, bench.ffi.NULL) > 0
+    out = bench.ffi.new("int64_t[]", 50)
+    total = bench.lib.rx_bench_socket_roundtrip(50, 1, out)
     assert total > 0 and all(x > 0 for x in out) and sum(out) <= total
-    assert lib.rx_bench_socket_roundtrip(0, 0, ffi.NULL) == -22
+    assert bench.lib.rx_bench_socket_roundtrip(0, 0, bench.ffi.NULL) == -errno.EINVAL
+    word = bench.ffi.new("uint32_t *")
+    assert bench.lib.rx_mutex_bench_c(int(bench.ffi.cast("uintptr_t", word)), 1, 1000) > 0
+    assert word[0] == 0  # every pair released what it took
     addr = lib.rx_reserve(4 * PAGE)
     assert lib.rx_unreserve(addr, 4 * PAGE) == 0
+
+
+# -- the sources ---------------------------------------------------------------------------------------
+
+
+def _compile_every_unit(cc: str) -> None:
+    """Each .c of the extension, with the build's flags (native/_build.py) and -Werror."""
+    native = os.path.dirname(os.path.abspath(rxkernel.native.__file__))
+    units = sorted(glob.glob(os.path.join(native, "client", "*.c")) + glob.glob(os.path.join(native, "server", "*.c")))
+    assert units
+    for unit in units:
+        result = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-fPIC", f"-I{native}/include",
+                                 f"-I{native}", "-c", "-o", os.devnull, unit], capture_output=True, text=True)
+        assert result.returncode == 0, f"{unit}:\n{result.stderr}"
+
+
+def test_the_c_core_compiles_without_warnings() -> None:
+    _compile_every_unit("gcc")
+
+
+def test_the_aarch64_branches_compile_too() -> None:
+    cc = shutil.which("aarch64-linux-gnu-gcc")
+    if cc is None:
+        pytest.skip("no aarch64 cross compiler")
+    _compile_every_unit(cc)

@@ -185,7 +185,7 @@ def test_futex_word_layout_matches_proto() -> None:
 
     assert (p.RX_FUTEX_OWNER_MASK, p.RX_FUTEX_OWNER_DIED, p.RX_FUTEX_WAITERS) == (0x3FFFFFFF, 1 << 30, 1 << 31)
     assert (_sync.OWNER_MASK, _sync.OWNER_DIED, _sync.WAITERS) == (0x3FFFFFFF, 1 << 30, 1 << 31)
-    # rxsync.h's copies: a trylock on a word of OWNER_DIED|WAITERS keeps both and reports them
+    # rxsync.c's use of the bits (rxwire.h's RX_FUTEX_*): a trylock on OWNER_DIED|WAITERS keeps both, reports them
     from rxkernel.native import ffi
 
     word = ffi.new("uint32_t *", p.RX_FUTEX_OWNER_DIED | p.RX_FUTEX_WAITERS)

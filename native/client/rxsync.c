@@ -3,7 +3,6 @@
 #include "rxsync.h"
 
 #include <sched.h>
-#include <time.h>
 
 #define W(addr) ((uint32_t *)(uintptr_t)(addr))
 
@@ -57,25 +56,25 @@ uint32_t rx_spin_while_eq(uint64_t addr, uint32_t value, uint32_t spins, uint32_
 
 /* One attempt: acquire ordering on success (the critical section must not float above it). */
 static inline uint32_t try_once(uint32_t *w, uint32_t old, uint32_t pid, uint32_t extra) {
-    while ((old & RX_SYNC_OWNER_MASK) == 0) {
-        uint32_t desired = pid | extra | (old & (RX_SYNC_OWNER_DIED | RX_SYNC_WAITERS));
+    while ((old & RX_FUTEX_OWNER_MASK) == 0) {
+        uint32_t desired = pid | extra | (old & (RX_FUTEX_OWNER_DIED | RX_FUTEX_WAITERS));
         if (__atomic_compare_exchange_n(w, &old, desired, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-            return old & ~RX_SYNC_OWNER_MASK;  /* owner field 0: success */
+            return old & ~RX_FUTEX_OWNER_MASK;  /* owner field 0: success */
     }
     return old;
 }
 
 uint32_t rx_mutex_trylock(uint64_t addr, uint32_t pid, uint32_t extra) {
     uint32_t *w = W(addr);
-    return try_once(w, __atomic_load_n(w, __ATOMIC_RELAXED), pid, extra & (RX_SYNC_WAITERS | RX_SYNC_OWNER_DIED));
+    return try_once(w, __atomic_load_n(w, __ATOMIC_RELAXED), pid, extra & (RX_FUTEX_WAITERS | RX_FUTEX_OWNER_DIED));
 }
 
 uint32_t rx_mutex_lock_spin(uint64_t addr, uint32_t pid, uint32_t extra, uint32_t spins, uint32_t yields) {
     uint32_t *w = W(addr);
-    extra &= RX_SYNC_WAITERS | RX_SYNC_OWNER_DIED;
+    extra &= RX_FUTEX_WAITERS | RX_FUTEX_OWNER_DIED;
     uint32_t r = try_once(w, __atomic_load_n(w, __ATOMIC_RELAXED), pid, extra);
     for (uint32_t i = 0; i < spins + yields; i++) {
-        if ((r & RX_SYNC_OWNER_MASK) == 0 || (r & RX_SYNC_WAITERS)) return r;
+        if ((r & RX_FUTEX_OWNER_MASK) == 0 || (r & RX_FUTEX_WAITERS)) return r;
         if (i < spins) cpu_relax(); else sched_yield();
         r = try_once(w, __atomic_load_n(w, __ATOMIC_RELAXED), pid, extra);
     }
@@ -86,18 +85,7 @@ int rx_mutex_unlock(uint64_t addr, uint32_t pid) {
     uint32_t *w = W(addr);
     uint32_t old = __atomic_load_n(w, __ATOMIC_RELAXED);
     do {
-        if ((old & RX_SYNC_OWNER_MASK) != pid) return -1;
+        if ((old & RX_FUTEX_OWNER_MASK) != pid) return -1;
     } while (!__atomic_compare_exchange_n(w, &old, 0, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
-    return (old & RX_SYNC_WAITERS) != 0;
-}
-
-int64_t rx_mutex_bench_c(uint64_t addr, uint32_t pid, uint64_t n) {
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    for (uint64_t i = 0; i < n; i++) {
-        rx_mutex_trylock(addr, pid, 0);
-        rx_mutex_unlock(addr, pid);
-    }
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    return (int64_t)(b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec);
+    return (old & RX_FUTEX_WAITERS) != 0;
 }

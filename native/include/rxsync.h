@@ -8,8 +8,8 @@
  * each must be 4-byte aligned and point into memory the caller may write (an rx mapping: the
  * first touch of a page traps to rxd and the instruction retries, as for any store).
  *
- * Mutex word (the ROBUST futex protocol of rx_futex_wait, proto RX_FUTEX_*):
- *   bits 0..29  owner pid (0 = unlocked)
+ * Mutex word (the ROBUST futex protocol of rx_futex_wait; the bits are rxwire.h's RX_FUTEX_*):
+ *   bits 0..29  RX_FUTEX_OWNER_MASK: owner pid (0 = unlocked)
  *   bit  30     RX_FUTEX_OWNER_DIED: the previous owner died holding it (kept while held)
  *   bit  31     RX_FUTEX_WAITERS: someone may sleep on the word; unlock must wake
  */
@@ -18,9 +18,7 @@
 
 #include <stdint.h>
 
-#define RX_SYNC_OWNER_MASK 0x3fffffffu
-#define RX_SYNC_OWNER_DIED 0x40000000u
-#define RX_SYNC_WAITERS 0x80000000u
+#include "rxwire.h"
 
 /* cdef-begin */
 
@@ -49,7 +47,7 @@ uint32_t rx_spin_while_eq(uint64_t addr, uint32_t value, uint32_t spins, uint32_
 
 /* Take the mutex word if its owner field is 0: the new word is
  * pid | extra | (old & (OWNER_DIED | WAITERS)). Returns a word whose owner field is 0 on
- * success — 0, or RX_SYNC_OWNER_DIED (and/or WAITERS) from the old word, so the caller learns
+ * success — 0, or RX_FUTEX_OWNER_DIED (and/or WAITERS) from the old word, so the caller learns
  * that the previous owner died — or, on failure, the observed word (owner field != 0).
  * pid must be in 1..2^30-1. */
 uint32_t rx_mutex_trylock(uint64_t addr, uint32_t pid, uint32_t extra);
@@ -65,9 +63,6 @@ uint32_t rx_mutex_lock_spin(uint64_t addr, uint32_t pid, uint32_t extra, uint32_
  * of its threads may release at once, and the loser must not clear the word after the winner's
  * release let another process lock it (WAITERS set in between fails the CAS and is retried). */
 int rx_mutex_unlock(uint64_t addr, uint32_t pid);
-
-/* A loop of n trylock/unlock pairs (no wake), for the benchmark's C baseline: nanoseconds. */
-int64_t rx_mutex_bench_c(uint64_t addr, uint32_t pid, uint64_t n);
 
 /* cdef-end */
 

@@ -21,7 +21,8 @@
  *   others   -ENOSYS
  * Line sizes come from CPUID leaf 1 (x86) or CTR_EL0 (aarch64), detected once.
  *
- * Ops use Zircon's numbers: 6 SYNC, 7 INVALIDATE, 8 CLEAN, 9 CLEAN_INVALIDATE.
+ * Ops are rxwire.h's RX_VMO_OP_CACHE_* (Zircon's numbers: 6 SYNC, 7 INVALIDATE, 8 CLEAN,
+ * 9 CLEAN_INVALIDATE).
  * Thread safe; called from Trio worker threads for large ranges.
  */
 #ifndef RXCACHE_H

@@ -1,11 +1,13 @@
-/* rxnative.h — the C core of rxkernel (DESIGN.md §3-§5, proto/WIRE.md).
+/* rxnative.h — the client side of rxkernel's C core (DESIGN.md §3-§5, proto/WIRE.md), as every
+ * rx process uses it: the SIGSEGV trap that pages rx mappings in on demand, the mapping and store
+ * tables it consults, address reservations, the control thread that applies rxd's requests, and
+ * the at-fork reset (implemented in native/client/; internal.h there says which file does what).
+ * The wire constants are in rxwire.h; rxd's own helpers in rxstoreio.h, rxcache.h and
+ * rxvvar_writer.h.
  *
- * Client side: the SIGSEGV trap that pages rx mappings in on demand, the mapping and store
- * tables it consults, the control thread that applies rxd's INVALIDATE/PROTECT, and the at-fork
- * reset. Server side: small fallocate/pread/pwrite helpers rxd uses on its memfds.
- *
- * Conventions: functions return 0 (or a value >= 0) on success and -errno on failure. Addresses
- * and lengths are uint64_t; mapping ranges must be page aligned (4 KiB).
+ * Conventions (for every header here): functions return 0 (or a value >= 0) on success and
+ * -errno on failure. Addresses and lengths are uint64_t; mapping ranges must be page aligned
+ * (RX_PAGE_SIZE, 4 KiB).
  *
  * _build.py feeds the block between the cdef markers to cffi verbatim, so it must stay plain
  * declarations (no preprocessor lines, no inline bodies).
@@ -91,38 +93,12 @@ int rx_control_start(int fd);
  * Idempotent; rx_control_start may be called again afterwards. */
 void rx_control_stop(void);
 
-/* ---- touch helpers and benchmarks ------------------------------------------------------------ */
+/* ---- touch helper ---------------------------------------------------------------------------- */
 
 /* Touch one byte in each 4 KiB page of [addr, addr+length): a volatile load, or with write an
  * atomic add of 0 (faults as a write, keeps the data). Faults go through the trap. Returns the
  * elapsed CLOCK_MONOTONIC nanoseconds. Releases the GIL (cffi), so threads can fault at once. */
 int64_t rx_touch(uint64_t addr, uint64_t length, int write);
-
-/* Linux baseline: mmap anonymous RW, write one byte per page, munmap. ns spent touching or
- * -errno. */
-int64_t rx_bench_anon_first_touch(uint64_t length);
-
-/* Bare C baseline: iterations round trips of 24-byte request/reply over a socketpair with an
- * echo pthread; with_mmap adds one mmap(MAP_FIXED|MAP_POPULATE) of a 4 KiB memfd page per
- * iteration (the cost of applying a fault reply). Total ns or -errno; out_ns (may be NULL) gets
- * each iteration's latency. */
-int64_t rx_bench_socket_roundtrip(int iterations, int with_mmap, int64_t *out_ns);
-
-/* ---- server helpers (rxd) --------------------------------------------------------------------- */
-
-/* fallocate(PUNCH_HOLE|KEEP_SIZE): decommit. 0 or -errno. */
-int rx_punch_hole(int fd, uint64_t offset, uint64_t length);
-
-/* fallocate(mode 0): commit the pages of the range. 0 or -errno. */
-int rx_allocate(int fd, uint64_t offset, uint64_t length);
-
-/* pwrite zeros over the range (partial pages, recycling without punching). 0 or -errno. */
-int rx_zero_range(int fd, uint64_t offset, uint64_t length);
-
-/* Copy length bytes from src_fd@src_off to dst_fd@dst_off with pread/pwrite in 64 KiB chunks.
- * Reading a hole yields zeros. Ranges of the same file must not overlap. 0, -EIO (source ends
- * early) or -errno. */
-int rx_copy_range(int dst_fd, uint64_t dst_off, int src_fd, uint64_t src_off, uint64_t length);
 
 /* cdef-end */
 

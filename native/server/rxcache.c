@@ -1,6 +1,7 @@
 /* rxcache.c — see rxcache.h. */
 #define _GNU_SOURCE
 #include "rxcache.h"
+#include "rxwire.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -12,7 +13,6 @@
 #include <cpuid.h>
 #endif
 
-enum { OP_SYNC = 6, OP_INVALIDATE = 7, OP_CLEAN = 8, OP_CLEAN_INVALIDATE = 9 };
 enum {
     INSN_NONE = 0,
     INSN_CLFLUSH = 1,
@@ -54,13 +54,13 @@ static void detect(void) {
 
 static int insn_for(int op) {
     switch (op) {
-    case OP_SYNC: return INSN_CPUID;
-    case OP_INVALIDATE: return INSN_NONE;
-    case OP_CLEAN:
+    case RX_VMO_OP_CACHE_SYNC: return INSN_CPUID;
+    case RX_VMO_OP_CACHE_INVALIDATE: return INSN_NONE;
+    case RX_VMO_OP_CACHE_CLEAN:
         if (has_clwb) return INSN_CLWB;
         /* Zircon cleans with a clean+invalidate when there is no CLWB */
         __attribute__((fallthrough));
-    case OP_CLEAN_INVALIDATE:
+    case RX_VMO_OP_CACHE_CLEAN_INVALIDATE:
         return has_clflushopt ? INSN_CLFLUSHOPT : has_clflush ? INSN_CLFLUSH : INSN_NONE;
     }
     return -EINVAL;
@@ -113,10 +113,10 @@ static void detect(void) {
 
 static int insn_for(int op) {
     switch (op) {
-    case OP_SYNC: return INSN_DC_CVAU_IC_IVAU;
-    case OP_INVALIDATE: return INSN_DC_CIVAC; /* DC IVAC is EL1-only */
-    case OP_CLEAN: return INSN_DC_CVAC;
-    case OP_CLEAN_INVALIDATE: return INSN_DC_CIVAC;
+    case RX_VMO_OP_CACHE_SYNC: return INSN_DC_CVAU_IC_IVAU;
+    case RX_VMO_OP_CACHE_INVALIDATE: return INSN_DC_CIVAC; /* DC IVAC is EL1-only */
+    case RX_VMO_OP_CACHE_CLEAN: return INSN_DC_CVAC;
+    case RX_VMO_OP_CACHE_CLEAN_INVALIDATE: return INSN_DC_CIVAC;
     }
     return -EINVAL;
 }
@@ -165,7 +165,7 @@ uint32_t rx_cache_line_size(void) {
 }
 
 int64_t rx_cache_op(int fd, uint64_t offset, uint64_t length, int op) {
-    if (op < OP_SYNC || op > OP_CLEAN_INVALIDATE) return -EINVAL;
+    if (op < RX_VMO_OP_CACHE_SYNC || op > RX_VMO_OP_CACHE_CLEAN_INVALIDATE) return -EINVAL;
     uint64_t end = offset + length;
     if (end < offset || end > (uint64_t)INT64_MAX) return -EINVAL;
     pthread_once(&detect_once, detect);
