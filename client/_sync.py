@@ -11,7 +11,7 @@ the object over its own mapping of the same VMO at the same VMO offset (the addr
 differ: futexes are keyed by the page behind the address). `create()` (or `init()`) writes the
 initial state once; attaching with the constructor writes nothing.
 
-Uncontended paths are atomic instructions in C (native/rxsync.c) and never ask rxd anything.
+Uncontended paths are atomic instructions in C (native/client/rxsync.c) and never ask rxd anything.
 Only a thread that must sleep calls rx_futex_wait, and only a release that may have sleepers
 calls rx_futex_wake or rx_futex_requeue: each object keeps a count of sleepers for that.
 Waiting spins a bounded while (pause, then sched_yield) before sleeping; it never spins forever.
@@ -54,7 +54,8 @@ from rxkernel.proto import (
 
 from . import _stubs, _vdso
 
-# The robust futex protocol of rx_futex_wait (native/rxsync.h has the same values).
+# The robust futex protocol of rx_futex_wait (native/include/rxwire.h has the same values;
+# tests/test_wire.py checks them).
 OWNER_MASK = RX_FUTEX_OWNER_MASK
 OWNER_DIED = RX_FUTEX_OWNER_DIED
 WAITERS = RX_FUTEX_WAITERS

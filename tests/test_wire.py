@@ -228,3 +228,12 @@ def test_no_private_copies_in_native() -> None:
                 if name in names or name.startswith(("RX_ERR_", "RX_CTL_", "RX_SYNC_", "RX_OP_")):
                     offenders.append(f"{os.path.relpath(path, NATIVE)}: {name}")
     assert offenders == []
+
+
+def test_rxd_stays_within_the_client_limits() -> None:
+    """What rxd sends fits what the C side reserves room for."""
+    from rxkernel.server.vm._fault import MAX_OPS
+    from rxkernel.server.vm._shootdown import MAX_RANGES_PER_REQUEST
+
+    assert MAX_OPS <= lib.RX_FAULT_MAX_OPS
+    assert MAX_RANGES_PER_REQUEST <= lib.RX_CONTROL_MAX_RANGES

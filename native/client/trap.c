@@ -1,4 +1,4 @@
-/* trap.c — the SIGSEGV trap: rx mappings are paged in on demand by asking rxd (DESIGN.md §4,
+/* trap.c — the SIGSEGV trap: rx mappings are paged in on demand by asking rxd (ARCHITECTURE.md "The fault path",
  * proto/WIRE.md "Fault channel").
  *
  * A fault at an address of the mapping table is sent to rxd on a fault channel (faultchan.c);

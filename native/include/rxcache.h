@@ -4,7 +4,7 @@
  * tree to the store that holds it). The store range is mapped into rxd read-only and MAP_SHARED,
  * mincore() picks the pages the host actually holds, and only those are touched: a page that is
  * not resident has nothing in any cache, and reading a shmem hole through a mapping would
- * allocate it (DESIGN.md §3), so a cache op never allocates memory.
+ * allocate it (ARCHITECTURE.md "Memory"), so a cache op never allocates memory.
  *
  * What each op executes follows Zircon's arch cache routines:
  *   x86_64   CLEAN             CLWB + SFENCE, else as CLEAN_INVALIDATE

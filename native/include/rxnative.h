@@ -1,4 +1,4 @@
-/* rxnative.h — the client side of rxkernel's C core (DESIGN.md §3-§5, proto/WIRE.md), as every
+/* rxnative.h — the client side of rxkernel's C core (ARCHITECTURE.md, proto/WIRE.md), as every
  * rx process uses it: the SIGSEGV trap that pages rx mappings in on demand, the mapping and store
  * tables it consults, address reservations, the control thread that applies rxd's requests, and
  * the at-fork reset (implemented in native/client/; internal.h there says which file does what).

@@ -4,7 +4,7 @@
  * the vvar page (read-only, "rx-vvar"). A C program maps the vvar PROT_READ, MAP_SHARED, loads the
  * image with dlopen("/proc/self/fd/N", RTLD_NOW | RTLD_LOCAL), resolves these names with dlsym and
  * calls rx_vdso_init(vvar) once; then every call below is a few instructions and no request to
- * rxd. The Python stub library does exactly that (native/rxvdso_loader.c).
+ * rxd. The Python stub library does exactly that (native/client/rxvdso_loader.c).
  *
  * Status codes are rx's (negative, proto/_status.py). Before rx_vdso_init succeeded, the functions
  * return RX_VDSO_ERR_BAD_STATE (-20).

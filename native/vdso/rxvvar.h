@@ -4,7 +4,7 @@
  * client an O_RDONLY fd in the connect handshake; the client maps it PROT_READ, MAP_SHARED and
  * gives its address to the vDSO image (rx_vdso_init). Nothing here is a pointer: the page means
  * the same thing at any address in any process. Shared by native/vdso/rxvdso.c (the reader) and
- * native/rxvvar_writer.c (rxd, the only writer).
+ * native/server/rxvvar_writer.c (rxd, the only writer).
  *
  * Seqlock (the `seq` word, like Linux's vDSO data page). Fields marked [seq] may change at any time
  * and must be read under it:

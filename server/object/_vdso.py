@@ -6,7 +6,7 @@ mapped read-write in rxd alone: after that mapping exists it is sealed with F_SE
 so not even a client that reopens its fd through /proc can write it or map it writable. rxd
 loads the same image itself, so its own clock (futex deadlines) is the clients' clock.
 
-The clock model (calibration, re-anchoring, bounded slew) is in native/rxvvar_writer.c.
+The clock model (calibration, re-anchoring, bounded slew) is in native/server/rxvvar_writer.c.
 """
 
 from __future__ import annotations

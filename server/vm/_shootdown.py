@@ -24,6 +24,8 @@ from ._pmm import Counters
 
 log = structlog.get_logger("rxd.coherence")
 
+# Ranges per control request: well under what a client's control frame holds (RX_CONTROL_MAX_RANGES,
+# checked in tests/test_wire.py).
 MAX_RANGES_PER_REQUEST = 256
 
 Targets = dict[Mapper, ControlRanges]
