@@ -52,7 +52,9 @@ class CollapseQueue:
 def free_unseen_above(node: CowPages, start: int, end: int, through: Runs | None = None) -> None:
     """`node` stopped reading through at [start, end) (or at `through`, the runs it read through
     before it changed): ancestors' pages there may be garbage now. Only the pages it really read
-    through are looked at, level by level, so a change deep in a long chain stays cheap."""
+    through are looked at, level by level, so a change deep in a long chain stays cheap.
+    Called under the tree lock, or without it from release_node (the exception, see there): it
+    only frees pages no visible node can read, which no client maps, so it never awaits."""
     runs = node.holes(start, end) if through is None else through
     while node.parent is not None and runs:
         po = node.parent_offset
