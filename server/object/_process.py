@@ -95,11 +95,11 @@ class Process(KernelObject):
         if not self.alive:
             return
         self.alive = False
-        self._on_gone(self)  # the kernel: futexes, tokens, fork tickets, registries
         log.info("process gone", pid=self.pid, koid=self.koid, why=why, mappings=len(self.aspace), handles=len(self.handles))
         for m in self.aspace:
             self.remove_mapping(m)
-        drop_stores(self)
+        drop_stores(self)  # first: a store freed below then has no holder to punch it for or tell
+        self._on_gone(self)  # the kernel: futexes, tokens, fork tickets, registries
         self.handles.clear()
         if self.control is not None:
             self.control.fail_all()

@@ -181,11 +181,19 @@ class Vmo(KernelObject):
         store = node.store
         store.commit([(s, e) for s, e, _, _ in missing])  # all or nothing against the budget
         copied = 0
-        for s, e, owner, os_ in missing:
+        try:
+            for s, e, owner, os_ in missing:
+                if owner is not None:
+                    store.copy_from(s, e, owner.store, os_)
+                    copied += e - s
+        except BaseException:
+            # All or nothing here too: no client maps these pages from this store yet, so they
+            # can go back to being holes, and the node reads what it read before.
+            for s, e, _, _ in missing:
+                store.decommit_nowait(s, e)
+            raise
+        for s, e, _, _ in missing:
             node.zeroed.set_range(s, e, False)
-            if owner is not None:
-                store.copy_from(s, e, owner.store, os_)
-                copied += e - s
         self.vm.memory.counters.cow_pages_copied += copied
         # Shielded (see shootdown): once pages count as this node's, no stale view of them survives.
         targets, marks = node.change_targets([(s, e) for s, e, _, _ in missing], exclude)
