@@ -22,9 +22,10 @@ import cffi
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "scripts", "bench_native.c")
 NATIVE = os.path.join(ROOT, "native")
-# rxsync.c gives the Mutex baseline the library's own trylock/unlock.
-LINKED = [os.path.join(NATIVE, "client", "rxsync.c")]
-HEADERS = [os.path.join(NATIVE, "include", h) for h in ("rxsync.h", "rxwire.h")]
+# rxsync.c gives the Mutex baseline the library's own trylock/unlock; wire.c the round trip's
+# socket I/O (send_all), so the C baseline sends the way the fault channels do.
+LINKED = [os.path.join(NATIVE, "client", "rxsync.c"), os.path.join(NATIVE, "client", "wire.c")]
+HEADERS = [*(os.path.join(NATIVE, "include", h) for h in ("rxsync.h", "rxwire.h")), os.path.join(NATIVE, "client", "internal.h")]
 CACHE = os.path.join(ROOT, "build", "bench-native")
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
 
@@ -60,7 +61,7 @@ def build() -> str:
     # The declarations are the whole preamble: bench_native.c compiles as its own unit, as the
     # library's files do, not inside cffi's generated file.
     ffi.set_source(name, "#include <stdint.h>\n" + _cdef(), sources=[SOURCE, *LINKED],
-                   include_dirs=[os.path.join(NATIVE, "include")], extra_compile_args=CFLAGS, libraries=["pthread"])
+                   include_dirs=[os.path.join(NATIVE, "include"), os.path.join(NATIVE, "client")], extra_compile_args=CFLAGS, libraries=["pthread"])
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         built = ffi.compile(tmpdir=tmp)
         os.replace(built, target)
