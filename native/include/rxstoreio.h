@@ -1,4 +1,4 @@
-/* rxstoreio.h — rxd's I/O on its page stores (server/_pagestore.py, server/_futex.py): the
+/* rxstoreio.h — rxd's I/O on its page stores (server/vm/_pagestore.py, server/object/_futex.py): the
  * sealed memfds that hold each object's pages. Server side only: clients never call these.
  *
  * Commit and decommit are fallocate calls; zeroing and copying go through pread/pwrite (a hole
