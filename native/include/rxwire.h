@@ -156,7 +156,7 @@
 #define RX_VMO_OP_CACHE_CLEAN 8
 #define RX_VMO_OP_CACHE_CLEAN_INVALIDATE 9
 
-/* ---- robust futex word (proto/_constants.py; rxsync.h's mutex, server/object/_futex.py) ------------ */
+/* ---- robust futex word (proto/_constants.py; rxsync.h's mutex, server/object/_futex.py) ----- */
 
 #define RX_FUTEX_OWNER_MASK 0x3fffffffu /* bits 0..29: the owner's pid, 0 = unlocked */
 #define RX_FUTEX_OWNER_DIED 0x40000000u /* the last owner died holding it */
