@@ -14,7 +14,7 @@ import trio
 from rxkernel.proto import default_socket_path
 
 from ._logging import configure_logging
-from .ipc import Server
+from .ipc import Server, prepare_socket_path
 from .object import Kernel
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GIB": 1 << 30, "T": 1 << 40, "TIB": 1 << 40}
@@ -66,7 +66,9 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    args.socket = args.socket or default_socket_path()
     configure_logging(args.log_level, args.log_format)
+    prepare_socket_path(args.socket)  # before the event loop: a refusal is one line and exit 1
     try:
         trio.run(run, args)
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -77,3 +78,38 @@ def test_rxctl(rxd: Rxd) -> None:
     bad = subprocess.run([sys.executable, "-c", "from rxkernel.client._rxctl import entry; entry()", "stats",
                           "--socket", "/nonexistent/rx.sock"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "RX_ERR_UNAVAILABLE" in bad.stderr
+
+
+def test_a_second_rxd_refuses_a_live_socket_and_replaces_a_stale_one(rxd: Rxd) -> None:
+    second = subprocess.run([sys.executable, "-c", "from rxkernel.server import main; main()", "--socket", rxd.socket,
+                             "--memory", "64MiB"], capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0
+    assert second.stderr.strip().splitlines() == [f"rxd: another rxd is listening on {rxd.socket}; stop it first or use --socket"]
+    c = RawClient(rxd.socket)  # the first rxd still owns its path
+    assert c.call("rx_vmo_get_size", c.call("rx_vmo_create", 4096, 0)) == 4096
+    c.close()
+
+    # A socket nobody accepts on (an rxd that died) is stale: a new rxd takes its place.
+    directory = tempfile.mkdtemp(prefix="rxcli-", dir="/tmp")
+    try:
+        path = os.path.join(directory, "rxd.sock")
+        dead = socket.socket(socket.AF_UNIX)
+        dead.bind(path)
+        dead.close()
+        proc = subprocess.Popen([sys.executable, "-c", "from rxkernel.server import main; main()", "--socket", path,
+                                 "--memory", "64MiB"], stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    RawClient(path).close()
+                    break
+                except OSError:
+                    assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+                    time.sleep(0.05)
+        finally:
+            proc.terminate()
+            proc.wait(20)
+        assert proc.returncode == 0
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -53,7 +53,10 @@ _RECV = 1 << 18
 
 
 def prepare_socket_path(path: str) -> None:
-    """The socket lives in a 0700 directory we own and is itself 0600: only our user gets in."""
+    """The socket lives in a 0700 directory we own and is itself 0600: only our user gets in.
+    A socket already there is removed only when it is stale (nobody accepts on it): an rxd that
+    took a live rxd's path would orphan it and every client that connects by name. SystemExit
+    with a one-line reason when rxd must not start."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     st = os.stat(directory)
@@ -62,10 +65,22 @@ def prepare_socket_path(path: str) -> None:
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(directory, 0o700)
     try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)  # a stale socket of an rxd that died; a live one would own the path
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        pass
+        return
+    if not stat.S_ISSOCK(mode):
+        raise SystemExit(f"rxd: {path} exists and is not a socket; not touching it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # the socket of an rxd that died: nobody accepts on it any more
+        return
+    except OSError as e:  # EAGAIN (a full backlog) and the like: someone is there
+        raise SystemExit(f"rxd: {path} is in use ({e.strerror}); is another rxd running?") from None
+    finally:
+        probe.close()
+    raise SystemExit(f"rxd: another rxd is listening on {path}; stop it first or use --socket")
 
 
 class Server:
