@@ -113,8 +113,11 @@ class Connection:
             if self._consumed != self._fed:
                 raise RemoteProtocolError("stream ended inside a frame") from None
             return CLOSED
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
-            raise RemoteProtocolError(f"undecodable frame: {e}") from None
+        except Exception as e:
+            # Whatever the unpacker makes of the peer's bytes is the peer's doing: bad bytes
+            # (ValueError, FormatError, StackError, ExtraData) and also well-formed msgpack that
+            # Python cannot hold, like a map keyed by an array or a map (TypeError: unhashable).
+            raise RemoteProtocolError(f"undecodable frame: {type(e).__name__}: {e}") from None
         self._consumed = self._unpacker.tell()
         if type(frame) is not list:
             raise RemoteProtocolError(f"a frame must be an array, got {type(frame).__name__}")
@@ -124,6 +127,9 @@ class Connection:
             raise
         except RxError as e:  # an event refused to validate itself
             raise RemoteProtocolError(str(e)) from None
+        except (TypeError, ValueError, KeyError, IndexError) as e:
+            # A decodable frame of the wrong shape (a map where an int belongs, say): the peer's.
+            raise RemoteProtocolError(f"malformed frame: {type(e).__name__}: {e}") from None
 
     def _parse(self, frame: list[Any]) -> Event:
         if not self.hello_done:

@@ -10,6 +10,7 @@ import pytest
 
 from rxkernel.proto import (
     CHANNEL_CONTROL,
+    CHANNEL_FAULT,
     CHANNEL_THREAD,
     PAGE_SIZE,
     RX_ERR_INVALID_ARGS,
@@ -87,6 +88,30 @@ def test_garbage_closes_that_connection(rxd: Rxd, payload: bytes) -> None:
     c.send_raw(payload)
     assert c.recv_raw() == b""
     still_serving(rxd)
+
+
+# Maps whose keys are arrays or maps (msgpack allows them; Python cannot hash them), nested
+# deep, and a map as a frame: each must be a broken stream, logged as the client's doing.
+UNHASHABLE_KEYS = [b"\x81\x91\x01\x02", b"\x81\x81\x01\x02\x03", b"\x91\x81\x91\x01\x02", b"\x81\x01\x02"]
+
+
+@pytest.mark.parametrize("payload", UNHASHABLE_KEYS)
+@pytest.mark.parametrize("when", ["before the hello", "after the hello", "on a fault channel", "on a control channel"])
+def test_unhashable_map_keys_are_a_broken_stream_not_an_rxd_bug(rxd: Rxd, payload: bytes, when: str) -> None:
+    if when == "before the hello":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(20)
+        sock.connect(rxd.socket)
+    else:
+        c = RawClient(rxd.socket)
+        kind = {"on a fault channel": CHANNEL_FAULT, "on a control channel": CHANNEL_CONTROL}.get(when)
+        sock = c.sock if kind is None else c.side_channel(kind)
+    sock.sendall(payload)
+    assert sock.recv(100) == b""
+    sock.close()
+    still_serving(rxd)
+    log = rxd.log_text()
+    assert "broken stream" in log and "inside rxd" not in log and "Traceback" not in log, log[-2000:]
 
 
 def test_garbage_instead_of_hello_and_truncated_frames(rxd: Rxd) -> None:

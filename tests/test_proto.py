@@ -138,6 +138,38 @@ def test_garbage_after_hello() -> None:
         server.next_event()
 
 
+@pytest.mark.parametrize("frame", [b"\x81\x91\x01\x02", b"\x81\x81\x01\x02\x03", b"\x91\x81\x91\x01\x02"])
+@pytest.mark.parametrize("kind", [None, CHANNEL_MAIN, CHANNEL_FAULT, CHANNEL_CONTROL])
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
+def test_maps_keyed_by_arrays_or_maps_are_a_remote_error(frame: bytes, kind: int | None, role: Role) -> None:
+    """msgpack allows any key; Python cannot hash an array or a map. Whatever the bytes decode to
+    (or fail to), the peer broke the stream: never a TypeError out of next_event."""
+    if kind is None:  # before the hello
+        conn = Connection(role, kind=CHANNEL_MAIN) if role is Role.CLIENT else Connection(role)
+    else:
+        client, server = pair(kind)
+        conn = server if role is Role.SERVER else client
+    conn.receive_data(frame)
+    with pytest.raises(RemoteProtocolError) as e:
+        conn.next_event()
+    assert not e.value.local
+
+
+@given(st.binary(max_size=64))
+def test_any_bytes_give_an_event_need_data_or_a_remote_error(data: bytes) -> None:
+    for kind in (CHANNEL_MAIN, CHANNEL_FAULT, CHANNEL_CONTROL):
+        for role in (Role.SERVER, Role.CLIENT):
+            client, server = pair(kind)
+            conn = server if role is Role.SERVER else client
+            conn.receive_data(data)
+            try:
+                for _ in range(len(data) + 1):
+                    if conn.next_event() is NEED_DATA:
+                        break
+            except RemoteProtocolError:
+                pass
+
+
 def test_local_misuse_is_a_local_error() -> None:
     client, server = pair(CHANNEL_MAIN)
     with pytest.raises(LocalProtocolError):

@@ -13,7 +13,7 @@ import itertools
 
 import trio
 
-from rxkernel.proto import CLOSED, CONTROL_FORGET, ControlAck, ControlRequest
+from rxkernel.proto import CLOSED, CONTROL_FORGET, ControlAck, ControlRequest, RemoteProtocolError
 from rxkernel.proto import Connection as ProtoConnection
 
 from ..object import Process
@@ -37,14 +37,20 @@ class ControlChannel:
 
     async def run(self) -> None:
         """The channel's life: acks in, posted requests out. A peer that vanishes (a killed
-        client resets the socket) ends it like EOF, not as an error."""
+        client resets the socket) ends it like EOF, not as an error; a peer that sends what is
+        not an ack breaks the stream (RemoteProtocolError, for the caller to log and close)."""
+        broken: RemoteProtocolError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_posted)
             try:
                 await self.read_acks()
+            except RemoteProtocolError as e:  # (an OSError too: caught before the others)
+                broken = e
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             nursery.cancel_scope.cancel()
+        if broken is not None:
+            raise broken
 
     def post(self, op: int, ranges: list[tuple[int, ...]]) -> None:
         """Send a request nobody waits for (FORGET): in order, from the channel's own task."""
