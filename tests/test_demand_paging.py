@@ -116,11 +116,12 @@ assert rx.rx_trap_counters()["fault_channels"] >= 1
 """)
 
 
-def _expect_death(rxd: Rxd, code: str, sig: int, message: str) -> None:
+def _expect_death(rxd: Rxd, code: str, sig: int, message: str) -> str:
     result = rxd.run(HEADER + code, check=False)
     assert result.returncode == -sig, (result.returncode, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.startswith("rx: ")]
     assert lines and message in lines[0], result.stderr
+    return lines[0]
 
 
 def test_write_to_read_only_mapping_dies_with_diagnostic(rxd: Rxd) -> None:
@@ -132,6 +133,16 @@ assert view[100] == 0
 import ctypes
 ctypes.memset(addr + 100, 1, 1)
 """, signal.SIGSEGV, "in read-only mapping")
+
+
+def test_read_through_a_mapping_without_read_permission_says_so(rxd: Rxd) -> None:
+    line = _expect_death(rxd, """
+vmo = rx.rx_vmo_create(1 << 20)
+addr = rx.rx_vmar_map(vmo, 0, 1 << 20, 0)
+import ctypes
+ctypes.string_at(addr + 100, 1)
+""", signal.SIGSEGV, "rx: read fault at ")
+    assert line.endswith("in a mapping without read permission"), line  # not "write fault … read-only"
 
 
 def test_fault_past_the_end_after_shrink_dies_with_sigbus(rxd: Rxd) -> None:

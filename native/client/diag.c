@@ -90,12 +90,17 @@ void rx_die(int sig) {
 }
 
 /* WIRE.md "Refused faults". */
-void rx_refuse(uint64_t addr, int64_t status) {
+void rx_refuse(uint64_t addr, int write, int64_t status) {
     struct rx_line l = {.n = 0};
     int sig = SIGSEGV;
     switch (status) {
-    case RX_ERR_ACCESS_DENIED:
-        line_str(&l, "rx: write fault at "); line_hex(&l, addr); line_str(&l, " in read-only mapping");
+    case RX_ERR_ACCESS_DENIED: /* rxd refuses what the mapping's permissions do not allow */
+        if (write) {
+            line_str(&l, "rx: write fault at "); line_hex(&l, addr); line_str(&l, " in read-only mapping");
+        } else {
+            line_str(&l, "rx: read fault at "); line_hex(&l, addr);
+            line_str(&l, " in a mapping without read permission");
+        }
         break;
     case RX_ERR_OUT_OF_RANGE:
         line_str(&l, "rx: fault at "); line_hex(&l, addr); line_str(&l, " beyond the end of the VMO");

@@ -92,7 +92,7 @@ void trap_atfork_child(void);
 /* The name RX_STATUS_LIST gives status, or NULL for a status this version does not know. */
 const char *rx_status_name(int64_t status);
 void rx_die(int sig);
-void rx_refuse(uint64_t addr, int64_t status);
+void rx_refuse(uint64_t addr, int write, int64_t status);
 void rx_unreachable(uint64_t addr);
 void rx_not_inherited(uint64_t addr);
 

@@ -237,7 +237,7 @@ static void rx_fault(uint64_t addr, int write) {
     struct fault_reply r;
     int64_t status = reply_decode(addr, v, n, &r);
     if (status != RX_OK) {
-        rx_refuse(addr, status);
+        rx_refuse(addr, write, status);
         return;
     }
     int fds[RX_FAULT_MAX_OPS];
@@ -251,13 +251,13 @@ static void rx_fault(uint64_t addr, int write) {
     }
     if (reply_stores_locked(&r, fds) < 0) {
         apply_release();
-        rx_refuse(addr, RX_ERR_INTERNAL);
+        rx_refuse(addr, write, RX_ERR_INTERNAL);
         return;
     }
     int failed = reply_map_locked(&r, fds) < 0;
     apply_release();
     if (failed) {
-        rx_refuse(addr, RX_ERR_INTERNAL);
+        rx_refuse(addr, write, RX_ERR_INTERNAL);
         return;
     }
     cnt_add(CNT_FAULTS, 1);
