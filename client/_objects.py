@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rxkernel.proto import (
+    RX_ERR_BAD_HANDLE,
     RX_INFO_VMO,
     RX_RIGHT_SAME_RIGHTS,
     RX_VM_PERM_READ,
@@ -19,6 +20,7 @@ from rxkernel.proto import (
     RX_VMO_OP_COMMIT,
     RX_VMO_OP_DECOMMIT,
     RX_VMO_OP_ZERO,
+    RxError,
 )
 
 from . import _stubs
@@ -29,7 +31,14 @@ class Vmo:
     from it keep the VMO alive until they are unmapped."""
 
     def __init__(self, size: int = 0, options: int = 0, *, handle: int | None = None) -> None:
-        self.handle = _stubs.rx_vmo_create(size, options) if handle is None else handle
+        self._handle = _stubs.rx_vmo_create(size, options) if handle is None else handle
+
+    @property
+    def handle(self) -> int:
+        """The handle value; using a closed Vmo is RX_ERR_BAD_HANDLE with words that say so."""
+        if not self._handle:
+            raise RxError(RX_ERR_BAD_HANDLE, "the Vmo is closed (its handle was closed with close() or by leaving `with`)")
+        return self._handle
 
     @classmethod
     def import_token(cls, token: str) -> Vmo:
@@ -41,10 +50,14 @@ class Vmo:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def closed(self) -> bool:
+        return not self._handle
+
     def close(self) -> None:
-        if self.handle:
-            _stubs.rx_handle_close(self.handle)
-            self.handle = 0
+        if self._handle:
+            handle, self._handle = self._handle, 0
+            _stubs.rx_handle_close(handle)
 
     @property
     def size(self) -> int:

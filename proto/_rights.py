@@ -51,3 +51,18 @@ def reduce_rights(current: int, requested: int) -> int | None:
     if requested & ~RX_RIGHTS_ALL or requested & ~current:
         return None
     return requested
+
+
+_RIGHT_NAMES = {
+    value: name for name, value in sorted(globals().items(), key=lambda kv: str(kv[1]))
+    if name.startswith("RX_RIGHT_") and name not in ("RX_RIGHT_NONE", "RX_RIGHT_SAME_RIGHTS") and isinstance(value, int)
+}
+
+
+def rights_names(rights: int) -> str:
+    """'RX_RIGHT_READ | RX_RIGHT_WRITE' for a set of rights (unknown bits in hex), for errors."""
+    names = [name for value, name in sorted(_RIGHT_NAMES.items()) if rights & value]
+    unknown = rights & ~RX_RIGHTS_ALL
+    if unknown:
+        names.append(f"{unknown:#x}")
+    return " | ".join(names) or "RX_RIGHT_NONE"

@@ -15,8 +15,11 @@ from rxkernel.proto import (
     PAGE_SIZE,
     RX_ERR_INVALID_ARGS,
     RX_ERR_NOT_SUPPORTED,
+    RX_INFO_KMEM_STATS,
+    RX_INFO_VMO,
     SYSCALL_NUMBERS,
     RX_RIGHT_DUPLICATE,
+    RX_RIGHT_INSPECT,
     RX_RIGHT_MAP,
     RX_RIGHT_READ,
     RX_RIGHT_SAME_RIGHTS,
@@ -255,3 +258,45 @@ def test_thread_channel_serves_futex_calls_only_and_waits_watch_it(rxd: Rxd) -> 
     control.close()
     c.close()
     still_serving(rxd)
+
+
+def test_errors_name_rights_options_and_topics(rxd: Rxd) -> None:
+    c = RawClient(rxd.socket)
+    vmo = c.call("rx_vmo_create", 4 * PAGE_SIZE, 0)
+    ro = c.call("rx_handle_duplicate", vmo, RX_RIGHT_READ | RX_RIGHT_MAP | RX_RIGHT_INSPECT)
+    with pytest.raises(RxError, match=r"lacks RX_RIGHT_WRITE$"):
+        c.call("rx_vmo_write", ro, 0, b"x")
+    with pytest.raises(RxError, match=r"lacks RX_RIGHT_DUPLICATE \| RX_RIGHT_TRANSFER$"):
+        c.call("rx_handle_export", ro, RX_RIGHT_SAME_RIGHTS)
+    with pytest.raises(RxError, match=r"VMO is not resizable \(created without RX_VMO_RESIZABLE\)"):
+        c.call("rx_vmo_set_size", vmo, PAGE_SIZE)
+    process = c.call("rx_process_self")
+    with pytest.raises(RxError, match="RX_INFO_VMO needs a VMO handle, not a process"):
+        c.call("rx_object_get_info", process, RX_INFO_VMO)
+    with pytest.raises(RxError, match="RX_INFO_KMEM_STATS needs the system handle, not a VMO"):
+        c.call("rx_object_get_info", vmo, RX_INFO_KMEM_STATS)
+    with pytest.raises(RxError, match=r"unknown info topic 7 \(the topics are .*RX_INFO_VMO"):
+        c.call("rx_object_get_info", vmo, 7)
+    c.close()
+
+
+def test_a_closed_vmo_and_a_refused_fork_say_so(rxd: Rxd) -> None:
+    out = rxd.run("""
+import rxkernel.client as rx
+vmo = rx.Vmo(1 << 16)
+vmo.close()
+try:
+    vmo.size
+except rx.RxError as e:
+    print("closed:", e.name, e)
+parent = rx.Vmo(1 << 16)
+child = parent.child(rx.RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE)
+m = child.map()
+try:
+    rx.fork()
+except rx.RxError as e:
+    print("fork:", e.name, e)
+""").stdout
+    assert "closed: RX_ERR_BAD_HANDLE" in out and "the Vmo is closed" in out and "0x0" not in out, out
+    assert "fork: RX_ERR_NOT_SUPPORTED" in out and "rx.fork() cannot give the child a copy" in out, out
+    assert "at-least-on-write child" in out, out

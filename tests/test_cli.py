@@ -113,3 +113,14 @@ def test_a_second_rxd_refuses_a_live_socket_and_replaces_a_stale_one(rxd: Rxd) -
         assert proc.returncode == 0
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_rxctl_into_a_closed_pipe_exits_quietly(rxd: Rxd) -> None:
+    """`rxctl stats | head -1`: the reader goes away early; rxctl ends like a Unix tool, no traceback."""
+    proc = subprocess.Popen([sys.executable, "-c", "from rxkernel.client._rxctl import entry; entry()", "stats"],
+                            env=rxd.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # nobody reads: the first write breaks the pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 128 + signal.SIGPIPE
+    assert err == "", err

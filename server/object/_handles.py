@@ -16,6 +16,7 @@ from rxkernel.proto import (
     RX_ERR_NO_RESOURCES,
     RX_ERR_WRONG_TYPE,
     RxError,
+    rights_names,
 )
 
 from ..base import KernelObject
@@ -66,7 +67,7 @@ class HandleTable:
         if cls is not None and not isinstance(handle.obj, cls):
             raise RxError(RX_ERR_WRONG_TYPE, f"handle {value:#x} is a {handle.obj.type_name}, not a {cls.type_name}")
         if rights & ~handle.rights:
-            raise RxError(RX_ERR_ACCESS_DENIED, f"handle {value:#x} lacks rights {rights & ~handle.rights:#x}")
+            raise RxError(RX_ERR_ACCESS_DENIED, f"handle {value:#x} lacks {rights_names(rights & ~handle.rights)}")
         return handle
 
     def remove(self, value: int) -> None:

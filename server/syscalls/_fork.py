@@ -8,6 +8,7 @@ from typing import Any
 from rxkernel.proto import (
     PAGE_SHIFT,
     RX_ERR_BAD_STATE,
+    RX_ERR_NOT_SUPPORTED,
     RX_VM_MAP_RANGE,
     RX_VMO_RESIZABLE,
     RxError,
@@ -33,6 +34,13 @@ async def rx_fork_prepare(call: Call) -> tuple[Any, ...]:
                     if not m.alive:
                         continue
                     resizable = bool(vmo.options & RX_VMO_RESIZABLE)
+                    if vmo.reads_through_a_writer():
+                        raise RxError(
+                            RX_ERR_NOT_SUPPORTED,
+                            f"rx.fork() cannot give the child a copy of the mapping at {m.base:#x}: its VMO "
+                            f"{vmo.koid} is an at-least-on-write child (or a child of one), whose pages can "
+                            "still change under a snapshot; unmap it before forking, or map a SNAPSHOT child instead",
+                        )
                     child = await snapshot_locked(
                         vmo, kernel.new_koid(), 0, vmo.size, vmo.options & RX_VMO_RESIZABLE,
                         vmo.store.capacity_pages << PAGE_SHIFT if resizable else vmo.size, at_least_on_write=False,

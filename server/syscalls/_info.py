@@ -34,6 +34,7 @@ from rxkernel.proto import (
     RX_INFO_SYSTEM_VMOS,
     RX_INFO_TASK_STATS,
     RX_INFO_VMO,
+    INFO_TOPIC_NAMES,
     RX_RIGHT_INSPECT,
     RxError,
 )
@@ -166,7 +167,7 @@ def system_vmos(kernel: Kernel) -> list[dict[str, Any]]:
 def get_info(kernel: Kernel, obj: KernelObject, rights: int, topic: int) -> Any:
     def need(cls: type[KernelObject]) -> None:
         if not isinstance(obj, cls):
-            raise RxError(RX_ERR_WRONG_TYPE, f"topic {topic} needs a {cls.type_name} handle, not a {obj.type_name}")
+            raise RxError(RX_ERR_WRONG_TYPE, f"{INFO_TOPIC_NAMES[topic]} needs a {cls.type_name} handle, not a {obj.type_name}")
 
     if topic == RX_INFO_HANDLE_BASIC:
         return {"koid": obj.koid, "type": obj.obj_type, "rights": rights}
@@ -182,8 +183,8 @@ def get_info(kernel: Kernel, obj: KernelObject, rights: int, topic: int) -> Any:
         ](obj)
     if topic in (RX_INFO_KMEM_STATS, RX_INFO_SYSTEM_PROCESSES, RX_INFO_SYSTEM_VMOS):
         if obj is not kernel.system:
-            raise RxError(RX_ERR_WRONG_TYPE, f"topic {topic} needs the system handle")
+            raise RxError(RX_ERR_WRONG_TYPE, f"{INFO_TOPIC_NAMES[topic]} needs the system handle, not a {obj.type_name}")
         return {RX_INFO_KMEM_STATS: kmem_stats, RX_INFO_SYSTEM_PROCESSES: system_processes, RX_INFO_SYSTEM_VMOS: system_vmos}[
             topic
         ](kernel)
-    raise RxError(RX_ERR_INVALID_ARGS, f"unknown info topic {topic}")
+    raise RxError(RX_ERR_INVALID_ARGS, f"unknown info topic {topic} (the topics are {', '.join(INFO_TOPIC_NAMES.values())})")

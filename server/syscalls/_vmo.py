@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rxkernel.proto import (
+    RX_ERR_ACCESS_DENIED,
     PAGE_SHIFT,
     PAGE_SIZE,
     RX_DEFAULT_VMO_RIGHTS,
@@ -99,9 +100,13 @@ async def rx_vmo_get_size(call: Call, handle: int) -> tuple[Any, ...]:
 
 @syscall
 async def rx_vmo_set_size(call: Call, handle: int, size: int) -> tuple[Any, ...]:
-    vmo, _ = vmo_of(call, handle, RX_RIGHT_WRITE | RX_RIGHT_RESIZE)
+    """Zircon's zx_vmo_set_size: the handle needs WRITE and RESIZE, which only handles of a VMO
+    created (or made a child) resizable carry."""
+    vmo, rights = vmo_of(call, handle, RX_RIGHT_WRITE)
     if not vmo.options & RX_VMO_RESIZABLE:
-        raise RxError(RX_ERR_UNAVAILABLE, "the VMO was not created resizable")
+        raise RxError(RX_ERR_ACCESS_DENIED if not rights & RX_RIGHT_RESIZE else RX_ERR_UNAVAILABLE,
+                      "VMO is not resizable (created without RX_VMO_RESIZABLE), so no handle of it has RX_RIGHT_RESIZE")
+    vmo_of(call, handle, RX_RIGHT_RESIZE)
     size = round_up(size) if size < 1 << 63 else size
     if size > vmo.store.capacity_pages << PAGE_SHIFT:
         raise RxError(RX_ERR_OUT_OF_RANGE, f"size {size:#x} passes the VMO's capacity")

@@ -41,7 +41,7 @@ async def snapshot_locked(parent: Vmo, koid: int, offset: int, size: int, option
     is: the child sees the parent's later writes until it writes a page itself."""
     vm = parent.vm
     node = parent.node
-    if not at_least_on_write and any(a.fronts for a in node.ancestors()):
+    if not at_least_on_write and parent.reads_through_a_writer():
         # An ancestor that is still written (this VMO reads through to it as an at-least-on-
         # write child) would keep changing what the snapshot sees: not a point in time.
         raise RxError(RX_ERR_NOT_SUPPORTED, "a snapshot of an at-least-on-write child (or of its descendants) is not supported")

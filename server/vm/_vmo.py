@@ -50,7 +50,7 @@ def _tree_lock(vmo: Vmo, *_: object) -> FastLock:
 
 class Vmo(KernelObject):
     obj_type = RX_OBJ_TYPE_VMO
-    type_name = "vmo"
+    type_name = "VMO"
 
     def __init__(
         self, koid: int, size: int, options: int, node: CowPages, node_offset: int = 0,
@@ -117,6 +117,12 @@ class Vmo(KernelObject):
     def share_count(self) -> int:
         """How many processes map this VMO (Zircon's share_count)."""
         return len({m.process for m in self.mappings})
+
+    def reads_through_a_writer(self) -> bool:
+        """Some ancestor node still has VMOs writing it (this VMO is an at-least-on-write child or
+        a descendant of one): what this VMO reads can still change, so it has no point-in-time
+        snapshot."""
+        return any(a.fronts for a in self.node.ancestors())
 
     def reachable_stores(self) -> list[PageStore]:
         """Every store a fault through this VMO may name: its node's and its ancestors'."""
