@@ -26,13 +26,14 @@ class LocalMapping:
     base: int
     length: int
     perms: int
+    lost: bool = False  # its connection to rxd went away: reserved PROT_NONE until unmapped
 
     @property
     def end(self) -> int:
         return self.base + self.length
 
     def split_at(self, at: int) -> LocalMapping:
-        upper = LocalMapping(at, self.end - at, self.perms)
+        upper = LocalMapping(at, self.end - at, self.perms, self.lost)
         self.length = at - self.base
         return upper
 
@@ -47,7 +48,7 @@ class ClientProcess:
         with self.lock:
             if self.connection is None or self.connection.closed:
                 if self.connection is not None:  # lost (rxd went away, or a call was interrupted)
-                    self.forget_mappings()
+                    self.lose_mappings()
                 self.connection = RxConnection(path)
             return self.connection
 
@@ -67,6 +68,16 @@ class ClientProcess:
             lib.rx_map_unregister(m.base, m.length)
             lib.rx_unreserve(m.base, m.length)
         self.mappings.clear()
+
+    def lose_mappings(self) -> None:
+        """The connection that owned our mappings is gone, and rxd's side of them with it (a new
+        rxd, or the same one after a reconnect, knows nothing of them). Their addresses stay
+        reserved, PROT_NONE, so nothing else (the next vvar page, a new mapping) lands where a
+        view still points: a touch dies with "rx: access at 0x… to an rx mapping lost when rxd
+        went away". rx_vmar_unmap (or Mapping.unmap) gives the range back."""
+        lib.rx_map_lose_all()
+        for m in self.mappings:
+            m.lost = True
 
     def reset_after_fork(self) -> None:
         if self.connection is not None:

@@ -199,13 +199,18 @@ def _forget_local(addr: int, length: int) -> None:
 
 
 def rx_vmar_unmap(addr: int, length: int) -> None:
+    """Unmap [addr, addr+length). Mappings lost when rxd went away are only given back locally
+    (rxd never knew them); if the range holds nothing else, rxd is not asked."""
     with PROCESS.lock:
+        found = PROCESS.find(addr, length)
+        live = [m for m in found if not m.lost]
         # Take our access away before rxd forgets the range: a store another thread makes after
         # rxd forgot it would land in pages nothing tracks (a snapshot taken then would get it).
-        for m in PROCESS.find(addr, length):
+        for m in live:
             lo, hi = max(m.base, addr), min(m.end, addr + length)
             lib.rx_reserve_at(lo, hi - lo)
-        _call("rx_vmar_unmap", addr, length)
+        if live or not found:
+            _call("rx_vmar_unmap", addr, length)
         _forget_local(addr, length)
 
 

@@ -94,6 +94,7 @@ const char *rx_status_name(int64_t status);
 void rx_die(int sig);
 void rx_refuse(uint64_t addr, int write, int64_t status);
 void rx_unreachable(uint64_t addr);
+void rx_lost(uint64_t addr);
 void rx_not_inherited(uint64_t addr);
 
 /* ---- wire.c (async-signal-safe) ------------------------------------------------------------------ */

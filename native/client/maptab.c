@@ -25,7 +25,11 @@
 
 /* ---- the table -------------------------------------------------------------------------------- */
 
-/* An entry is free when len == 0. Entries never overlap. stale = inherited over fork. */
+/* An entry is free when len == 0. Entries never overlap. stale: 0 a live rx mapping, else why
+ * it is not one any more but still reserved (PROT_NONE) so that nothing else lands there:
+ * MAP_STALE_FORK (inherited over fork) or MAP_STALE_LOST (the connection that owned it is gone). */
+enum { MAP_LIVE = 0, MAP_STALE_FORK = 1, MAP_STALE_LOST = 2 };
+
 struct rx_map_ent {
     uint64_t base;
     uint64_t len;
@@ -49,7 +53,8 @@ int rx_map_lookup(uint64_t addr) {
             uint64_t len = LD(&map_tab[i].len);
             if (!len) continue;
             if (addr - LD(&map_tab[i].base) < len) {
-                r = LD(&map_tab[i].stale) ? 2 : 1;
+                uint32_t stale = LD(&map_tab[i].stale);
+                r = stale == MAP_LIVE ? 1 : stale == MAP_STALE_FORK ? 2 : 3;
                 break;
             }
         }
@@ -180,7 +185,7 @@ void maptab_atfork_child(void) {
     pthread_mutex_init(&map_mu, NULL);
     map_seq = 0;
     for (uint32_t i = 0; i < map_hi; i++) {
-        map_tab[i].stale = 1;
+        map_tab[i].stale = MAP_STALE_FORK;
         /* Keep the addresses reserved (MADV_DONTFORK left a hole): nothing else may land there
          * before rx.fork()'s child maps its clones over them, and a touch still gets the clear
          * "not inherited" diagnostic. */
@@ -188,6 +193,31 @@ void maptab_atfork_child(void) {
             mmap((void *)(uintptr_t)map_tab[i].base, map_tab[i].len, PROT_NONE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
     }
+}
+
+/* The connection that owned the live entries is gone (rxd died or restarted): their pages are
+ * out of reach for good, but their addresses stay reserved, PROT_NONE, until the process unmaps
+ * them, so a touch gets the "lost" diagnostic instead of whatever would land there next (a new
+ * vvar page, another mapping). Under the apply lock: no fault reply or control request can map
+ * into them meanwhile, and replies already in flight are stale. The number of entries marked. */
+int rx_map_lose_all(void) {
+    apply_acquire();
+    pthread_mutex_lock(&map_mu);
+    int n = 0;
+    seq_write_begin(&map_seq);
+    for (uint32_t i = 0; i < map_hi; i++) {
+        if (map_tab[i].len && map_tab[i].stale == MAP_LIVE) {
+            ST(&map_tab[i].stale, MAP_STALE_LOST);
+            n++;
+        }
+    }
+    seq_write_end(&map_seq);
+    for (uint32_t i = 0; i < map_hi; i++)
+        if (map_tab[i].len && map_tab[i].stale == MAP_STALE_LOST) map_none(map_tab[i].base, map_tab[i].len);
+    pthread_mutex_unlock(&map_mu);
+    apply_bump_epoch_locked();
+    apply_release();
+    return n;
 }
 
 /* ---- reservations ----------------------------------------------------------------------------- */

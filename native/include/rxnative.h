@@ -49,8 +49,14 @@ int rx_map_register(uint64_t base, uint64_t length);
 int rx_map_unregister(uint64_t base, uint64_t length);
 
 /* What the trap would think of addr: 0 unknown, 1 a live rx mapping, 2 an rx mapping
- * inherited over fork (stale). For tests and diagnostics. */
+ * inherited over fork (stale), 3 an rx mapping lost when its connection to rxd went away.
+ * For tests and diagnostics. */
 int rx_map_lookup(uint64_t addr);
+
+/* The connection that owned every live mapping is gone: mark them lost and make them PROT_NONE,
+ * keeping their addresses reserved until rx_map_unregister + rx_unreserve (a touch dies with
+ * "rx: access at 0x… to an rx mapping lost when rxd went away"). Returns how many. */
+int rx_map_lose_all(void);
 
 /* ---- store fds ------------------------------------------------------------------------------ */
 
