@@ -145,6 +145,19 @@ ctypes.string_at(addr + 100, 1)
     assert line.endswith("in a mapping without read permission"), line  # not "write fault … read-only"
 
 
+def test_touch_after_unmap_says_the_mapping_was_unmapped(rxd: Rxd) -> None:
+    line = _expect_death(rxd, """
+vmo = rx.rx_vmo_create(1 << 20)
+addr = rx.rx_vmar_map(vmo, 0, 1 << 20, RW)
+rx.rx_view(addr, 1 << 20)[4096] = 1
+rx.rx_vmar_unmap(addr, 1 << 20)
+import ctypes
+print(hex(addr + 4096), flush=True)
+ctypes.string_at(addr + 4096, 1)
+""", signal.SIGSEGV, "rx: access at ")
+    assert line.endswith("to an rx mapping that was unmapped (rx_vmar_unmap)"), line
+
+
 def test_fault_past_the_end_after_shrink_dies_with_sigbus(rxd: Rxd) -> None:
     _expect_death(rxd, """
 vmo = rx.rx_vmo_create(8192, rx.RX_VMO_RESIZABLE)

@@ -130,6 +130,14 @@ void rx_unreachable(uint64_t addr) {
     rx_die(SIGSEGV);
 }
 
+void rx_unmapped(uint64_t addr) {
+    struct rx_line l = {.n = 0};
+    line_str(&l, "rx: access at "); line_hex(&l, addr);
+    line_str(&l, " to an rx mapping that was unmapped (rx_vmar_unmap)");
+    line_emit(&l);
+    rx_die(SIGSEGV);
+}
+
 void rx_lost(uint64_t addr) {
     struct rx_line l = {.n = 0};
     line_str(&l, "rx: access at "); line_hex(&l, addr);

@@ -95,6 +95,7 @@ void rx_die(int sig);
 void rx_refuse(uint64_t addr, int write, int64_t status);
 void rx_unreachable(uint64_t addr);
 void rx_lost(uint64_t addr);
+void rx_unmapped(uint64_t addr);
 void rx_not_inherited(uint64_t addr);
 
 /* ---- wire.c (async-signal-safe) ------------------------------------------------------------------ */

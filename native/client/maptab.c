@@ -6,6 +6,9 @@
  *                     fault reply or control request that checked the table maps before the range
  *                     can leave it) inside a map_seq write section; read lock-free under the
  *                     map_seq seqlock by the fault handler and the control thread.
+ *   gone_tab, gone_next  a ring of the last RX_GONE_MAX ranges unmapped from the table, so a touch
+ *                     there afterwards gets a diagnostic, not a bare SIGSEGV; written and read
+ *                     like the table (same lock, same seqlock).
  *   map_mu, map_seq   see above. Lock order: internal.h.
  * Reservations keep no state: they are address space (PROT_NONE, MADV_DONTFORK) that Python maps
  * rx mappings into; taking one back takes the apply lock and bumps the epoch (apply.c).
@@ -38,6 +41,14 @@ struct rx_map_ent {
 
 static struct rx_map_ent map_tab[RX_MAP_MAX];
 static uint32_t map_hi; /* entries [0, map_hi) may be in use */
+
+#define RX_GONE_MAX 64
+struct rx_gone_ent {
+    uint64_t base;
+    uint64_t len; /* 0: free */
+};
+static struct rx_gone_ent gone_tab[RX_GONE_MAX];
+static uint32_t gone_next; /* the slot the next unmapped range overwrites */
 static uint32_t map_seq;
 static pthread_mutex_t map_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -57,6 +68,10 @@ int rx_map_lookup(uint64_t addr) {
                 r = stale == MAP_LIVE ? 1 : stale == MAP_STALE_FORK ? 2 : 3;
                 break;
             }
+        }
+        for (uint32_t i = 0; !r && i < RX_GONE_MAX; i++) {
+            uint64_t len = LD(&gone_tab[i].len);
+            if (len && addr - LD(&gone_tab[i].base) < len) r = 4;
         }
     } while (seq_read_retry(&map_seq, s));
     return r;
@@ -145,6 +160,24 @@ static void map_cut_locked(uint64_t b, uint64_t e) {
     while (map_hi && !map_tab[map_hi - 1].len) ST(&map_hi, map_hi - 1);
 }
 
+/* Inside a seqlock write section: remember the live parts of [b, e) as unmapped (adding), or
+ * forget every remembered range that overlaps [b, e) (it is an rx mapping again). */
+static void gone_note_locked(uint64_t b, uint64_t e, int adding) {
+    for (uint32_t i = 0; !adding && i < RX_GONE_MAX; i++) {
+        uint64_t gb = gone_tab[i].base, ge = gb + gone_tab[i].len;
+        if (gone_tab[i].len && gb < e && ge > b) ST(&gone_tab[i].len, 0);
+    }
+    for (uint32_t i = 0; adding && i < map_hi; i++) {
+        uint64_t len = map_tab[i].len, eb = map_tab[i].base, ee = eb + len;
+        if (!len || map_tab[i].stale != MAP_LIVE || ee <= b || eb >= e) continue;
+        struct rx_gone_ent *g = &gone_tab[gone_next];
+        gone_next = (gone_next + 1) % RX_GONE_MAX;
+        ST(&g->len, 0);
+        ST(&g->base, eb > b ? eb : b);
+        ST(&g->len, (ee < e ? ee : e) - (eb > b ? eb : b)); /* publish the length last */
+    }
+}
+
 static int map_change(uint64_t base, uint64_t length, int add) {
     if (!range_ok(base, length)) return -EINVAL;
     pthread_mutex_lock(&map_mu);
@@ -153,6 +186,7 @@ static int map_change(uint64_t base, uint64_t length, int add) {
         rc = -ENOMEM;
     } else {
         seq_write_begin(&map_seq);
+        gone_note_locked(base, base + length, !add);
         map_cut_locked(base, base + length);
         if (add) map_put_locked(base, length, 0);
         seq_write_end(&map_seq);
@@ -184,6 +218,7 @@ int rx_map_unregister(uint64_t base, uint64_t length) {
 void maptab_atfork_child(void) {
     pthread_mutex_init(&map_mu, NULL);
     map_seq = 0;
+    for (uint32_t i = 0; i < RX_GONE_MAX; i++) gone_tab[i].len = 0; /* the parent's unmaps */
     for (uint32_t i = 0; i < map_hi; i++) {
         map_tab[i].stale = MAP_STALE_FORK;
         /* Keep the addresses reserved (MADV_DONTFORK left a hole): nothing else may land there

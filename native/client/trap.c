@@ -274,6 +274,7 @@ static void rx_on_sigsegv(int sig, siginfo_t *si, void *ctx) {
         case 0: rx_chain(sig, si, ctx); break;
         case 2: rx_not_inherited(addr); break;
         case 3: rx_lost(addr); break;
+        case 4: rx_unmapped(addr); break;
         default: rx_fault(addr, fault_is_write(ctx)); break;
         }
     }

@@ -49,7 +49,8 @@ int rx_map_register(uint64_t base, uint64_t length);
 int rx_map_unregister(uint64_t base, uint64_t length);
 
 /* What the trap would think of addr: 0 unknown, 1 a live rx mapping, 2 an rx mapping
- * inherited over fork (stale), 3 an rx mapping lost when its connection to rxd went away.
+ * inherited over fork (stale), 3 an rx mapping lost when its connection to rxd went away, 4 no
+ * rx mapping now but one of the last 64 ranges unmapped (a touch there gets a diagnostic).
  * For tests and diagnostics. */
 int rx_map_lookup(uint64_t addr);
 
