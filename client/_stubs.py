@@ -64,18 +64,25 @@ def _call(name: str, *args: Any) -> tuple[Any, ...]:
 
 
 def rx_process_self() -> int:
+    """A handle to this rx process (Zircon's zx_process_self): INSPECT it for RX_INFO_TASK_STATS,
+    RX_INFO_PROCESS_VMOS and RX_INFO_PROCESS_MAPS."""
     return int(_call("rx_process_self")[0])
 
 
 def rx_system_handle() -> int:
+    """A handle to the whole system, for RX_INFO_KMEM_STATS, RX_INFO_SYSTEM_PROCESSES,
+    RX_INFO_SYSTEM_VMOS and rx_clock_adjust_realtime (anyone who can reach rxd's socket may)."""
     return int(_call("rx_system_handle")[0])
 
 
 def rx_handle_close(handle: int) -> None:
+    """Close `handle`; the object lives on while other handles, mappings or tokens hold it."""
     _call("rx_handle_close", handle)
 
 
 def rx_handle_duplicate(handle: int, rights: int = RX_RIGHT_SAME_RIGHTS) -> int:
+    """A second handle to the same object with `rights` (a subset of the handle's; the handle
+    needs RX_RIGHT_DUPLICATE). RX_RIGHT_SAME_RIGHTS keeps them all."""
     return int(_call("rx_handle_duplicate", handle, rights)[0])
 
 
@@ -86,6 +93,8 @@ def rx_handle_export(handle: int, rights: int = RX_RIGHT_SAME_RIGHTS) -> str:
 
 
 def rx_handle_import(token: str) -> int:
+    """Claim a token another process made with rx_handle_export: a handle with the rights it
+    carries. Tokens are one-time (RX_ERR_NOT_FOUND the second time, or once their exporter died)."""
     return int(_call("rx_handle_import", token)[0])
 
 
@@ -93,6 +102,9 @@ def rx_handle_import(token: str) -> int:
 
 
 def rx_vmo_create(size: int, options: int = 0) -> int:
+    """A new VMO of `size` bytes (rounded up to pages), read as zero and committing nothing until
+    written. Options: RX_VMO_RESIZABLE (rx_vmo_set_size works; the handle gets RX_RIGHT_RESIZE),
+    RX_VMO_COMMIT_EAGER (every page committed now; RX_ERR_NO_MEMORY if that does not fit)."""
     return int(_call("rx_vmo_create", size, options)[0])
 
 
@@ -107,6 +119,8 @@ def rx_vmo_read(handle: int, offset: int, length: int) -> bytes:
 
 
 def rx_vmo_write(handle: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+    """Write bytes at `offset` (needs RX_RIGHT_WRITE), committing the pages it touches; calls larger
+    than rxd's per-request limit are split transparently."""
     view = memoryview(data).cast("B")
     if len(view) <= RX_MAX_IO:
         _call("rx_vmo_write", handle, offset, bytes(view))
@@ -116,10 +130,13 @@ def rx_vmo_write(handle: int, offset: int, data: bytes | bytearray | memoryview)
 
 
 def rx_vmo_get_size(handle: int) -> int:
+    """The VMO's size in bytes (a multiple of the page size)."""
     return int(_call("rx_vmo_get_size", handle)[0])
 
 
 def rx_vmo_set_size(handle: int, size: int) -> None:
+    """Resize a VMO made with RX_VMO_RESIZABLE (needs RX_RIGHT_WRITE and RX_RIGHT_RESIZE). Pages
+    past a smaller size are freed and taken away from every mapping; touching them is SIGBUS."""
     _call("rx_vmo_set_size", handle, size)
 
 
@@ -215,6 +232,8 @@ def rx_vmar_unmap(addr: int, length: int) -> None:
 
 
 def rx_vmar_protect(addr: int, length: int, perms: int) -> None:
+    """Change the permissions of the mapped range [addr, addr+length) (it must be mapped without
+    gaps); no more than the handle each mapping was made with allows."""
     with PROCESS.lock:
         _call("rx_vmar_protect", addr, length, perms)
         for m in PROCESS.cut(addr, length):
@@ -234,6 +253,9 @@ def rx_vmar_op_range(addr: int, length: int, op: int) -> None:
 
 
 def rx_object_get_info(handle: int, topic: int) -> Any:
+    """Zircon's zx_object_get_info (the handle needs RX_RIGHT_INSPECT): RX_INFO_HANDLE_BASIC,
+    RX_INFO_VMO (a VMO handle), RX_INFO_TASK_STATS / _PROCESS_VMOS / _PROCESS_MAPS (a process
+    handle), RX_INFO_KMEM_STATS / _SYSTEM_PROCESSES / _SYSTEM_VMOS (the system handle)."""
     return _call("rx_object_get_info", handle, topic)[0]
 
 
@@ -251,6 +273,7 @@ def rx_fork_claim(ticket: str) -> list[list[int]]:
 
 
 def rx_fork_cancel(ticket: str) -> None:
+    """Free the snapshots behind an unclaimed rx.fork() ticket (the child died before claiming)."""
     _call("rx_fork_cancel", ticket)
 
 

@@ -1,0 +1,14 @@
+"""Every public stub says what it does (help(rx.rx_vmo_create) is a user's first stop)."""
+
+from __future__ import annotations
+
+import inspect
+
+import rxkernel.client as rx
+
+
+def test_every_public_stub_has_a_docstring() -> None:
+    stubs = [name for name in dir(rx) if name.startswith("rx_") and inspect.isfunction(getattr(rx, name))]
+    assert len(stubs) > 30
+    missing = [name for name in stubs if not inspect.getdoc(getattr(rx, name))]
+    assert missing == []
