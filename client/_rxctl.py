@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any
 
-from rxkernel.proto import RX_INFO_KMEM_STATS, RX_INFO_SYSTEM_PROCESSES, RX_INFO_SYSTEM_VMOS, RxError
+from rxkernel.proto import RX_INFO_KMEM_STATS, RX_INFO_SYSTEM_PROCESSES, RX_INFO_SYSTEM_VMOS, RxError, package_version
 
 from . import _stubs
 
@@ -31,12 +31,22 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, bool]]) -> 
     return "\n".join(lines)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output (JSON) instead of a table")
+    common.add_argument("--socket", default=None,
+                        help="rxd's socket (default: $RX_SOCKET, $XDG_RUNTIME_DIR/rxkernel/rxd.sock or /tmp/rxkernel-$UID/rxd.sock)")
+    p = argparse.ArgumentParser(prog="rxctl", description="Look at a running rxd: its memory, processes and VMOs.")
+    p.add_argument("--version", action="version", version=f"rxctl (rxkernel) {package_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("stats", parents=[common], help="system memory statistics (RX_INFO_KMEM_STATS)")
+    sub.add_parser("ps", parents=[common], help="every process: pid, mappings, mapped/private/shared bytes, faults")
+    sub.add_parser("vmos", parents=[common], help="every VMO: size, committed bytes, mappings, sharers")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="rxctl", description="inspect a running rxd")
-    p.add_argument("command", choices=["stats", "ps", "vmos"])
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--socket", default=None, help="rxd's socket (default: as the stub library)")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         _stubs.connect(args.socket)
         system = _stubs.rx_system_handle()

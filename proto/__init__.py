@@ -182,6 +182,9 @@ from ._connection import (
 from ._paths import (
     default_socket_path as default_socket_path,
 )
+from ._version import (
+    package_version as package_version,
+)
 from ._ranges import (
     Ranged as Ranged,
     RangeList as RangeList,

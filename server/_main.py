@@ -11,7 +11,7 @@ import sys
 import structlog
 import trio
 
-from rxkernel.proto import default_socket_path
+from rxkernel.proto import default_socket_path, package_version
 
 from ._logging import configure_logging
 from .ipc import Server, prepare_socket_path
@@ -29,14 +29,23 @@ def parse_size(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rxd", description="rxkernel memory server")
-    p.add_argument("--socket", default=None, help="listening socket (default: $RX_SOCKET, $XDG_RUNTIME_DIR/rxkernel/rxd.sock or /tmp/rxkernel-$UID/rxd.sock)")
-    p.add_argument("--memory", type=parse_size, default=parse_size("2GiB"), help="physical memory budget (default 2GiB)")
-    p.add_argument("--ack-deadline", type=float, default=5.0, help="seconds a client has to ack a shootdown before it is killed")
+    p = argparse.ArgumentParser(prog="rxd", description="rxkernel's memory server: owns every VMO, page and mapping, and "
+                                "serves rx_* syscalls to client processes on a Unix socket.")
+    p.add_argument("--version", action="version", version=f"rxd (rxkernel) {package_version()}")
+    p.add_argument("--socket", default=None,
+                   help="listening socket (default: $RX_SOCKET, else $XDG_RUNTIME_DIR/rxkernel/rxd.sock, else "
+                   "/tmp/rxkernel-$UID/rxd.sock); rxd refuses to start where another rxd listens")
+    p.add_argument("--memory", type=parse_size, default=parse_size("2GiB"), metavar="SIZE",
+                   help="physical memory budget: committed pages never exceed it (default: 2GiB; 512MiB, 4096 … work too)")
+    p.add_argument("--ack-deadline", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds a client has to ack a shootdown before it is killed (default: 5.0)")
     p.add_argument("--clock", default="auto", choices=["auto", "ticks", "syscall"],
-                   help="the vDSO clock: CPU ticks (auto when they are invariant) or a raw clock_gettime syscall")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="console", choices=["console", "json"])
+                   help="the vDSO clock: CPU ticks, or a raw clock_gettime syscall (default: auto, ticks when they "
+                   "are invariant)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="least severe log events written to stderr (default: info)")
+    p.add_argument("--log-format", default="console", choices=["console", "json"],
+                   help="log lines for people, or one JSON object per line (default: console)")
     return p
 
 

@@ -124,3 +124,28 @@ def test_rxctl_into_a_closed_pipe_exits_quietly(rxd: Rxd) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 128 + signal.SIGPIPE
     assert err == "", err
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_help_names_every_option_with_its_default_and_both_have_a_version() -> None:
+    rxd_help = _cli("from rxkernel.server import main; main()", "--help")
+    assert rxd_help.returncode == 0
+    for option in ("--socket", "--memory", "--ack-deadline", "--clock", "--log-level", "--log-format"):
+        assert option in rxd_help.stdout
+    text = " ".join(rxd_help.stdout.split())  # argparse wraps lines
+    for default in ("(default: $RX_SOCKET", "(default: 2GiB", "(default: 5.0)", "(default: auto", "(default: info)",
+                    "(default: console)"):
+        assert default in text, default
+    rxctl_help = _cli("from rxkernel.client._rxctl import entry; entry()", "--help")
+    assert rxctl_help.returncode == 0
+    for command in ("stats", "ps", "vmos"):
+        assert any(line.split()[:1] == [command] and len(line.split()) > 1 for line in rxctl_help.stdout.splitlines()), command
+    import rxkernel.proto
+
+    version = rxkernel.proto.package_version()
+    for code, name in (("from rxkernel.server import main; main()", "rxd"), ("from rxkernel.client._rxctl import entry; entry()", "rxctl")):
+        shown = _cli(code, "--version")
+        assert shown.returncode == 0 and shown.stdout.strip() == f"{name} (rxkernel) {version}", shown
