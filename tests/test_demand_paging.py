@@ -145,6 +145,35 @@ ctypes.string_at(addr + 100, 1)
     assert line.endswith("in a mapping without read permission"), line  # not "write fault … read-only"
 
 
+def test_fault_around_stops_at_the_end_of_its_mapping(rxd: Rxd) -> None:
+    """A read's fault-around window must stay inside the faulting mapping: here the page after it
+    is another VMO's (mapped over with RX_VM_SPECIFIC), and must keep reading that VMO's byte."""
+    rxd.run(HEADER + """
+a, b = rx.rx_vmo_create(2 * 4096), rx.rx_vmo_create(4096)
+rx.rx_vmo_write(b, 0, b"B")
+addr = rx.rx_vmar_map(a, 0, 2 * 4096, RW)
+rx.rx_vmar_map(b, 0, 4096, RW, rx.RX_VM_SPECIFIC, addr + 4096)
+view = rx.rx_view(addr, 2 * 4096)
+assert view[4096:4097] == b"B"
+assert view[0] == 0                   # a read fault in a's one-page mapping
+assert view[4096:4097] == b"B", view[4096:4097]
+""")
+
+
+def test_read_past_the_end_after_shrink_dies_with_sigbus(rxd: Rxd) -> None:
+    """The read path's window stops at the VMO's end too (the existing shrink test only writes)."""
+    _expect_death(rxd, """
+vmo = rx.rx_vmo_create(8192, rx.RX_VMO_RESIZABLE)
+addr = rx.rx_vmar_map(vmo, 0, 8192, RW)
+view = rx.rx_view(addr, 8192)
+view[4096] = 1
+rx.rx_vmo_set_size(vmo, 4096)
+assert view[0] == 0
+print("read page 1", flush=True)
+view[4096]
+""", signal.SIGBUS, "beyond the end of the VMO")
+
+
 def test_touch_after_unmap_says_the_mapping_was_unmapped(rxd: Rxd) -> None:
     line = _expect_death(rxd, """
 vmo = rx.rx_vmo_create(1 << 20)
@@ -217,9 +246,17 @@ assert info() == 1 << 20
 rx.rx_vmo_op_range(vmo, rx.RX_VMO_OP_DECOMMIT, 0, 64 << 10)
 assert info() == (1 << 20) - (64 << 10)
 assert bytes(view[:64 << 10]) == bytes(64 << 10)
+# Zeros are not enough (a punched hole reads as zero through a stale mapping too): a write now
+# must fault to rxd and be counted again.
+faults = rx.rx_trap_counters()["faults"]
+view[0] = 1
+assert rx.rx_trap_counters()["faults"] > faults and info() == (1 << 20) - (64 << 10) + 4096, info()
 rx.rx_vmo_op_range(vmo, rx.RX_VMO_OP_ZERO, (64 << 10) + 100, 8192)
-assert info() == (1 << 20) - (64 << 10) - 4096, info()  # one whole page released
+assert info() == (1 << 20) - (64 << 10), info()  # one whole page released
 assert bytes(view[(64 << 10) + 99:(64 << 10) + 8293]) == b"\\xff" + bytes(8192) + b"\\xff"
+faults = rx.rx_trap_counters()["faults"]
+view[(64 << 10) + 4096] = 2           # the released page: faults and counts again
+assert rx.rx_trap_counters()["faults"] > faults and info() == (1 << 20) - (64 << 10) + 4096, info()
 rx.rx_vmo_op_range(vmo, rx.RX_VMO_OP_COMMIT, 0, 1 << 20)
 assert info() == 1 << 20
 """)

@@ -100,6 +100,9 @@ view[0:4] = b"data"
 print("written", flush=True)
 sys.stdin.readline()                  # the test decommits meanwhile
 print(bytes(view[0:4]).hex(), flush=True)
+faults = rx.rx_trap_counters()["faults"]
+view[0:4] = b"more"                   # the page was taken away: this write asks rxd again
+print(rx.rx_trap_counters()["faults"] - faults, flush=True)
 """, token)
     assert reader.stdout is not None and reader.stdin is not None
     assert reader.stdout.readline().strip() == "written"
@@ -109,7 +112,11 @@ print(bytes(view[0:4]).hex(), flush=True)
     reader.stdin.write("go\n")
     reader.stdin.flush()
     assert reader.stdout.readline().strip() == "00000000"
+    # Not just zeros (a punched hole reads as zero through a stale mapping too): the write after
+    # the decommit must fault to rxd and be counted again.
+    assert int(reader.stdout.readline()) >= 1
     assert reader.wait(30) == 0
+    assert rxd.call("rx_vmo_read", vmo, 0, 4) == b"more" and rxd.kmem()["committed_bytes"] == 4096
     rxd.call("rx_handle_close", vmo)
     rxd.wait_idle()
 
