@@ -130,26 +130,17 @@ void rx_unreachable(uint64_t addr) {
     rx_die(SIGSEGV);
 }
 
-void rx_unmapped(uint64_t addr) {
+/* A touch of an address that was, but is no longer, a live rx mapping (rx_map_lookup's 2, 3
+ * and 4): "rx: access at 0x… to an rx mapping <why>", then SIGSEGV. */
+void rx_no_longer_mapped(uint64_t addr, int why) {
+    static const char *const whys[] = {
+        [2] = " to an rx mapping not inherited across fork()",
+        [3] = " to an rx mapping lost when rxd went away",
+        [4] = " to an rx mapping that was unmapped (rx_vmar_unmap)",
+    };
     struct rx_line l = {.n = 0};
     line_str(&l, "rx: access at "); line_hex(&l, addr);
-    line_str(&l, " to an rx mapping that was unmapped (rx_vmar_unmap)");
-    line_emit(&l);
-    rx_die(SIGSEGV);
-}
-
-void rx_lost(uint64_t addr) {
-    struct rx_line l = {.n = 0};
-    line_str(&l, "rx: access at "); line_hex(&l, addr);
-    line_str(&l, " to an rx mapping lost when rxd went away");
-    line_emit(&l);
-    rx_die(SIGSEGV);
-}
-
-void rx_not_inherited(uint64_t addr) {
-    struct rx_line l = {.n = 0};
-    line_str(&l, "rx: access at "); line_hex(&l, addr);
-    line_str(&l, " to an rx mapping not inherited across fork()");
+    line_str(&l, why >= 2 && why <= 4 ? whys[why] : " to an rx mapping no longer mapped");
     line_emit(&l);
     rx_die(SIGSEGV);
 }

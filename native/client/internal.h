@@ -94,9 +94,7 @@ const char *rx_status_name(int64_t status);
 void rx_die(int sig);
 void rx_refuse(uint64_t addr, int write, int64_t status);
 void rx_unreachable(uint64_t addr);
-void rx_lost(uint64_t addr);
-void rx_unmapped(uint64_t addr);
-void rx_not_inherited(uint64_t addr);
+void rx_no_longer_mapped(uint64_t addr, int why); /* why: rx_map_lookup's 2, 3 or 4 */
 
 /* ---- wire.c (async-signal-safe) ------------------------------------------------------------------ */
 

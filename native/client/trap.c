@@ -270,11 +270,10 @@ static void rx_on_sigsegv(int sig, siginfo_t *si, void *ctx) {
         rx_chain_sent(sig, si, ctx);
     } else {
         uint64_t addr = (uint64_t)(uintptr_t)si->si_addr;
-        switch (rx_map_lookup(addr)) {
+        int kind = rx_map_lookup(addr);
+        switch (kind) {
         case 0: rx_chain(sig, si, ctx); break;
-        case 2: rx_not_inherited(addr); break;
-        case 3: rx_lost(addr); break;
-        case 4: rx_unmapped(addr); break;
+        case 2: case 3: case 4: rx_no_longer_mapped(addr, kind); break;
         default: rx_fault(addr, fault_is_write(ctx)); break;
         }
     }
