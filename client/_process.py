@@ -61,9 +61,9 @@ class ClientProcess:
         return self.mappings.cut(addr, addr + length)
 
     def forget_mappings(self) -> None:
-        """Drop every rx mapping locally (the connection that owned them is gone, and with it
-        rxd's side of them): a later touch is an ordinary SIGSEGV, not a fault rxd would refuse
-        as unknown. The control thread closed its store fds when its channel ended."""
+        """Unmap every rx mapping and give its address space back (disconnect(): the caller is
+        closing the connection, and rxd frees its side). A lost connection keeps the ranges
+        reserved instead: lose_mappings."""
         for m in self.mappings:
             lib.rx_map_unregister(m.base, m.length)
             lib.rx_unreserve(m.base, m.length)

@@ -32,7 +32,8 @@ class SystemResource(KernelObject):
 class Kernel:
     def __init__(self, memory_bytes: int, ack_deadline: float = 5.0, clock_mode: str = "auto") -> None:
         self.vm = VmContext(memory_bytes, ack_deadline)
-        # The vDSO image and vvar page every client maps; also rxd's own clock (see clock).
+        # The vDSO image and vvar page every client maps; also rxd's own clock: vdso.monotonic_ns()
+        # is what every client's rx_clock_get_monotonic() reads.
         self.vdso = Vdso(self.memory.total_pages * PAGE_SIZE, clock_mode)
         self.processes: dict[int, Process] = {}
         self.sessions: dict[bytes, Process] = {}
@@ -50,16 +51,6 @@ class Kernel:
     @property
     def vmos(self) -> dict[int, Vmo]:
         return self.vm.vmos
-
-    @property
-    def ack_deadline(self) -> float:
-        return self.vm.coherence.ack_deadline
-
-    @property
-    def clock(self) -> Vdso:
-        """The rx clock: clock.monotonic_ns() is what every client's rx_clock_get_monotonic()
-        reads (same vDSO, same vvar), within microseconds of the host's CLOCK_MONOTONIC."""
-        return self.vdso
 
     def serve_in(self, nursery: trio.Nursery) -> None:
         """Background work from now on runs in `nursery` (collapsing chains, reaping dead owners'
