@@ -1,4 +1,4 @@
-"""`rxctl`: look at a running rxd. `rxctl stats | ps | vmos [--json]`."""
+"""`rxctl`: look at a running rxd. `rxctl stats | ps | vmos [--pid PID] | maps PID [--json]`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,18 @@ import signal
 import sys
 from typing import Any
 
-from rxkernel.proto import RX_INFO_KMEM_STATS, RX_INFO_SYSTEM_PROCESSES, RX_INFO_SYSTEM_VMOS, RxError, package_version
+from rxkernel.proto import (
+    RX_ERR_NOT_FOUND,
+    RX_INFO_KMEM_STATS,
+    RX_INFO_PROCESS_MAPS,
+    RX_INFO_PROCESS_VMOS,
+    RX_INFO_SYSTEM_PROCESSES,
+    RX_INFO_SYSTEM_VMOS,
+    RX_VM_PERM_READ,
+    RX_VM_PERM_WRITE,
+    RxError,
+    package_version,
+)
 
 from . import _stubs
 
@@ -41,20 +52,60 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("stats", parents=[common], help="system memory statistics (RX_INFO_KMEM_STATS)")
     sub.add_parser("ps", parents=[common], help="every process: pid, mappings, mapped/private/shared bytes, faults")
-    sub.add_parser("vmos", parents=[common], help="every VMO: size, committed bytes, mappings, sharers")
+    vmos = sub.add_parser("vmos", parents=[common],
+                          help="every VMO (or one process's): size, committed bytes it reads (private, shared, scaled), mappings")
+    vmos.add_argument("--pid", type=int, default=None, help="only the VMOs this process holds handles to or maps")
+    maps = sub.add_parser("maps", parents=[common], help="one process's mappings, as pmap shows them")
+    maps.add_argument("pid", type=int, help="the process (its OS pid, as rxctl ps lists it)")
     return p
+
+
+def _process_handle(system: int, pid: int) -> int:
+    for row in _stubs.rx_object_get_info(system, RX_INFO_SYSTEM_PROCESSES):
+        if row["pid"] == pid:
+            return _stubs.rx_object_get_child(system, row["koid"])
+    raise RxError(RX_ERR_NOT_FOUND, f"no rx process has pid {pid} (rxctl ps lists them)")
+
+
+def _perms(bits: int) -> str:
+    return ("r" if bits & RX_VM_PERM_READ else "-") + ("w" if bits & RX_VM_PERM_WRITE else "-")
+
+
+def _query(args: argparse.Namespace) -> tuple[Any, int]:
+    """What the command asks rxd for, and (for vmos) the system's committed bytes to add up to."""
+    system = _stubs.rx_system_handle()
+    pid: int | None = getattr(args, "pid", None)
+    if pid is not None:  # maps PID, vmos --pid PID
+        topic = RX_INFO_PROCESS_MAPS if args.command == "maps" else RX_INFO_PROCESS_VMOS
+        return _stubs.rx_object_get_info(_process_handle(system, pid), topic), 0
+    topic = {"stats": RX_INFO_KMEM_STATS, "ps": RX_INFO_SYSTEM_PROCESSES, "vmos": RX_INFO_SYSTEM_VMOS}[args.command]
+    info = _stubs.rx_object_get_info(system, topic)
+    if args.command == "ps":  # rxctl's own connection is not what anyone asks about
+        me = _stubs.connect().process_koid
+        info = [row for row in info if row["koid"] != me]
+    committed = _stubs.rx_object_get_info(system, RX_INFO_KMEM_STATS)["committed_bytes"] if args.command == "vmos" else 0
+    return info, committed
+
+
+def _print_vmos(info: list[dict[str, Any]], system_committed: int, whole_system: bool) -> None:
+    columns = [("koid", "KOID", False), ("size_bytes", "SIZE", True), ("committed_private_bytes", "PRIVATE", True),
+               ("committed_shared_bytes", "SHARED", True), ("committed_scaled_bytes", "SCALED", True),
+               ("num_mappings", "MAPS", False), ("share_count", "SHARERS", False)]
+    if not whole_system:
+        columns += [("num_handles", "HANDLES", False), ("process_mappings", "HERE", False)]
+    print(_table(info, columns))
+    scaled = sum(r["committed_scaled_bytes"] for r in info) + sum(r["committed_fractional_scaled_bytes"] for r in info) // (1 << 63)
+    line = f"{len(info)} VMOs, scaled total {_size(scaled)}"
+    if whole_system:  # each committed page counts 1/n to each of the n VMOs reading it
+        line += f"; rxd has {_size(system_committed)} committed"
+    print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _stubs.connect(args.socket)
-        system = _stubs.rx_system_handle()
-        topic = {"stats": RX_INFO_KMEM_STATS, "ps": RX_INFO_SYSTEM_PROCESSES, "vmos": RX_INFO_SYSTEM_VMOS}[args.command]
-        info = _stubs.rx_object_get_info(system, topic)
-        if args.command == "ps":  # rxctl's own connection is not what anyone asks about
-            me = _stubs.connect().process_koid
-            info = [row for row in info if row["koid"] != me]
+        info, system_committed = _query(args)
     except RxError as e:
         print(f"rxctl: {e}", file=sys.stderr)
         return 1
@@ -69,9 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         print(_table(info, [("pid", "PID", False), ("koid", "KOID", False), ("num_mappings", "MAPS", False),
                             ("mem_mapped_bytes", "MAPPED", True), ("mem_private_bytes", "PRIVATE", True),
                             ("mem_shared_bytes", "SHARED", True), ("page_faults", "FAULTS", False)]))
+    elif args.command == "maps":
+        rows = [{**m, "address": f"{m['base']:#014x}", "mode": _perms(m["perms"]), "offset": f"{m['vmo_offset']:#x}"}
+                for m in sorted(info, key=lambda m: m["base"])]
+        print(_table(rows, [("address", "ADDRESS", False), ("size", "SIZE", True), ("mode", "MODE", False),
+                            ("vmo_koid", "VMO", False), ("offset", "OFFSET", False), ("mem_private_bytes", "PRIVATE", True),
+                            ("mem_shared_bytes", "SHARED", True), ("mem_scaled_shared_bytes", "SCALED SHARED", True)]))
+        total = {key: _size(sum(m[key] for m in rows)) for key in ("size", "mem_private_bytes", "mem_shared_bytes")}
+        print(f"{len(rows)} mappings, {total['size']} mapped, {total['mem_private_bytes']} private, {total['mem_shared_bytes']} shared")
     else:
-        print(_table(info, [("koid", "KOID", False), ("size_bytes", "SIZE", True), ("committed_bytes", "COMMITTED", True),
-                            ("num_mappings", "MAPS", False), ("share_count", "SHARERS", False)]))
+        _print_vmos(info, system_committed, args.pid is None)
     return 0
 
 

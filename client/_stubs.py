@@ -259,6 +259,13 @@ def rx_object_get_info(handle: int, topic: int) -> Any:
     return _call("rx_object_get_info", handle, topic)[0]
 
 
+def rx_object_get_child(handle: int, koid: int, rights: int = RX_RIGHT_SAME_RIGHTS) -> int:
+    """Zircon's zx_object_get_child: a handle to the live process `koid` (see
+    RX_INFO_SYSTEM_PROCESSES), through the system handle (RX_RIGHT_ENUMERATE), for looking at
+    its mappings and VMOs. RX_RIGHT_SAME_RIGHTS gives a process handle's default rights."""
+    return int(_call("rx_object_get_child", handle, koid, rights)[0])
+
+
 # -- rx.fork() (rx extension; see _fork.py) -------------------------------------------------------
 
 

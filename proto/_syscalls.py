@@ -56,6 +56,7 @@ SYSCALLS: Final[tuple[Syscall, ...]] = (
     _s(22, "rx_vmar_protect", "addr:u64 length:u64 perms:u32", "none"),
     _s(23, "rx_vmar_op_range", "addr:u64 length:u64 op:u32", "none"),
     _s(30, "rx_object_get_info", "handle:handle topic:u32", "dict|list"),
+    _s(31, "rx_object_get_child", "handle:handle koid:u64 rights:u32", "handle"),
     # rx.fork(): the parent snapshots everything it maps into a one-time ticket; the child (a new
     # rx process) claims it and gets the snapshots as handles with where to map them.
     _s(40, "rx_fork_prepare", "", "str"),

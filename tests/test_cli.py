@@ -74,7 +74,7 @@ def test_rxctl(rxd: Rxd) -> None:
     assert len(ps) == 1, ps  # the harness's own connection; rxctl leaves itself out
     human = run("stats")
     assert human.returncode == 0 and "committed_bytes" in human.stdout and "8.0 KiB" in human.stdout
-    assert "COMMITTED" in run("vmos").stdout and "PID" in run("ps").stdout
+    assert "SCALED" in run("vmos").stdout and "PID" in run("ps").stdout
     bad = subprocess.run([sys.executable, "-c", "from rxkernel.client._rxctl import entry; entry()", "stats",
                           "--socket", "/nonexistent/rx.sock"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "RX_ERR_UNAVAILABLE" in bad.stderr

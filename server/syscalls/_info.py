@@ -6,6 +6,12 @@ Definitions (documented in README too):
 - active: committed pages inside at least one live mapping's range; inactive: the other committed
   pages (reachable only through handles);
 - wired: memory rxd itself spends on page metadata (it cannot be paged or freed while the stores live);
+- committed_bytes (VMO): pages the VMO's own store holds (a slice's are its parent's; a clone's
+  shared pages are its hidden parent's). committed_private/shared/scaled_bytes (VMO, Zircon's
+  names): every committed page the VMO can read, wherever it lives, private when it is the only
+  VMO reading it, else shared; scaled gives each of the n readers 1/n of it, so scaled summed over
+  all VMOs is exactly KMEM's committed_bytes (the fraction of a byte is in
+  committed_fractional_scaled_bytes, in units of 2^-63 bytes, as Zircon reports it).
 - private/shared (TASK_STATS): committed pages a process's mappings show. A page is private when
   only one VMO can read it and only this process maps that VMO; otherwise it is shared, and
   scaled_shared gives each sharer 1/n of it (n = VMOs that read it × processes mapping the VMO).
@@ -47,6 +53,7 @@ from ..vm import (
     live_nodes,
     mapped_committed_pages,
     mapped_pages,
+    vmo_pages,
     wired_bytes,
 )
 from ._table import Call, syscall
@@ -61,10 +68,17 @@ async def rx_object_get_info(call: Call, handle: int, topic: int) -> tuple[Any, 
 
 
 def vmo_info(vmo: Vmo, rights: int) -> dict[str, Any]:
+    private, shared, scaled = vmo_pages(vmo)
+    scaled_bytes = scaled * PAGE_SIZE
+    whole = int(scaled_bytes)
     return {
         "koid": vmo.koid,
         "size_bytes": vmo.size,
         "committed_bytes": vmo.committed_bytes,
+        "committed_private_bytes": private << PAGE_SHIFT,
+        "committed_shared_bytes": shared << PAGE_SHIFT,
+        "committed_scaled_bytes": whole,
+        "committed_fractional_scaled_bytes": int((scaled_bytes - whole) * (1 << 63)),
         "num_mappings": len(vmo.mappings),
         "share_count": vmo.share_count(),
         "flags": vmo.info_flags,
@@ -106,8 +120,10 @@ def process_vmos(process: Process) -> list[dict[str, Any]]:
 
 
 def process_maps(process: Process) -> list[dict[str, Any]]:
-    return [
-        {
+    out = []
+    for m in process.aspace:
+        private, shared, scaled = mapped_pages(m)
+        out.append({
             "base": m.base,
             "size": m.length,
             "perms": m.perms,
@@ -115,9 +131,12 @@ def process_maps(process: Process) -> list[dict[str, Any]]:
             "vmo_koid": m.vmo.koid,
             "vmo_offset": m.vmo_offset,
             "committed_bytes": mapped_committed_pages(m) << PAGE_SHIFT,
-        }
-        for m in process.aspace
-    ]
+            # what TASK_STATS sums: pages m shows, wherever they live (pmap's Rss and Pss)
+            "mem_private_bytes": private << PAGE_SHIFT,
+            "mem_shared_bytes": shared << PAGE_SHIFT,
+            "mem_scaled_shared_bytes": int(scaled * PAGE_SIZE),
+        })
+    return out
 
 
 def kmem_stats(kernel: Kernel) -> dict[str, Any]:

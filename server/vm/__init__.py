@@ -22,6 +22,7 @@ from ._usage import active_pages as active_pages
 from ._usage import live_nodes as live_nodes
 from ._usage import mapped_committed_pages as mapped_committed_pages
 from ._usage import mapped_pages as mapped_pages
+from ._usage import vmo_pages as vmo_pages
 from ._usage import wired_bytes as wired_bytes
 from ._vmo import KIND_AT_LEAST_ON_WRITE as KIND_AT_LEAST_ON_WRITE
 from ._vmo import KIND_ROOT as KIND_ROOT

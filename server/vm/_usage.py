@@ -5,6 +5,12 @@ this file answers the statistics' questions from the trees, without estimating a
 - private/shared: a page is private when only one VMO can read it and only one process maps that
   VMO; otherwise it is shared, and each of its n sharers (VMOs that read it × processes mapping
   each) gets 1/n of it in scaled_shared. Pages a clone still shares with its parent are shared.
+- per VMO (RX_INFO_VMO, Zircon's committed_private/shared/scaled_bytes): every committed page
+  some VMO can read, wherever it lives (its own store, a hidden node it shares with a clone, an
+  at-least-on-write parent it reads through), counts to each VMO that reads it: private to the
+  only reader, else shared, and 1/n of it to each of its n readers in scaled. Summed over all
+  VMOs, scaled is exactly the system's committed pages (the invariant in _cowpages.py: a page no
+  VMO can read is freed).
 - active: committed pages that some live mapping shows, wherever they live; the rest are inactive.
 - wired: rxd's own per-page metadata (the page maps of every live node).
 Read-only walks, event-loop only (no awaits), so they see one consistent tree.
@@ -12,7 +18,8 @@ Read-only walks, event-loop only (no awaits), so they see one consistent tree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
 
 from ._cowpages import CowPages
 from ._mapping import Mapping
@@ -27,12 +34,15 @@ def mapped_committed_pages(m: Mapping) -> int:
 
 
 def _readers(owner: CowPages, start: int, end: int) -> list[tuple[int, int, int]]:
-    """(s, e, n): how many visible nodes read owner's pages [s, e)."""
+    """(s, e, n): how many VMOs read owner's pages [s, e) (n > 0 only; a slice is a reader of
+    its own window, as is the VMO it was cut from)."""
     edges: dict[int, int] = {}
     for node, lo, hi, d in owner.see_through(start, end):
-        if node.fronts:
-            edges[lo + d] = edges.get(lo + d, 0) + 1
-            edges[hi + d] = edges.get(hi + d, 0) - 1
+        for vmo in node.fronts:
+            vlo, vhi = max(lo, vmo.node_offset), min(hi, vmo.node_offset + vmo.size_pages)
+            if vlo < vhi:
+                edges[vlo + d] = edges.get(vlo + d, 0) + 1
+                edges[vhi + d] = edges.get(vhi + d, 0) - 1
     out, n, prev = [], 0, start
     for at in sorted(edges):
         if n and at > prev:
@@ -42,28 +52,45 @@ def _readers(owner: CowPages, start: int, end: int) -> list[tuple[int, int, int]
     return out
 
 
-def mapped_pages(m: Mapping) -> tuple[int, int, float]:
-    """(private, shared, scaled shared) committed pages m shows."""
-    vmo, off = m.vmo, m.vmo.node_offset
-    procs = max(vmo.share_count(), 1)
-    private = shared = 0
-    scaled = 0.0
-    end = min(m.end_page, vmo.size_pages)
-    if m.first_page >= end:
-        return 0, 0, 0.0
-    for s, e, owner, os_ in vmo.node.resolve(m.first_page + off, end + off):
+def _shown(vmo: Vmo, first_page: int, end_page: int) -> Iterator[tuple[int, int]]:
+    """(pages, readers) for each committed run that VMO pages [first_page, end_page) resolve to."""
+    off = vmo.node_offset
+    end = min(end_page, vmo.size_pages)
+    if first_page >= end:
+        return
+    for s, e, owner, os_ in vmo.node.resolve(first_page + off, end + off):
         if owner is None:
             continue
-        if owner is vmo.node and procs == 1:
-            private += e - s
-            continue
-        for rs, re, n in _readers(owner, os_, os_ + (e - s)) if owner is not vmo.node else [(s, e, 1)]:
-            n *= procs
-            if n == 1:
-                private += re - rs
-            else:
-                shared += re - rs
-                scaled += (re - rs) / n
+        for rs, re, n in _readers(owner, os_, os_ + (e - s)):
+            yield re - rs, n  # (resolve's runs are committed, and vmo itself is one reader)
+
+
+def vmo_pages(vmo: Vmo) -> tuple[int, int, Fraction]:
+    """(private, shared, scaled) committed pages VMO `vmo` can read, by how many VMOs read each."""
+    private = shared = 0
+    scaled = Fraction(0)
+    for pages, n in _shown(vmo, 0, vmo.size_pages):
+        if n == 1:
+            private += pages
+        else:
+            shared += pages
+            scaled += Fraction(pages, n)
+    return private, shared, scaled + private
+
+
+def mapped_pages(m: Mapping) -> tuple[int, int, float]:
+    """(private, shared, scaled shared) committed pages m shows; a page's sharers are the VMOs
+    that read it times the processes mapping m's VMO."""
+    procs = max(m.vmo.share_count(), 1)
+    private = shared = 0
+    scaled = 0.0
+    for pages, n in _shown(m.vmo, m.first_page, m.end_page):
+        n *= procs
+        if n == 1:
+            private += pages
+        else:
+            shared += pages
+            scaled += pages / n
     return private, shared, scaled
 
 
