@@ -42,6 +42,7 @@ class Vmo:
 
     @classmethod
     def import_token(cls, token: str) -> Vmo:
+        """A Vmo for the handle an export token names (rx_handle_import; each token is claimed once)."""
         return cls(handle=_stubs.rx_handle_import(token))
 
     def __enter__(self) -> Vmo:
@@ -52,15 +53,18 @@ class Vmo:
 
     @property
     def closed(self) -> bool:
+        """True once close() ran (or the `with` ended)."""
         return not self._handle
 
     def close(self) -> None:
+        """Close the handle (again is a no-op). Mappings made from it stay valid until unmapped."""
         if self._handle:
             handle, self._handle = self._handle, 0
             _stubs.rx_handle_close(handle)
 
     @property
     def size(self) -> int:
+        """The VMO's size in bytes (rx_vmo_get_size); set it to resize one created with RX_VMO_RESIZABLE."""
         return _stubs.rx_vmo_get_size(self.handle)
 
     @size.setter
@@ -68,18 +72,23 @@ class Vmo:
         _stubs.rx_vmo_set_size(self.handle, size)
 
     def read(self, offset: int, length: int) -> bytes:
+        """`length` bytes from `offset` (rx_vmo_read; READ right). Pages nobody wrote read as zero."""
         return _stubs.rx_vmo_read(self.handle, offset, length)
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write `data` at `offset` (rx_vmo_write; WRITE right), committing the pages it touches."""
         _stubs.rx_vmo_write(self.handle, offset, data)
 
     def commit(self, offset: int, size: int) -> None:
+        """Commit [offset, offset+size) now (RX_VMO_OP_COMMIT), so later touches do not allocate."""
         _stubs.rx_vmo_op_range(self.handle, RX_VMO_OP_COMMIT, offset, size)
 
     def decommit(self, offset: int, size: int) -> None:
+        """Free the committed pages of [offset, offset+size) (RX_VMO_OP_DECOMMIT); they read as zero again."""
         _stubs.rx_vmo_op_range(self.handle, RX_VMO_OP_DECOMMIT, offset, size)
 
     def zero(self, offset: int, size: int) -> None:
+        """Make [offset, offset+size) read as zero (RX_VMO_OP_ZERO), freeing whole pages."""
         _stubs.rx_vmo_op_range(self.handle, RX_VMO_OP_ZERO, offset, size)
 
     def op_range(self, op: int, offset: int, size: int) -> None:
@@ -92,18 +101,22 @@ class Vmo:
         return Vmo(handle=_stubs.rx_vmo_create_child(self.handle, options, offset, self.size - offset if size is None else size))
 
     def info(self) -> dict[str, Any]:
+        """RX_INFO_VMO: size, committed bytes (own, private, shared, scaled), mappings, flags, rights."""
         info: dict[str, Any] = _stubs.rx_object_get_info(self.handle, RX_INFO_VMO)
         return info
 
     def export(self, rights: int = RX_RIGHT_SAME_RIGHTS) -> str:
+        """A one-time token another process turns into a handle with rx_handle_import (rights at most this handle's)."""
         return _stubs.rx_handle_export(self.handle, rights)
 
     def duplicate(self, rights: int = RX_RIGHT_SAME_RIGHTS) -> Vmo:
+        """A second Vmo on the same VMO with `rights` (rx_handle_duplicate; DUPLICATE right)."""
         return Vmo(handle=_stubs.rx_handle_duplicate(self.handle, rights))
 
     def map(
         self, perms: int = RX_VM_PERM_READ | RX_VM_PERM_WRITE, offset: int = 0, length: int | None = None, options: int = 0
     ) -> Mapping:
+        """Map [offset, offset+length) of the VMO (default: all of it, read/write) into this process; returns a Mapping."""
         length = self.size - offset if length is None else length
         return Mapping(_stubs.rx_vmar_map(self.handle, offset, length, perms, options), length)
 
@@ -130,13 +143,16 @@ class Mapping:
         return self.length
 
     def protect(self, perms: int) -> None:
+        """Change the mapping's permissions (rx_vmar_protect); `view` is remade to match."""
         _stubs.rx_vmar_protect(self.addr, self.length, perms)
         self.view = _stubs.rx_view(self.addr, self.length)
 
     def prefault(self) -> None:
+        """Commit and map every page now (RX_VMAR_OP_COMMIT), so touches do not fault."""
         _stubs.rx_vmar_op_range(self.addr, self.length, RX_VMAR_OP_COMMIT)
 
     def unmap(self) -> None:
+        """Unmap it (rx_vmar_unmap) and release `view`; again is a no-op."""
         if self.length:
             self.view.release()
             _stubs.rx_vmar_unmap(self.addr, self.length)

@@ -162,11 +162,13 @@ class Mutex(_Shared, LockWord):
 
     @classmethod
     def create(cls, mapping: _HasAddress, offset: int) -> Mutex:
+        """A Mutex at `offset` in `mapping`, initialised unlocked (do this once, in one process)."""
         m = cls(mapping, offset)
         m.init()
         return m
 
     def init(self) -> None:
+        """Reset the words to unlocked, no sleepers (only while nobody uses the Mutex)."""
         lib.rx_atomic_store(self.addr, 0)
         lib.rx_atomic_store(self._sleepers, 0)
 
@@ -247,6 +249,7 @@ class Mutex(_Shared, LockWord):
             _stubs.rx_futex_wake(self.addr, 1)
 
     def locked(self) -> bool:
+        """True if some process holds the lock now."""
         return bool(lib.rx_atomic_load(self.addr) & OWNER_MASK)
 
     @property
@@ -289,11 +292,13 @@ class Condition(_Shared):
 
     @classmethod
     def create(cls, mapping: _HasAddress, offset: int, mutex: Mutex) -> Condition:
+        """A Condition at `offset` in `mapping` over `mutex`, initialised (once, in one process)."""
         c = cls(mapping, offset, mutex)
         c.init()
         return c
 
     def init(self) -> None:
+        """Reset the words to no waiters (only while nobody uses the Condition)."""
         lib.rx_atomic_store(self.addr, 0)
         lib.rx_atomic_store(self._waiters, 0)
         lib.rx_atomic_store(self._sleepers, 0)
@@ -305,9 +310,11 @@ class Condition(_Shared):
         self.mutex.release()
 
     def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:
+        """Acquire the underlying Mutex (as threading.Condition.acquire)."""
         return self.mutex.acquire(blocking, timeout)
 
     def release(self) -> None:
+        """Release the underlying Mutex."""
         self.mutex.release()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -354,6 +361,7 @@ class Condition(_Shared):
                 return False
 
     def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
+        """wait() until predicate() is true (or the timeout); returns the predicate's last value."""
         deadline = _deadline(timeout)
         result = predicate()
         while not result:
@@ -368,6 +376,7 @@ class Condition(_Shared):
         return result
 
     def notify(self, n: int = 1) -> None:
+        """Wake up to `n` waiters (the Mutex must be held by this process)."""
         self.mutex._check_held()
         if n <= 0 or not lib.rx_atomic_load(self._waiters) & _COUNT_MASK:
             return
@@ -376,6 +385,7 @@ class Condition(_Shared):
             _stubs.rx_futex_wake(self.addr, min(n, RX_FUTEX_WAKE_ALL))
 
     def notify_all(self) -> None:
+        """Wake every waiter, handing them to the Mutex one release at a time (the Mutex must be held)."""
         self.mutex._check_held()
         while True:
             w = lib.rx_atomic_load(self._waiters)
@@ -410,11 +420,13 @@ class Semaphore(_Shared):
 
     @classmethod
     def create(cls, mapping: _HasAddress, offset: int, value: int = 1) -> Semaphore:
+        """A Semaphore at `offset` in `mapping` with `value` units (once, in one process)."""
         s = cls(mapping, offset)
         s.init(value)
         return s
 
     def init(self, value: int = 1) -> None:
+        """Reset the value to `value` and no sleepers (only while nobody uses it)."""
         if not 0 <= value <= 0xFFFFFFFF:
             raise ValueError("semaphore value must be in 0..2**32-1")
         lib.rx_atomic_store(self.addr, value)
@@ -422,9 +434,11 @@ class Semaphore(_Shared):
 
     @property
     def value(self) -> int:
+        """The units available now."""
         return int(lib.rx_atomic_load(self.addr))
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take one unit, waiting for a release if none is left; False on timeout or if not blocking."""
         if lib.rx_atomic_dec_if_positive(self.addr):
             return True
         if not blocking:
@@ -449,6 +463,7 @@ class Semaphore(_Shared):
                 _stubs.rx_futex_wake(self.addr, 1)
 
     def release(self, n: int = 1) -> None:
+        """Give back `n` units, waking as many sleepers."""
         if not isinstance(n, int):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         if not 1 <= n <= 1 << 31:
@@ -487,18 +502,22 @@ class Event(_Shared):
 
     @classmethod
     def create(cls, mapping: _HasAddress, offset: int) -> Event:
+        """An Event at `offset` in `mapping`, initialised clear (once, in one process)."""
         e = cls(mapping, offset)
         e.init()
         return e
 
     def init(self) -> None:
+        """Reset to clear, no sleepers (only while nobody uses it)."""
         lib.rx_atomic_store(self.addr, 0)
         lib.rx_atomic_store(self._sleepers, 0)
 
     def is_set(self) -> bool:
+        """True if the flag is set."""
         return bool(lib.rx_atomic_load(self.addr) & 1)
 
     def set(self) -> None:
+        """Set the flag, waking every waiter."""
         w = lib.rx_atomic_load(self.addr)
         while not w & 1:
             seen = lib.rx_atomic_cas(self.addr, w, ((w + 2) | 1) & _MINUS_ONE)
@@ -509,6 +528,7 @@ class Event(_Shared):
             w = seen
 
     def clear(self) -> None:
+        """Clear the flag; waiters sleep until the next set()."""
         w = lib.rx_atomic_load(self.addr)
         while w & 1:
             seen = lib.rx_atomic_cas(self.addr, w, w & ~1)
@@ -556,11 +576,13 @@ class Barrier(_Shared):
 
     @classmethod
     def create(cls, mapping: _HasAddress, offset: int, parties: int) -> Barrier:
+        """A Barrier at `offset` in `mapping` for `parties` waiters (once, in one process)."""
         b = cls(mapping, offset)
         b.init(parties)
         return b
 
     def init(self, parties: int) -> None:
+        """Reset for `parties` waiters (1..65535), generation 0 (only while nobody waits)."""
         if not 1 <= parties <= _COUNT_MASK:
             raise ValueError("parties must be in 1..65535")
         lib.rx_atomic_store(self.addr, 0)
@@ -569,6 +591,7 @@ class Barrier(_Shared):
 
     @property
     def parties(self) -> int:
+        """How many wait() calls complete a generation."""
         return int(lib.rx_atomic_load(self._parties))
 
     @property
@@ -577,6 +600,7 @@ class Barrier(_Shared):
         return int(lib.rx_atomic_load(self.addr) >> 16)
 
     def wait(self) -> int:
+        """Wait until `parties` callers arrived; returns this caller's arrival index (0 .. parties-1)."""
         parties = self.parties
         w = lib.rx_atomic_load(self.addr)
         while True:
