@@ -48,6 +48,7 @@ from rxkernel.proto import (
     RX_RIGHTS_ALL as RX_RIGHTS_ALL,
     RX_DEFAULT_VMO_RIGHTS as RX_DEFAULT_VMO_RIGHTS,
     RX_DEFAULT_PROCESS_RIGHTS as RX_DEFAULT_PROCESS_RIGHTS,
+    RX_DEFAULT_JOB_RIGHTS as RX_DEFAULT_JOB_RIGHTS,
     RX_DEFAULT_SYSTEM_RIGHTS as RX_DEFAULT_SYSTEM_RIGHTS,
     PAGE_SIZE as PAGE_SIZE,
     RX_MAX_IO as RX_MAX_IO,
@@ -87,6 +88,7 @@ from rxkernel.proto import (
     RX_INFO_TASK_STATS as RX_INFO_TASK_STATS,
     RX_INFO_VMO as RX_INFO_VMO,
     RX_INFO_KMEM_STATS as RX_INFO_KMEM_STATS,
+    RX_INFO_JOB as RX_INFO_JOB,
     RX_INFO_SYSTEM_PROCESSES as RX_INFO_SYSTEM_PROCESSES,
     RX_INFO_SYSTEM_VMOS as RX_INFO_SYSTEM_VMOS,
     RX_INFO_VMO_TYPE_PAGED as RX_INFO_VMO_TYPE_PAGED,
@@ -97,6 +99,9 @@ from rxkernel.proto import (
     RX_OBJ_TYPE_PROCESS as RX_OBJ_TYPE_PROCESS,
     RX_OBJ_TYPE_VMO as RX_OBJ_TYPE_VMO,
     RX_OBJ_TYPE_SYSTEM as RX_OBJ_TYPE_SYSTEM,
+    RX_OBJ_TYPE_JOB as RX_OBJ_TYPE_JOB,
+    RX_PROP_JOB_COMMIT_MAX as RX_PROP_JOB_COMMIT_MAX,
+    RX_PROP_JOB_COMMIT_HIGH as RX_PROP_JOB_COMMIT_HIGH,
     RX_CPU_X86_SSE2 as RX_CPU_X86_SSE2,
     RX_CPU_X86_SSE3 as RX_CPU_X86_SSE3,
     RX_CPU_X86_SSSE3 as RX_CPU_X86_SSSE3,
@@ -133,6 +138,7 @@ from rxkernel.proto import (
 )
 
 from ._fork import fork as fork
+from ._popen import popen as popen
 from ._objects import Mapping as Mapping
 from ._objects import Vmo as Vmo
 from ._sync import Barrier as Barrier
@@ -161,6 +167,10 @@ from ._stubs import (
     rx_vmar_protect as rx_vmar_protect,
     rx_vmar_op_range as rx_vmar_op_range,
     rx_object_get_child as rx_object_get_child,
+    rx_object_get_property as rx_object_get_property,
+    rx_object_set_property as rx_object_set_property,
+    rx_job_create as rx_job_create,
+    rx_job_default as rx_job_default,
     rx_object_get_info as rx_object_get_info,
     rx_fork_prepare as rx_fork_prepare,
     rx_fork_claim as rx_fork_claim,

@@ -96,7 +96,7 @@ def _attach_vdso(fds: list[int], info: dict[str, Any]) -> None:
 
 
 class RxConnection:
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, job: str | None = None) -> None:
         self.path = path or default_socket_path()
         self._lock = threading.Lock()
         self._threads = threading.local()  # .channel: this thread's own _CallChannel
@@ -104,7 +104,7 @@ class RxConnection:
         self._sock = self._open(CHANNEL_MAIN)
         self._main = _CallChannel(self._sock, Connection(Role.CLIENT, kind=CHANNEL_MAIN))
         try:
-            hello, fds = self._hello_with_fds(self._sock, self._main.conn)
+            hello, fds = self._hello_with_fds(self._sock, self._main.conn, job)
             assert hello.info is not None
             self.info: dict[str, Any] = hello.info
             self.process_koid: int = hello.info["process_koid"]
@@ -142,9 +142,10 @@ class RxConnection:
         return sock
 
     @staticmethod
-    def _hello_with_fds(sock: socket.socket, conn: Connection) -> tuple[HelloReply, list[int]]:
-        """The main channel's hello: its reply carries fds (the vDSO image and the vvar)."""
-        sock.sendall(conn.send(Hello(CHANNEL_MAIN, None)))
+    def _hello_with_fds(sock: socket.socket, conn: Connection, job: str | None) -> tuple[HelloReply, list[int]]:
+        """The main channel's hello (born in the job `job` names, if any): its reply carries fds
+        (the vDSO image and the vvar)."""
+        sock.sendall(conn.send(Hello(CHANNEL_MAIN, None, job)))
         fds: list[int] = []
         while True:
             event = conn.next_event()
@@ -158,7 +159,8 @@ class RxConnection:
                     os.close(fd)
                 if not isinstance(event, HelloReply):
                     raise RxError(RX_ERR_PEER_CLOSED, "rxd closed the connection during the hello", local=False)
-                raise RxError(event.status, "rxd refused the connection", local=False)
+                why = (event.info or {}).get("message")
+                raise RxError(event.status, f"rxd refused the connection: {why}" if why else "rxd refused the connection", local=False)
             return event, fds
 
     @staticmethod

@@ -11,6 +11,8 @@ per-process; the child holds only what it creates or imports), shared memory (ev
 becomes private copy-on-write, even ones the parent shares with other processes: pass a handle
 to share), and mappings made by other threads while the fork runs.
 
+The child is born in the parent's job: its hello presents the ticket, which names the parent.
+
 The parent waits until the child has mapped everything (a pipe, not rxd), so rx.fork() returns
 with both address spaces ready; if the child dies first, the parent cancels the ticket and rxd
 frees the snapshots.
@@ -33,11 +35,13 @@ def fork() -> int:
     """Like os.fork(): the child's pid in the parent, 0 in the child."""
     with PROCESS.lock:
         ticket = rx_fork_prepare()
+        path = PROCESS.connect().path
         r, w = os.pipe()
         pid = os.fork()
     if pid == 0:
         os.close(r)
         try:
+            PROCESS.connect(path, job=ticket)  # the ticket names the parent's job: the child is born there
             _adopt(ticket)
         except BaseException:
             os.write(w, _FAILED)

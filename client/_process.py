@@ -44,12 +44,18 @@ class ClientProcess:
         self.connection: RxConnection | None = None
         self.mappings: RangeList[LocalMapping] = RangeList()
 
-    def connect(self, path: str | None = None) -> RxConnection:
+    def connect(self, path: str | None = None, job: str | None = None) -> RxConnection:
+        """The connection, opened now if there is none. A new one is born in the job `job` (a
+        token) names, else $RX_JOB's, which is then spent: the variable is removed so child
+        processes do not present it again (start them with rx.popen(job=...))."""
         with self.lock:
             if self.connection is None or self.connection.closed:
                 if self.connection is not None:  # lost (rxd went away, or a call was interrupted)
                     self.lose_mappings()
-                self.connection = RxConnection(path)
+                from_env = job is None and bool(os.environ.get("RX_JOB"))
+                self.connection = RxConnection(path, job if job is not None else os.environ.get("RX_JOB") or None)
+                if from_env:
+                    os.environ.pop("RX_JOB", None)
             return self.connection
 
     def find(self, addr: int, length: int) -> list[LocalMapping]:

@@ -36,9 +36,11 @@ from ._connection import RxConnection
 from ._process import PROCESS, LocalMapping
 
 
-def connect(path: str | None = None) -> RxConnection:
-    """Open the process's connection to rxd now (otherwise the first stub call does)."""
-    return PROCESS.connect(path)
+def connect(path: str | None = None, job: str | None = None) -> RxConnection:
+    """Open the process's connection to rxd now (otherwise the first stub call does). The process
+    is born in the job that `job` names (an rx_handle_export token of a job handle), else in
+    $RX_JOB's, else in rxd's default job; it never changes job afterwards."""
+    return PROCESS.connect(path, job)
 
 
 def disconnect() -> None:
@@ -264,6 +266,32 @@ def rx_object_get_child(handle: int, koid: int, rights: int = RX_RIGHT_SAME_RIGH
     RX_INFO_SYSTEM_PROCESSES), through the system handle (RX_RIGHT_ENUMERATE), for looking at
     its mappings and VMOs. RX_RIGHT_SAME_RIGHTS gives a process handle's default rights."""
     return int(_call("rx_object_get_child", handle, koid, rights)[0])
+
+
+# -- jobs and properties -----------------------------------------------------------------------
+
+
+def rx_job_default() -> int:
+    """A handle to this process's own job (Zircon's zx_job_default): the job it was born in."""
+    return int(_call("rx_job_default")[0])
+
+
+def rx_job_create(parent: int, options: int = 0) -> int:
+    """A new job below `parent` (a job handle with RX_RIGHT_WRITE), Zircon's zx_job_create. Start
+    processes in it with rx.popen(args, job=h), and limit it with rx_object_set_property."""
+    return int(_call("rx_job_create", parent, options)[0])
+
+
+def rx_object_set_property(handle: int, prop: int, value: int) -> None:
+    """Set a property (RX_RIGHT_SET_PROPERTY): RX_PROP_JOB_COMMIT_MAX (a hard limit on the job's
+    committed bytes: past it, commits fail with RX_ERR_NO_MEMORY), RX_PROP_JOB_COMMIT_HIGH (past
+    it, the job's faults are throttled). Only on jobs below the caller's own; 0 clears a limit."""
+    _call("rx_object_set_property", handle, prop, value)
+
+
+def rx_object_get_property(handle: int, prop: int) -> int:
+    """A property's value (RX_RIGHT_GET_PROPERTY); 0 for a limit that is not set."""
+    return int(_call("rx_object_get_property", handle, prop)[0])
 
 
 # -- rx.fork() (rx extension; see _fork.py) -------------------------------------------------------

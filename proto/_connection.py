@@ -184,9 +184,9 @@ class Connection:
         if self.role is Role.SERVER:
             if frame[1] != PROTOCOL_VERSION:
                 raise RemoteProtocolError(f"protocol version {frame[1]!r} not supported", RX_ERR_NOT_SUPPORTED)
-            if len(frame) != 4:
-                raise RemoteProtocolError("a hello is [magic, version, kind, token]")
-            hello = Hello(frame[2], frame[3])
+            if len(frame) not in (4, 5):
+                raise RemoteProtocolError("a hello is [magic, version, kind, token] (a main one may add a job token)")
+            hello = Hello(frame[2], frame[3], frame[4] if len(frame) == 5 else None)
             self.kind = hello.kind
             self.hello_done = True
             return hello
@@ -207,7 +207,8 @@ class Connection:
         if isinstance(event, Hello):
             self._expect(self.role is Role.CLIENT and not self._hello_sent and event.kind == self.kind, event)
             self._hello_sent = True
-            return [PROTOCOL_MAGIC, PROTOCOL_VERSION, event.kind, event.token]
+            frame = [PROTOCOL_MAGIC, PROTOCOL_VERSION, event.kind, event.token]
+            return frame if event.job is None else [*frame, event.job]
         if isinstance(event, HelloReply):
             self._expect(self.role is Role.SERVER and self.kind is not None, event)
             if self.kind == CHANNEL_MAIN:

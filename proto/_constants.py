@@ -67,11 +67,18 @@ RX_VM_MAP_RANGE = 1 << 10  # prefault the whole range now
 RX_VM_MAP_RANDOM = 1 << 20  # rx extension: no fault-around (like MADV_RANDOM)
 RX_VM_MAP_OPTIONS = RX_VM_SPECIFIC | RX_VM_MAP_RANGE | RX_VM_MAP_RANDOM
 
+# rx_object_set_property / rx_object_get_property: a job's commit limits (memcg's memory.max and
+# memory.high; Zircon has none). Numbers are rx's own.
+RX_PROP_JOB_COMMIT_MAX = 1000  # bytes, a multiple of the page size; 0 = no limit of its own
+RX_PROP_JOB_COMMIT_HIGH = 1001  # bytes; 0 = none
+PROP_NAMES = {value: name for name, value in list(globals().items()) if name.startswith("RX_PROP_") and isinstance(value, int)}
+
 # rx_vmar_op_range ops.
 RX_VMAR_OP_COMMIT = 1
 
 # rx_object_get_info topics.
 RX_INFO_HANDLE_BASIC = 2
+RX_INFO_JOB = 13  # Zircon's number; rx's fields (charge, limits, events)
 RX_INFO_PROCESS_MAPS = 19
 RX_INFO_PROCESS_VMOS = 20
 RX_INFO_TASK_STATS = 12
@@ -137,4 +144,5 @@ RX_CPU_ARM64_SVE = 1 << 11
 # Object types.
 RX_OBJ_TYPE_PROCESS = 1
 RX_OBJ_TYPE_VMO = 3
+RX_OBJ_TYPE_JOB = 17
 RX_OBJ_TYPE_SYSTEM = 100

@@ -8,6 +8,8 @@ from typing import Any
 from ._constants import CHANNEL_CONTROL, CHANNEL_FAULT, CHANNEL_MAIN, CHANNEL_THREAD, SESSION_TOKEN_BYTES
 from ._status import RX_ERR_INVALID_ARGS, RxError
 
+MAX_JOB_TOKEN = 64
+
 
 def _require(condition: bool, what: str) -> None:
     if not condition:
@@ -24,9 +26,14 @@ class Hello:
 
     kind: int
     token: bytes | None = None
+    # Main channel only: the job the new process is born in, as a token that names one (an
+    # rx_handle_export of a job handle, or an rx.fork() ticket: the forking parent's job).
+    job: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.kind in (CHANNEL_MAIN, CHANNEL_FAULT, CHANNEL_CONTROL, CHANNEL_THREAD), f"bad channel kind {self.kind!r}")
+        _require(self.job is None or (self.kind == CHANNEL_MAIN and type(self.job) is str and 0 < len(self.job) <= MAX_JOB_TOKEN),
+                 f"a job token is a str of at most {MAX_JOB_TOKEN} characters, on a main channel")
         if self.kind == CHANNEL_MAIN:
             _require(self.token is None, "a main channel carries no token")
         else:
@@ -38,7 +45,8 @@ class Hello:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HelloReply:
-    """rxd → client, answer to Hello. `info` only on a main channel."""
+    """rxd → client, answer to Hello. `info` only on a main channel (on a refusal there, it
+    may carry {"message": why})."""
 
     status: int
     info: dict[str, Any] | None = None

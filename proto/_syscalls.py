@@ -57,6 +57,8 @@ SYSCALLS: Final[tuple[Syscall, ...]] = (
     _s(23, "rx_vmar_op_range", "addr:u64 length:u64 op:u32", "none"),
     _s(30, "rx_object_get_info", "handle:handle topic:u32", "dict|list"),
     _s(31, "rx_object_get_child", "handle:handle koid:u64 rights:u32", "handle"),
+    _s(32, "rx_object_set_property", "handle:handle property:u32 value:u64", "none"),
+    _s(33, "rx_object_get_property", "handle:handle property:u32", "u64"),
     # rx.fork(): the parent snapshots everything it maps into a one-time ticket; the child (a new
     # rx process) claims it and gets the snapshots as handles with where to map them.
     _s(40, "rx_fork_prepare", "", "str"),
@@ -69,6 +71,9 @@ SYSCALLS: Final[tuple[Syscall, ...]] = (
     _s(51, "rx_futex_wake", "addr:u64 count:u32", "u32"),
     # requeue_owner: as Zircon's new_requeue_owner, the pid that holds the requeue word (robust), or 0.
     _s(52, "rx_futex_requeue", "addr:u64 wake_count:u32 expected:u32 requeue_addr:u64 requeue_count:u32 requeue_owner:u32", "u32"),
+    # Jobs: the caller's own, and a child of a job (WRITE on the parent handle).
+    _s(70, "rx_job_default", "", "handle"),
+    _s(71, "rx_job_create", "parent:handle options:u32", "handle"),
     # The vDSO's clock: realtime = monotonic + offset, set here and seen by every process through
     # the vvar page without a request. Needs the system handle.
     _s(60, "rx_clock_adjust_realtime", "system:handle offset:i64", "none"),

@@ -38,13 +38,17 @@ CLIENT_TIMEOUT = 120
 
 
 class RawClient:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, job: str | None = None) -> None:
+        """A new rx process (born in the job the token `job` names, if any)."""
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(30)
         self.sock.connect(path)
         self.conn = Connection(Role.CLIENT, kind=CHANNEL_MAIN)
-        self.sock.sendall(self.conn.send(Hello(CHANNEL_MAIN)))
+        self.sock.sendall(self.conn.send(Hello(CHANNEL_MAIN, None, job)))
         hello = self._event()
+        if isinstance(hello, HelloReply) and hello.status:
+            self.sock.close()
+            raise RxError(hello.status, (hello.info or {}).get("message", ""))
         assert isinstance(hello, HelloReply) and hello.status == 0, hello
         self.info = hello.info
         self._id = 0

@@ -28,13 +28,13 @@ async def test_locked_methods_refuse_to_run_without_the_tree_lock() -> None:
     with pytest.raises(LockNotHeld, match="read_locked"):
         vmo.read_locked(0, 4)
     with pytest.raises(LockNotHeld, match="commit_locked"):
-        await vmo.commit_locked(0, 1)
+        await vmo.commit_locked(0, 1, vm.memory.root)
     with pytest.raises(LockNotHeld, match="collapse_locked"):
         await collapse_locked(vmo.node)
     assert vm.memory.committed_pages == 0  # refused before touching anything
     async with vmo.lock:
-        assert await vmo.commit_locked(0, 2) == (2, 0)
-        await vmo.write_locked(PAGE, b"hello")
+        assert await vmo.commit_locked(0, 2, vm.memory.root) == (2, 0)
+        await vmo.write_locked(PAGE, b"hello", vm.memory.root)
         assert vmo.read_locked(PAGE, 5) == b"hello"
     assert vm.memory.committed_pages == 2
     vmo.drop_ref()  # the last reference: its pages are uncounted at once

@@ -342,7 +342,7 @@ def test_write_fault_maps_the_store(rxd: FakeRxd) -> None:
         (RX_ERR_ACCESS_DENIED, 1, "rx: write fault at {:#x} in read-only mapping", signal.SIGSEGV),
         (RX_ERR_ACCESS_DENIED, 0, "rx: read fault at {:#x} in a mapping without read permission", signal.SIGSEGV),
         (RX_ERR_OUT_OF_RANGE, 0, "rx: fault at {:#x} beyond the end of the VMO", signal.SIGBUS),
-        (RX_ERR_NO_MEMORY, 1, "rx: out of memory at {:#x} (rxd memory budget exhausted)", signal.SIGBUS),
+        (RX_ERR_NO_MEMORY, 1, "rx: out of memory at {:#x} (rxd's memory budget, or the commit limit of this process's job, is reached)", signal.SIGBUS),
         (RX_ERR_NOT_FOUND, 0, "rx: fault at {:#x} in no rx mapping", signal.SIGSEGV),
         (RX_ERR_UNAVAILABLE, 0, "rx: fault at {:#x} refused by rxd (RX_ERR_UNAVAILABLE)", signal.SIGSEGV),
         (UNKNOWN_STATUS, 0, "rx: fault at {:#x} refused by rxd (RX_ERR_UNKNOWN(-99))", signal.SIGSEGV),

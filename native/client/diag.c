@@ -108,7 +108,7 @@ void rx_refuse(uint64_t addr, int write, int64_t status) {
         break;
     case RX_ERR_NO_MEMORY:
         line_str(&l, "rx: out of memory at "); line_hex(&l, addr);
-        line_str(&l, " (rxd memory budget exhausted)");
+        line_str(&l, " (rxd's memory budget, or the commit limit of this process's job, is reached)");
         sig = SIGBUS;
         break;
     case RX_ERR_NOT_FOUND:

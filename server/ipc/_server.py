@@ -36,6 +36,7 @@ from rxkernel.proto import (
     RemoteProtocolError,
     Request,
     Role,
+    RxError,
 )
 
 from ..object import Kernel, Process
@@ -128,7 +129,7 @@ class Server:
                     return
                 pid, uid, _ = sock.peer_credentials()
                 if hello.kind == CHANNEL_MAIN:
-                    await self._main_channel(sock, conn, pid, uid)
+                    await self._main_channel(sock, conn, pid, uid, hello.job)
                 else:
                     await self._side_channel(sock, conn, hello, pid)
             except trio.TooSlowError:
@@ -143,8 +144,13 @@ class Server:
         finally:
             sock.close()
 
-    async def _main_channel(self, sock: Stream, conn: Connection, pid: int, uid: int) -> None:
-        process = self.kernel.new_process(pid, uid)
+    async def _main_channel(self, sock: Stream, conn: Connection, pid: int, uid: int, job_token: str | None) -> None:
+        try:
+            process = self.kernel.new_process(pid, uid, job_token)
+        except RxError as e:  # the hello named no job: the client's mistake, told in words
+            log.info("hello refused", pid=pid, error=str(e))
+            await sock.send_all(conn.send(HelloReply(e.status, {"message": str(e)})))
+            return
         log.info("process connected", pid=pid, koid=process.koid)
         try:
             with trio.CancelScope() as scope:

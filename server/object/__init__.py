@@ -4,6 +4,7 @@ tokens and fork tickets, the vDSO (ARCHITECTURE.md "Layers"). Below the syscalls
 from ._handles import MAX_HANDLES_PER_PROCESS as MAX_HANDLES_PER_PROCESS
 from ._handles import Handle as Handle
 from ._handles import HandleTable as HandleTable
+from ._job import Job as Job
 from ._kernel import Kernel as Kernel
 from ._kernel import SystemResource as SystemResource
 from ._process import Process as Process

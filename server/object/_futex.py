@@ -63,7 +63,7 @@ from rxkernel.proto import (
 )
 
 from ..base import requires_lock
-from ..vm import CowPages, Vmo
+from ..vm import ChargeGroup, CowPages, Vmo
 
 if TYPE_CHECKING:
     from ._process import Process
@@ -146,7 +146,7 @@ class Futexes:
             if self.value_locked(vmo, offset) != expected:
                 raise RxError(RX_ERR_BAD_STATE, "the futex value is not the expected one")
             if owner and not self._pid_alive(owner):
-                await self._take_from_dead_locked(vmo, offset, expected)
+                await self._take_from_dead_locked(vmo, offset, expected, process.charge)
                 raise RxError(RX_ERR_BAD_STATE, f"the futex owner (pid {owner}) is dead: the word was taken from it")
             waiter = Waiter(key, vmo, offset, owner, process, channel)
             self._queue(waiter)
@@ -200,16 +200,16 @@ class Futexes:
         for key, queue in self.queues.items():
             robust = next((w for w in queue if w.owner), None)
             if robust is not None:
-                self.nursery.start_soon(self._reap, key, robust.vmo, robust.offset, pid)
+                self.nursery.start_soon(self._reap, key, robust.vmo, robust.offset, pid, robust.process.charge)
 
-    async def _reap(self, key: Key, vmo: Vmo, offset: int, pid: int) -> None:
+    async def _reap(self, key: Key, vmo: Vmo, offset: int, pid: int, group: ChargeGroup) -> None:
         try:
             async with vmo.lock:
                 if not vmo.alive:
                     return
                 word = self.value_locked(vmo, offset)
                 owner = word & RX_FUTEX_OWNER_MASK
-                if owner == pid and await self._take_from_dead_locked(vmo, offset, word) == word:
+                if owner == pid and await self._take_from_dead_locked(vmo, offset, word, group) == word:
                     log.info("futex owner died; waking a waiter", pid=pid)
                     self._wake(key, 1)
                 elif owner == 0:
@@ -267,11 +267,12 @@ class Futexes:
         return any(p.alive and p.pid & RX_FUTEX_OWNER_MASK == pid for p in self.processes.values())
 
     @requires_lock(lambda self, vmo, *_: vmo.lock)
-    async def _take_from_dead_locked(self, vmo: Vmo, offset: int, expected: int) -> int:
+    async def _take_from_dead_locked(self, vmo: Vmo, offset: int, expected: int, group: ChargeGroup) -> int:
         """Clear the owner of the robust word at VMO byte `offset` if it still holds `expected`,
-        and set OWNER_DIED. Returns the value found (== expected: done)."""
+        and set OWNER_DIED; a page this commits is charged to `group` (the waiter's job). Returns
+        the value found (== expected: done)."""
         page = offset >> PAGE_SHIFT
-        await vmo.commit_locked(page, page + 1)  # the VMO's own page now (a split if it was shared)
+        await vmo.commit_locked(page, page + 1, group)  # the VMO's own page now (a split if it was shared)
         store = vmo.node.store
         desired = (expected & RX_FUTEX_WAITERS) | RX_FUTEX_OWNER_DIED
         found = int(lib.rx_word_cas(store.fd, offset + (vmo.node_offset << PAGE_SHIFT), expected, desired))

@@ -12,11 +12,12 @@ import itertools
 
 import trio
 
-from rxkernel.proto import PAGE_SIZE, RX_OBJ_TYPE_SYSTEM
+from rxkernel.proto import PAGE_SIZE, RX_ERR_BAD_STATE, RX_ERR_NOT_FOUND, RX_ERR_WRONG_TYPE, RX_OBJ_TYPE_SYSTEM, RxError
 
 from ..base import KernelObject
 from ..vm import PhysicalMemory, VmContext, Vmo, new_root_vmo
 from ._futex import Futexes
+from ._job import Job
 from ._process import Process
 from ._tokens import ForkTickets, Tokens
 from ._vdso import Vdso
@@ -42,6 +43,15 @@ class Kernel:
         self._koids = itertools.count(1024)
         self.system = SystemResource(self.new_koid())
         self.system.add_ref()  # lives as long as the kernel
+        # The job tree: the root job's charge group is the system's (PhysicalMemory.root), and a
+        # process whose hello names no job is born in the default job below it.
+        self.root_job = Job(self.new_koid(), None, self.memory.root)
+        self.root_job.add_ref()
+        self.default_job = Job(self.new_koid(), self.root_job)
+        self.default_job.add_ref()
+        self.jobs: dict[int, Job] = {}  # every live job by koid (the two above included)
+        for job in (self.root_job, self.default_job):
+            self.register_job(job)
         self.futexes = Futexes(self.processes, self.vdso.monotonic_ns)  # deadlines are on the rx clock
 
     @property
@@ -61,8 +71,48 @@ class Kernel:
     def new_koid(self) -> int:
         return next(self._koids)
 
-    def new_process(self, pid: int, uid: int) -> Process:
-        process = Process(self.new_koid(), pid, uid, self._process_gone)
+    def register_job(self, job: Job) -> None:
+        self.jobs[job.koid] = job
+        job.on_gone = self._job_gone
+
+    def _job_gone(self, job: Job) -> None:
+        self.jobs.pop(job.koid, None)
+
+    def _job_of_hello(self, token: str | None) -> Job:
+        """The job a new process is born in, with a reference the caller drops once the process
+        holds its own: the one its hello's token names (an export token of a job handle, spent
+        now; or an rx.fork() ticket: the forking parent's job), else the default job. RxError
+        (nothing spent) if the token names no job."""
+        if token is None:
+            self.default_job.add_ref()
+            return self.default_job
+        parent = self.fork_tickets.parent_of(token)
+        if parent is not None:
+            parent.job.add_ref()
+            return parent.job
+        obj = self.tokens.peek(token)
+        if obj is None:
+            raise RxError(RX_ERR_NOT_FOUND, "the hello's job token names nothing (never issued, already spent, or its "
+                          "exporter is gone): export a job handle with rx_handle_export for each process")
+        if not isinstance(obj, Job):
+            raise RxError(RX_ERR_WRONG_TYPE, f"the hello's job token names a {obj.type_name}, not a job")
+        if not obj.alive:
+            raise RxError(RX_ERR_BAD_STATE, "the hello's job token names a job that is gone")
+        self.tokens.claim(token)  # its reference is now the caller's
+        return obj
+
+    def new_job(self, parent: Job) -> Job:
+        job = Job(self.new_koid(), parent)
+        self.register_job(job)
+        return job
+
+    def new_process(self, pid: int, uid: int, job_token: str | None = None) -> Process:
+        """A process born in the job its hello names (Kernel._job_of_hello); it never changes job."""
+        job = self._job_of_hello(job_token)
+        try:
+            process = Process(self.new_koid(), pid, uid, job, self._process_gone)
+        finally:
+            job.drop_ref()
         process.add_ref()  # the kernel's own reference; dropped at teardown
         self.processes[process.koid] = process
         self.sessions[process.session] = process
@@ -77,6 +127,7 @@ class Kernel:
             self.fork_tickets.cancel(process, ticket)
         self.processes.pop(process.koid, None)
         self.sessions.pop(process.session, None)
+        process.job.remove_process()
 
     def new_vmo(self, size: int, options: int, capacity: int) -> Vmo:
         return new_root_vmo(self.vm, self.new_koid(), size, options, capacity)

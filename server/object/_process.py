@@ -23,6 +23,7 @@ from rxkernel.proto import RX_OBJ_TYPE_PROCESS, SESSION_TOKEN_BYTES
 
 from ..base import KernelObject
 from ..vm import (
+    ChargeGroup,
     AddressSpace,
     ControlPort,
     Mapping,
@@ -32,6 +33,7 @@ from ..vm import (
     prune_stores,
 )
 from ._handles import HandleTable
+from ._job import Job
 
 log = structlog.get_logger("rxd.process")
 
@@ -40,9 +42,11 @@ class Process(KernelObject):
     obj_type = RX_OBJ_TYPE_PROCESS
     type_name = "process"
 
-    def __init__(self, koid: int, pid: int, uid: int, on_gone: Callable[[Process], None]) -> None:
+    def __init__(self, koid: int, pid: int, uid: int, job: Job, on_gone: Callable[[Process], None]) -> None:
         super().__init__(koid)
         self.pid = pid
+        self.job = job  # never changes; holds a reference on the job (add_process) until teardown
+        job.add_process()
         self.uid = uid
         self.pidfd = _open_pidfd(pid)
         self.session = secrets.token_bytes(SESSION_TOKEN_BYTES)
@@ -64,6 +68,11 @@ class Process(KernelObject):
 
     def __repr__(self) -> str:
         return f"<Process koid={self.koid} pid={self.pid}>"
+
+    @property
+    def charge(self) -> ChargeGroup:
+        """Where pages this process commits are charged: its job's group."""
+        return self.job.charge
 
     def attach(self, scope: trio.CancelScope) -> None:
         self.cancel_scopes.add(scope)

@@ -65,6 +65,11 @@ class Tokens:
         entry.exporter.tokens.discard(token)
         return entry.obj, entry.rights
 
+    def peek(self, token: str) -> KernelObject | None:
+        """What an unspent token names (nothing is spent)."""
+        entry = self._tokens.get(token)
+        return entry.obj if entry is not None else None
+
     def revoke(self, token: str) -> None:
         entry = self._tokens.pop(token, None)
         if entry is not None:
@@ -91,6 +96,11 @@ class ForkTickets:
             raise RxError(RX_ERR_NOT_FOUND, "no such fork ticket (already claimed, cancelled, or its parent is gone)")
         found[0].fork_tickets.discard(ticket)
         return found[1]
+
+    def parent_of(self, ticket: str) -> Process | None:
+        """The forking process behind an unclaimed ticket (nothing is spent)."""
+        found = self._tickets.get(ticket)
+        return found[0] if found is not None else None
 
     def cancel(self, parent: Process, ticket: str) -> None:
         found = self._tickets.get(ticket)

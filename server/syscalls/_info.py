@@ -16,6 +16,10 @@ Definitions (documented in README too):
   only one VMO can read it and only this process maps that VMO; otherwise it is shared, and
   scaled_shared gives each sharer 1/n of it (n = VMOs that read it × processes mapping the VMO).
   Pages a copy-on-write clone still shares with its parent count as shared, not as the clone's.
+- charged (JOB): committed pages charged to the job and its subtree: each page is charged to the
+  job of the process whose fault or syscall committed it (a copy-on-write copy to the writer's
+  job), until it is freed; the root job's charge is KMEM's committed_bytes. events_high counts
+  commits that left it above commit_high, events_max commits refused at its commit_max.
 - cow_faults: write faults that split a shared page; cow_pages_copied: pages those copied.
 - syscalls (TASK_STATS): requests the process sent on its call channels (this one included); what
   the vDSO and the sync objects' fast paths do without asking rxd does not count.
@@ -33,6 +37,7 @@ from rxkernel.proto import (
     RX_ERR_INVALID_ARGS,
     RX_ERR_WRONG_TYPE,
     RX_INFO_HANDLE_BASIC,
+    RX_INFO_JOB,
     RX_INFO_KMEM_STATS,
     RX_INFO_PROCESS_MAPS,
     RX_INFO_PROCESS_VMOS,
@@ -46,7 +51,7 @@ from rxkernel.proto import (
 )
 
 from ..base import KernelObject
-from ..object import Kernel, Process
+from ..object import Job, Kernel, Process
 from ..vm import (
     Vmo,
     active_pages,
@@ -139,6 +144,24 @@ def process_maps(process: Process) -> list[dict[str, Any]]:
     return out
 
 
+def job_info(job: Job) -> dict[str, Any]:
+    group = job.charge
+    effective = group.effective_max_pages()
+    return {
+        "koid": job.koid,
+        "parent_koid": job.parent.koid if job.parent is not None else 0,
+        "charged_bytes": group.charged_pages << PAGE_SHIFT,  # its own pages and its subtree's
+        "commit_max_bytes": (group.max_pages or 0) << PAGE_SHIFT,  # its own limit (0: none)
+        "effective_commit_max_bytes": (effective or 0) << PAGE_SHIFT,  # the tightest on its path (0: none)
+        "commit_high_bytes": (group.high_pages or 0) << PAGE_SHIFT,
+        "num_processes": job.num_processes,
+        "num_children": len(job.children),
+        # memory.events
+        "events_high": group.events.high,
+        "events_max": group.events.max,
+    }
+
+
 def kmem_stats(kernel: Kernel) -> dict[str, Any]:
     memory = kernel.memory
     nodes = live_nodes(kernel.vmos.values())
@@ -194,6 +217,10 @@ def get_info(kernel: Kernel, obj: KernelObject, rights: int, topic: int) -> Any:
         need(Vmo)
         assert isinstance(obj, Vmo)
         return vmo_info(obj, rights)
+    if topic == RX_INFO_JOB:
+        need(Job)
+        assert isinstance(obj, Job)
+        return job_info(obj)
     if topic in (RX_INFO_TASK_STATS, RX_INFO_PROCESS_VMOS, RX_INFO_PROCESS_MAPS):
         need(Process)
         assert isinstance(obj, Process)

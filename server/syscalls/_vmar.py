@@ -67,7 +67,7 @@ async def rx_vmar_map(
         # Before the mapping exists, so a failure (out of memory) leaves everything as it was.
         async with vmo.lock:
             start = m.first_page
-            await vmo.commit_locked(start, max(start, min(m.end_page, vmo.size_pages)))
+            await vmo.commit_locked(start, max(start, min(m.end_page, vmo.size_pages)), process.charge)
         if not process.alive:  # killed while the commit awaited acks: its teardown is done
             raise RxError(RX_ERR_BAD_STATE, "the process died while mapping")
     if specific:
@@ -144,5 +144,5 @@ async def rx_vmar_op_range(call: Call, addr: int, length: int, op: int) -> tuple
         if m.perms & RX_VM_PERM_WRITE:
             async with m.vmo.lock:
                 start = m.first_page
-                await m.vmo.commit_locked(start, max(start, min(m.end_page, m.vmo.size_pages)), exclude=m)
+                await m.vmo.commit_locked(start, max(start, min(m.end_page, m.vmo.size_pages)), call.process.charge, exclude=m)
     return ()  # the stub then touches the range so every page is mapped before it returns

@@ -64,7 +64,7 @@ async def rx_vmo_create(call: Call, size: int, options: int) -> tuple[Any, ...]:
     try:
         if options & RX_VMO_COMMIT_EAGER:
             async with vmo.lock:
-                await vmo.commit_locked(0, vmo.size_pages, allocate=True)
+                await vmo.commit_locked(0, vmo.size_pages, call.process.charge, allocate=True)
         rights = RX_DEFAULT_VMO_RIGHTS | (RX_RIGHT_RESIZE if options & RX_VMO_RESIZABLE else 0)
         return (call.process.handles.add(vmo, rights),)
     finally:
@@ -88,7 +88,7 @@ async def rx_vmo_write(call: Call, handle: int, offset: int, data: bytes) -> tup
     check_range(offset, len(data), vmo.size)
     async with vmo.lock:
         check_range(offset, len(data), vmo.size)  # the size may have changed while we waited
-        await vmo.write_locked(offset, data)
+        await vmo.write_locked(offset, data, call.process.charge)
     return ()
 
 
@@ -145,13 +145,13 @@ async def rx_vmo_op_range(call: Call, handle: int, op: int, offset: int, size: i
         check_range(offset, size, vmo.size)
         start, end = offset >> PAGE_SHIFT, (offset + size + PAGE_SIZE - 1) >> PAGE_SHIFT
         if op == RX_VMO_OP_COMMIT:
-            await vmo.commit_locked(start, end, allocate=True)
+            await vmo.commit_locked(start, end, call.process.charge, allocate=True)
         elif op == RX_VMO_OP_DECOMMIT:
             # Zircon: whole pages only. On a clone the pages then read as zero (its own copies go
             # and it no longer reads its parent's there), as Zircon's decommit of a child does.
             await vmo.release_locked(start, end)
         else:
-            await vmo.zero_locked(offset, size)
+            await vmo.zero_locked(offset, size, call.process.charge)
     return ()
 
 

@@ -13,6 +13,8 @@ from ._mapper import ControlPort as ControlPort
 from ._mapper import Mapper as Mapper
 from ._mapping import Mapping as Mapping
 from ._pagestore import PageStore as PageStore
+from ._charge import ChargeEvents as ChargeEvents
+from ._charge import ChargeGroup as ChargeGroup
 from ._pmm import Counters as Counters
 from ._pmm import PhysicalMemory as PhysicalMemory
 from ._storefds import drop_stores as drop_stores

@@ -150,7 +150,7 @@ async def _resolve_locked(process: Mapper, m: Mapping, seq: int, addr: int, writ
 
 async def _commit(process: Mapper, vmo: Vmo, m: Mapping, start: int, end: int) -> int:
     try:
-        _, copied = await vmo.commit_locked(start, end, exclude=m)
+        _, copied = await vmo.commit_locked(start, end, process.charge, exclude=m)
     except RxError as e:
         return e.status
     if copied:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ._aspace import AddressSpace
+    from ._charge import ChargeGroup
     from ._pagestore import PageStore
 
 ControlRanges = list[tuple[int, ...]]
@@ -49,6 +50,11 @@ class Mapper(Protocol):
     stores: dict[PageStore, bool]  # stores whose fd the client holds, and whether writable
     page_faults: int
     cow_faults: int
+
+    @property
+    def charge(self) -> ChargeGroup:
+        """The charge group pages this process commits are charged to (its job's)."""
+        ...
 
     def kill(self) -> None:
         """SIGKILL the client and tear it down now (its mappings go, so operations complete)."""

@@ -32,6 +32,7 @@ import trio
 from rxkernel.native import lib
 from rxkernel.proto import PAGE_SHIFT, RX_ERR_INTERNAL, RX_ERR_NO_RESOURCES, RxError
 
+from ._charge import ChargeGroup, ChargeMap
 from ._pagemap import PageMap
 from ._pmm import PhysicalMemory
 from ._runs import Runs
@@ -88,6 +89,7 @@ class PageStore:
         self.capacity_pages = capacity_bytes >> PAGE_SHIFT
         self.memory = memory
         self.committed = PageMap()
+        self.charges = ChargeMap()  # who each committed page is charged to
         self.holders: set[StoreHolder] = set()
         try:
             self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -108,20 +110,32 @@ class PageStore:
 
     @property
     def metadata_bytes(self) -> int:
-        return self.committed.memory_bytes
+        return self.committed.memory_bytes + self.charges.memory_bytes
 
     def reopen_readonly(self) -> int:
         """A new O_RDONLY fd on the same memfd: a writable MAP_SHARED of it fails in the host."""
         return os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
 
-    def commit(self, runs: Runs) -> int:
-        """Count the pages of `runs` (holes, all of them) as committed: all or nothing against the
-        budget (RX_ERR_NO_MEMORY, nothing changed). Returns how many."""
+    def commit(self, runs: Runs, group: ChargeGroup) -> int:
+        """Count the pages of `runs` (holes, all of them) as committed and charged to `group`: all
+        or nothing against the limits and the budget (RX_ERR_NO_MEMORY, nothing changed).
+        Returns how many."""
         new = sum(e - s for s, e in runs)
-        self.memory.reserve(new)
+        group = group.living()  # a process still finishing a call after its job went
+        self.memory.commit(new, group)
         for s, e in runs:
             self.committed.set_range(s, e, True)
+            holder = self.charges.assign(s, e, group)
+            if holder is not group:  # this store's table of groups is full (see _charge.py)
+                group.hand_up(e - s, holder)
         return new
+
+    def _uncharge(self, start: int, end: int, freed: int) -> None:
+        """Pages [start, end) were freed (`freed` of them were committed): take their charges back."""
+        charged = self.charges.clear(start, end)
+        assert sum(charged.values()) == freed, (charged, freed)
+        for group, pages in charged.items():
+            self.memory.uncommit(pages, group)
 
     def copy_from(self, start: int, end: int, src: PageStore, src_start: int) -> None:
         """Copy src's pages [src_start, …) over this store's pages [start, end) (a copy-on-write
@@ -140,7 +154,7 @@ class PageStore:
         pages no client can have mapped (so nothing can read them before the punch lands)."""
         freed = self.committed.set_range(start, end, False)
         if freed:
-            self.memory.release(freed)
+            self._uncharge(start, end, freed)
             fd, offset, length = self.fd, start << PAGE_SHIFT, (end - start) << PAGE_SHIFT
             if length <= _INLINE_PUNCH_BYTES:
                 check_rc(lib.rx_punch_hole(fd, offset, length), "punch hole")
@@ -166,12 +180,17 @@ class PageStore:
                     check_rc(rc, "copy")
                     assert self.committed.set_range(rs + delta, re + delta, True) == n
                     other.committed.set_range(rs, re, False)
+                    for cs, ce, group in other.charges.runs_by_group(rs, re):  # the charges move too
+                        held = self.charges.assign(cs + delta, ce + delta, group)
+                        if held is not group:
+                            group.hand_up(ce - cs, held)
+                    other.charges.clear(rs, re)
 
     async def decommit(self, start: int, end: int) -> int:
         """Free pages [start, end): the caller has already taken every mapping of them away."""
         freed = self.committed.set_range(start, end, False)
         if freed:
-            self.memory.release(freed)
+            self._uncharge(start, end, freed)
             offset, length = start << PAGE_SHIFT, (end - start) << PAGE_SHIFT
             if length <= _INLINE_PUNCH_BYTES:
                 rc = lib.rx_punch_hole(self.fd, offset, length)
@@ -197,8 +216,12 @@ class PageStore:
         """Free everything: no node uses this store and no mapping of it is left anywhere."""
         if self.fd < 0:
             return
-        self.memory.release(self.committed.count_set)
+        charged = self.charges.totals()
+        assert sum(charged.values()) == self.committed.count_set, (charged, self.committed.count_set)
+        for group, pages in charged.items():
+            self.memory.uncommit(pages, group)
         self.committed = PageMap()
+        self.charges = ChargeMap()
         fd, size = self.fd, self.capacity_pages << PAGE_SHIFT
         # Clients that were sent the fd may still hold it (a misbehaving one could keep it):
         # punch everything first so the host memory goes regardless.

@@ -1,8 +1,9 @@
 """Physical memory: the budget (`rxd --memory`), the committed-page count, the system counters.
 
 Zircon's PmmNode role: it only counts and allows, and knows nothing of stores, mappings or
-processes. Only this object changes the committed-page count, so the budget check and the count
-cannot drift apart. Page stores ask it before they commit (PageStore.commit) and tell it when
+processes. Only this object changes the committed-page count, and it charges the charge tree
+(_charge.py) in the same step, so the budget check, the limits, the count and the charges cannot
+drift apart: the root group's charge is committed_pages at every moment. Page stores ask it before they commit (PageStore.commit) and tell it when
 they free. This is where the allocator's watermarks, pressure levels and the "a commit that cannot
 be met now asks reclaim" hook go (ARCHITECTURE.md "Where the next features plug in").
 Event-loop only: every method runs to completion without awaiting.
@@ -13,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 
 from rxkernel.proto import PAGE_SIZE, RX_ERR_NO_MEMORY, RxError
+
+from ._charge import ChargeGroup, limit_words
 
 
 @dataclasses.dataclass(slots=True)
@@ -31,16 +34,24 @@ class Counters:
 class PhysicalMemory:
     def __init__(self, budget_bytes: int) -> None:
         self.total_pages = budget_bytes // PAGE_SIZE
-        self.committed_pages = 0  # invariant: sum of every store's committed pages
+        self.committed_pages = 0  # invariant: sum of every store's committed pages, and root's charge
+        self.root = ChargeGroup("the root job")
         self.counters = Counters()
 
     @property
     def free_pages(self) -> int:
         return self.total_pages - self.committed_pages
 
-    def reserve(self, pages: int) -> None:
-        """Count `pages` more as committed, or raise RX_ERR_NO_MEMORY and count nothing."""
+    def commit(self, pages: int, group: ChargeGroup) -> None:
+        """The one step every commit takes: `pages` more committed, charged to `group` and its
+        ancestors, or RX_ERR_NO_MEMORY (a hard limit of the group or an ancestor, then the
+        budget) and nothing changed. Reclaim will plug in here: a commit that would fail frees
+        first."""
         assert pages >= 0, pages
+        over = group.over_max(pages)
+        if over is not None:
+            over.events.max += 1
+            raise RxError(RX_ERR_NO_MEMORY, limit_words(over, pages))
         if pages > self.free_pages:
             raise RxError(
                 RX_ERR_NO_MEMORY,
@@ -48,7 +59,10 @@ class PhysicalMemory:
                 f"({self.free_pages} pages free)",
             )
         self.committed_pages += pages
+        group.add(pages)
 
-    def release(self, pages: int) -> None:
+    def uncommit(self, pages: int, group: ChargeGroup) -> None:
+        """`pages` charged to `group` were freed."""
         assert 0 <= pages <= self.committed_pages, (pages, self.committed_pages)
         self.committed_pages -= pages
+        group.remove(pages)

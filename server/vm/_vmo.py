@@ -30,6 +30,7 @@ from rxkernel.proto import (
 
 from ..base import FastLock, KernelObject, requires_lock
 from ._cacheop import cache_op
+from ._charge import ChargeGroup
 from ._collapse import free_unseen_above, release_node
 from ._cowpages import CowPages, CowTree, clear_marks
 from ._pagestore import PageStore
@@ -173,10 +174,13 @@ class Vmo(KernelObject):
         return pages
 
     @requires_lock(_tree_lock)
-    async def commit_locked(self, start: int, end: int, exclude: Mapping | None = None, allocate: bool = False) -> tuple[int, int]:
+    async def commit_locked(
+        self, start: int, end: int, group: ChargeGroup, exclude: Mapping | None = None, allocate: bool = False
+    ) -> tuple[int, int]:
         """Make VMO pages [start, end) this VMO's own (all or nothing against the budget): pages
         it reads from an ancestor are copied (a copy-on-write split), pages that read as zero
-        are committed fresh. Mappings that showed the old content anywhere are taken away first,
+        are committed fresh; they are charged to `group` (the job of the process whose fault or
+        syscall this is). Mappings that showed the old content anywhere are taken away first,
         except `exclude`, whose fault reply replaces its own. Returns (new pages, copied)."""
         assert start <= end, (start, end)
         node, off = self.node, self.node_offset
@@ -185,7 +189,7 @@ class Vmo(KernelObject):
         if not new:
             return 0, 0
         store = node.store
-        store.commit([(s, e) for s, e, _, _ in missing])  # all or nothing against the budget
+        store.commit([(s, e) for s, e, _, _ in missing], group)  # all or nothing against limits and budget
         copied = 0
         try:
             for s, e, owner, os_ in missing:
@@ -246,7 +250,7 @@ class Vmo(KernelObject):
         free_unseen_above(node, s, e, through)
 
     @requires_lock(_tree_lock)
-    async def zero_locked(self, offset: int, length: int) -> None:
+    async def zero_locked(self, offset: int, length: int, group: ChargeGroup) -> None:
         """Bytes [offset, offset+length) read as zero afterwards; whole pages are released."""
         end = offset + length
         first_whole = -(-offset // PAGE_SIZE)
@@ -255,14 +259,14 @@ class Vmo(KernelObject):
             if lo < hi:
                 page = (lo >> PAGE_SHIFT) + self.node_offset
                 if self.node.resolve(page, page + 1)[0][2] is not None:  # something to zero there
-                    await self.write_locked(lo, bytes(hi - lo))
+                    await self.write_locked(lo, bytes(hi - lo), group)
         if first_whole < last_whole:
             await self.release_locked(first_whole, last_whole)
 
     @requires_lock(_tree_lock)
-    async def write_locked(self, offset: int, data: bytes) -> None:
+    async def write_locked(self, offset: int, data: bytes, group: ChargeGroup) -> None:
         if data:
-            await self.commit_locked(offset >> PAGE_SHIFT, (offset + len(data) + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            await self.commit_locked(offset >> PAGE_SHIFT, (offset + len(data) + PAGE_SIZE - 1) >> PAGE_SHIFT, group)
             if not self.alive:  # the caller died (and its handle with it) while we awaited acks
                 raise RxError(RX_ERR_BAD_STATE, "the VMO was closed during the write")
             self.node.store.write(offset + (self.node_offset << PAGE_SHIFT), data)

@@ -1,0 +1,266 @@
+"""Who pays for committed pages: the charge tree (Linux memcg v2's role; Zircon has none).
+
+Every committed page is charged to one ChargeGroup (a job's, object/_job.py), the one whose
+process's fault or syscall committed it, and counts in every ancestor up to the root; the charge
+goes when the page is freed. So at every moment a group's charge is the sum of its own pages and
+its children's charges, and the root's is the system's committed pages (PhysicalMemory keeps both
+in step: see PhysicalMemory.commit).
+
+Limits, as memory.max and memory.high: `max_pages` is a hard limit (a commit that would pass it in
+this group or any ancestor fails), `high_pages` a throttle point (passing it counts a `high`
+event; the caller decides how long to delay). A limit is None when the group sets none.
+
+Which group a committed page is charged to lives in a ChargeMap per page store: one byte per page
+(a slot in the store's own table of groups), so a page costs one more byte, not an object. A store
+holds pages of at most 255 groups at once; a 256th group's pages are charged to its nearest
+ancestor that has a slot in that store (the limits of the group itself are still checked).
+
+Event-loop only: nothing here awaits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from rxkernel.proto import PAGE_SIZE
+
+from ._pagemap import CHUNK_PAGES, CHUNK_SHIFT
+
+
+@dataclasses.dataclass(slots=True)
+class ChargeEvents:
+    """memory.events: how often each limit was met (counted in the group whose limit it was)."""
+
+    high: int = 0  # commits that left the charge above high_pages
+    max: int = 0  # commits refused (or sent to OOM handling) at max_pages
+    oom: int = 0  # times OOM handling ran for this group's limit
+    oom_kill: int = 0  # processes killed by it
+
+
+class ChargeGroup:
+    __slots__ = ("name", "parent", "children", "charged_pages", "max_pages", "high_pages", "events", "retired")
+
+    def __init__(self, name: str, parent: ChargeGroup | None = None) -> None:
+        self.name = name  # for messages: "job 1034"
+        self.parent = parent
+        self.children: list[ChargeGroup] = []
+        self.charged_pages = 0  # own pages plus every child's charge
+        self.max_pages: int | None = None
+        self.high_pages: int | None = None
+        self.events = ChargeEvents()
+        self.retired = False  # its job is gone; it leaves the tree with its last charged page
+        if parent is not None:
+            parent.children.append(self)
+
+    def __repr__(self) -> str:
+        return f"<ChargeGroup {self.name} charged={self.charged_pages} max={self.max_pages}>"
+
+    def lineage(self) -> Iterator[ChargeGroup]:
+        """This group, then each ancestor up to the root."""
+        group: ChargeGroup | None = self
+        while group is not None:
+            yield group
+            group = group.parent
+
+    def living(self) -> ChargeGroup:
+        """This group, or (its job gone) its nearest ancestor whose job lives: where new pages go.
+        The root never retires."""
+        group = self
+        while group.retired and group.parent is not None:
+            group = group.parent
+        return group
+
+    def effective_max_pages(self) -> int | None:
+        """The tightest hard limit on this group: its own or an ancestor's."""
+        limits = [g.max_pages for g in self.lineage() if g.max_pages is not None]
+        return min(limits) if limits else None
+
+    def over_max(self, pages: int) -> ChargeGroup | None:
+        """The group (this one or an ancestor) whose hard limit `pages` more would pass, or None."""
+        for group in self.lineage():
+            if group.max_pages is not None and group.charged_pages + pages > group.max_pages:
+                return group
+        return None
+
+    def add(self, pages: int) -> None:
+        """Charge `pages` here and in every ancestor (the caller checked the limits)."""
+        for group in self.lineage():
+            group.charged_pages += pages
+            if group.high_pages is not None and group.charged_pages > group.high_pages:
+                group.events.high += 1
+
+    def remove(self, pages: int) -> None:
+        for group in list(self.lineage()):
+            assert group.charged_pages >= pages, (group, pages)
+            group.charged_pages -= pages
+            if group.retired and not group.charged_pages:
+                group._leave()
+
+    def hand_up(self, pages: int, ancestor: ChargeGroup) -> None:
+        """Move a charge of `pages` from this group to `ancestor` (a store with no slot left for
+        this group): the groups in between stop counting it; the ancestor and above are unchanged."""
+        for group in self.lineage():
+            if group is ancestor:
+                return
+            group.charged_pages -= pages
+        raise AssertionError(f"{ancestor} is not an ancestor of {self}")
+
+    def retire(self) -> None:
+        """Its job is gone: leave the tree now, or with the last page still charged here (an
+        offline memcg's role). Its children retired first (a job outlives its children)."""
+        self.retired = True
+        if not self.charged_pages:
+            self._leave()
+
+    def _leave(self) -> None:
+        assert not self.charged_pages and not self.children, self
+        if self.parent is not None:
+            self.parent.children.remove(self)
+            self.parent = None
+
+
+def limit_words(group: ChargeGroup, pages: int) -> str:
+    """What a refused commit says: which group, its limit, its charge."""
+    assert group.max_pages is not None
+    return (f"committing {pages} pages would pass {group.name}'s commit limit (RX_PROP_JOB_COMMIT_MAX "
+            f"{group.max_pages * PAGE_SIZE} bytes, {group.charged_pages * PAGE_SIZE} charged)")
+
+
+_MAX_SLOTS = 255
+
+
+class ChargeMap:
+    """Per page of one store, the group its committed page is charged to (0: not committed).
+    Chunked like PageMap, so a store pays only for the stretches it ever committed."""
+
+    __slots__ = ("_chunks", "_groups", "_slot_of", "_pages")
+
+    def __init__(self) -> None:
+        self._chunks: dict[int, bytearray] = {}
+        self._groups: list[ChargeGroup | None] = [None]  # slot -> group; slot 0 is "none"
+        self._slot_of: dict[ChargeGroup, int] = {}
+        self._pages: list[int] = [0]  # slot -> pages charged through this store
+
+    @property
+    def memory_bytes(self) -> int:
+        return len(self._chunks) * CHUNK_PAGES
+
+    def _slot(self, group: ChargeGroup) -> tuple[int, ChargeGroup]:
+        """A slot for `group`: its own, a new one, a recycled one (its pages all went), or, with
+        the table full, its nearest ancestor's (the last slot is kept for the root, so there is
+        always one)."""
+        slot = self._slot_of.get(group)
+        if slot is not None:
+            return slot, group
+        if len(self._groups) < _MAX_SLOTS or (group.parent is None and len(self._groups) == _MAX_SLOTS):
+            self._groups.append(group)
+            self._pages.append(0)
+            self._slot_of[group] = slot = len(self._groups) - 1
+            return slot, group
+        for free in range(1, len(self._groups) if group.parent is None else min(len(self._groups), _MAX_SLOTS)):
+            old = self._groups[free]
+            if not self._pages[free] and old is not None:
+                del self._slot_of[old]
+                self._groups[free] = group
+                self._slot_of[group] = free
+                return free, group
+        for ancestor in group.lineage():
+            slot = self._slot_of.get(ancestor)
+            if slot is not None:
+                return slot, ancestor
+            if ancestor.parent is None:  # the root: the kept slot
+                return self._slot(ancestor)
+        raise AssertionError("unreachable: a lineage ends at the root")
+
+    def _pieces(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+        while start < end:
+            index = start >> CHUNK_SHIFT
+            base = index << CHUNK_SHIFT
+            stop = min(end, base + CHUNK_PAGES)
+            yield index, start - base, stop - base
+            start = stop
+
+    def assign(self, start: int, end: int, group: ChargeGroup) -> ChargeGroup:
+        """Pages [start, end), all newly committed, are charged to `group`. Returns the group that
+        holds the charge (see the module note on full tables)."""
+        slot, holder = self._slot(group)
+        byte = bytes([slot])
+        for index, lo, hi in self._pieces(start, end):
+            chunk = self._chunks.get(index)
+            if chunk is None:
+                chunk = self._chunks[index] = bytearray(CHUNK_PAGES)
+            chunk[lo:hi] = byte * (hi - lo)
+        self._pages[slot] += end - start
+        return holder
+
+    def clear(self, start: int, end: int) -> dict[ChargeGroup, int]:
+        """Pages [start, end) are no longer committed: how many were charged to each group."""
+        out: dict[ChargeGroup, int] = {}
+        for index, lo, hi in self._pieces(start, end):
+            chunk = self._chunks.get(index)
+            if chunk is None:
+                continue
+            for slot in range(1, len(self._groups)):
+                if self._pages[slot]:
+                    n = chunk.count(bytes([slot]), lo, hi)
+                    if n:
+                        group = self._groups[slot]
+                        assert group is not None
+                        out[group] = out.get(group, 0) + n
+                        self._pages[slot] -= n
+            chunk[lo:hi] = bytes(hi - lo)
+            if chunk.count(0) == CHUNK_PAGES:  # nothing charged here any more: give its memory back
+                del self._chunks[index]
+        return out
+
+    def groups_in(self, start: int, end: int) -> dict[ChargeGroup, int]:
+        """How many of pages [start, end) are charged to each group (nothing changes)."""
+        out: dict[ChargeGroup, int] = {}
+        for index, lo, hi in self._pieces(start, end):
+            chunk = self._chunks.get(index)
+            if chunk is None:
+                continue
+            for slot in range(1, len(self._groups)):
+                if self._pages[slot]:
+                    n = chunk.count(bytes([slot]), lo, hi)
+                    if n:
+                        group = self._groups[slot]
+                        assert group is not None
+                        out[group] = out.get(group, 0) + n
+        return out
+
+    def totals(self) -> dict[ChargeGroup, int]:
+        """Every group this store's pages are charged to, with how many."""
+        return {g: self._pages[s] for s, g in enumerate(self._groups) if g is not None and self._pages[s]}
+
+    def runs_by_group(self, start: int, end: int) -> Iterator[tuple[int, int, ChargeGroup]]:
+        """Maximal runs of [start, end) charged to one group (uncommitted pages skipped)."""
+        run: tuple[int, int, int] | None = None
+        for index, lo, hi in self._pieces(start, end):
+            base = index << CHUNK_SHIFT
+            chunk = self._chunks.get(index)
+            pos = lo
+            while pos < hi:
+                slot = chunk[pos] if chunk is not None else 0
+                nxt = _first_other(chunk, slot, pos, hi) if chunk is not None else hi
+                if run is not None and run[2] == slot and run[1] == base + pos:
+                    run = (run[0], base + nxt, slot)
+                else:
+                    if run is not None:
+                        yield self._emit(run)
+                    run = (base + pos, base + nxt, slot) if slot else None
+                pos = nxt
+        if run is not None:
+            yield self._emit(run)
+
+    def _emit(self, run: tuple[int, int, int]) -> tuple[int, int, ChargeGroup]:
+        group = self._groups[run[2]]
+        assert group is not None
+        return run[0], run[1], group
+
+
+def _first_other(chunk: bytearray, slot: int, start: int, end: int) -> int:
+    """The first index in [start, end) whose byte is not `slot` (end if none)."""
+    piece = chunk[start:end]  # find cannot look for "any other byte"; lstrip can, at C speed
+    return start + len(piece) - len(piece.lstrip(bytes([slot])))

@@ -1,0 +1,388 @@
+"""Jobs: the tree, who is born where, charges that add up, and commit limits that hold."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from rxkernel.proto import (
+    PAGE_SIZE,
+    RX_ERR_ACCESS_DENIED,
+    RX_ERR_BAD_HANDLE,
+    RX_ERR_INVALID_ARGS,
+    RX_ERR_NO_MEMORY,
+    RX_ERR_NOT_FOUND,
+    RX_ERR_NOT_SUPPORTED,
+    RX_ERR_OUT_OF_RANGE,
+    RX_ERR_WRONG_TYPE,
+    RX_INFO_JOB,
+    RX_INFO_TASK_STATS,
+    RX_PROP_JOB_COMMIT_HIGH,
+    RX_PROP_JOB_COMMIT_MAX,
+    RX_RIGHT_SAME_RIGHTS,
+    RX_VMO_CHILD_SNAPSHOT,
+    RX_VMO_COMMIT_EAGER,
+    RX_VMO_OP_DECOMMIT,
+    RxError,
+)
+from rxtest import RawClient, Rxd, running_rxd
+
+P = PAGE_SIZE
+HEADER = "import rxkernel.client as rx, os, sys, json\nRW = rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE\n"
+
+
+def info(client: RawClient | Rxd, handle: int) -> dict[str, Any]:
+    result: dict[str, Any] = client.call("rx_object_get_info", handle, RX_INFO_JOB)
+    return result
+
+
+def test_the_tree_and_who_is_born_where(rxd: Rxd) -> None:
+    default = rxd.call("rx_job_default")
+    top = info(rxd, default)
+    assert top["parent_koid"] != 0 and top["num_processes"] == 1  # the harness's own connection
+    child = rxd.call("rx_job_create", default, 0)
+    grandchild = rxd.call("rx_job_create", child, 0)
+    assert info(rxd, grandchild)["parent_koid"] == info(rxd, child)["koid"]
+    assert info(rxd, default)["num_children"] == 1 and info(rxd, child)["num_children"] == 1
+    # A process whose hello names a job is born there; the token is spent.
+    token = rxd.call("rx_handle_export", grandchild, RX_RIGHT_SAME_RIGHTS)
+    member = RawClient(rxd.socket, job=token)
+    assert info(member, member.call("rx_job_default"))["koid"] == info(rxd, grandchild)["koid"]
+    assert info(rxd, grandchild)["num_processes"] == 1
+    with pytest.raises(RxError) as e:
+        RawClient(rxd.socket, job=token)
+    assert e.value.status == RX_ERR_NOT_FOUND and "job token" in str(e.value)
+    vmo_token = rxd.call("rx_handle_export", rxd.call("rx_vmo_create", P, 0), RX_RIGHT_SAME_RIGHTS)
+    with pytest.raises(RxError) as e:
+        RawClient(rxd.socket, job=vmo_token)
+    assert e.value.status == RX_ERR_WRONG_TYPE and "names a VMO, not a job" in str(e.value)
+    assert rxd.call("rx_handle_import", vmo_token)  # refused hellos spend nothing
+    member.close()
+    rxd.wait_for(lambda: info(rxd, grandchild)["num_processes"] == 0, "the member's teardown")
+    with pytest.raises(RxError) as e:
+        rxd.call("rx_job_create", default, 1)
+    assert e.value.status == RX_ERR_INVALID_ARGS and "options" in str(e.value)
+    with pytest.raises(RxError) as e:
+        rxd.call("rx_object_get_info", rxd.system, RX_INFO_JOB)
+    assert e.value.status == RX_ERR_WRONG_TYPE and "RX_INFO_JOB needs a job handle" in str(e.value)
+
+
+def test_a_job_lives_while_anything_refers_to_it(rxd: Rxd) -> None:
+    default = rxd.call("rx_job_default")
+    child = rxd.call("rx_job_create", default, 0)
+    token = rxd.call("rx_handle_export", child, RX_RIGHT_SAME_RIGHTS)
+    rxd.call("rx_handle_close", child)  # the token holds it now
+    member = RawClient(rxd.socket, job=token)  # ... and then the process
+    assert info(rxd, default)["num_children"] == 1
+    vmo = member.call("rx_vmo_create", 4 * P, 0)
+    member.call("rx_vmo_write", vmo, 0, b"m" * (4 * P))
+    shared = rxd.call("rx_handle_import", member.call("rx_handle_export", vmo, RX_RIGHT_SAME_RIGHTS))
+    member.close()
+    # The job is gone with its last process, but its pages live on in a VMO another job holds:
+    # they stay charged in the default job's subtree until freed.
+    rxd.wait_for(lambda: info(rxd, default)["num_children"] == 0, "the job's end")
+    assert info(rxd, default)["charged_bytes"] == 4 * P == rxd.kmem()["committed_bytes"]
+    rxd.call("rx_handle_close", shared)
+    assert info(rxd, default)["charged_bytes"] == 0 == rxd.kmem()["committed_bytes"]
+
+
+def test_properties_are_checked_and_only_set_below_ones_own_job(rxd: Rxd) -> None:
+    default = rxd.call("rx_job_default")
+    with pytest.raises(RxError) as e:
+        rxd.call("rx_object_set_property", default, RX_PROP_JOB_COMMIT_MAX, 1 << 20)
+    assert e.value.status == RX_ERR_ACCESS_DENIED and "its own job" in str(e.value)
+    child = rxd.call("rx_job_create", default, 0)
+    rxd.call("rx_object_set_property", child, RX_PROP_JOB_COMMIT_MAX, 64 * P)
+    assert rxd.call("rx_object_get_property", child, RX_PROP_JOB_COMMIT_MAX) == 64 * P
+    grandchild = rxd.call("rx_job_create", child, 0)
+    with pytest.raises(RxError) as e:
+        rxd.call("rx_object_set_property", grandchild, RX_PROP_JOB_COMMIT_MAX, 65 * P)
+    assert e.value.status == RX_ERR_OUT_OF_RANGE and "parent job's effective limit" in str(e.value)
+    with pytest.raises(RxError) as e:  # "no limit of its own" would be above the parent's too
+        rxd.call("rx_object_set_property", grandchild, RX_PROP_JOB_COMMIT_MAX, 0)
+    assert e.value.status == RX_ERR_OUT_OF_RANGE
+    rxd.call("rx_object_set_property", grandchild, RX_PROP_JOB_COMMIT_MAX, 16 * P)
+    with pytest.raises(RxError) as e:
+        rxd.call("rx_object_set_property", grandchild, RX_PROP_JOB_COMMIT_HIGH, P + 1)
+    assert e.value.status == RX_ERR_INVALID_ARGS and "multiple of the page size" in str(e.value)
+    with pytest.raises(RxError) as e:
+        rxd.call("rx_object_set_property", grandchild, 12345, 0)
+    assert e.value.status == RX_ERR_NOT_SUPPORTED and "RX_PROP_JOB_COMMIT_MAX" in str(e.value)
+    vmo = rxd.call("rx_vmo_create", P, 0)
+    with pytest.raises(RxError) as e:
+        rxd.call("rx_object_set_property", vmo, RX_PROP_JOB_COMMIT_MAX, P)
+    assert e.value.status == RX_ERR_NOT_SUPPORTED and "a job property" in str(e.value)
+    # A member of the grandchild cannot raise its own limit, nor set its parent's.
+    member = RawClient(rxd.socket, job=rxd.call("rx_handle_export", grandchild, RX_RIGHT_SAME_RIGHTS))
+    own = member.call("rx_job_default")
+    for target in (own, member.call("rx_handle_import", rxd.call("rx_handle_export", child, RX_RIGHT_SAME_RIGHTS))):
+        with pytest.raises(RxError) as e:
+            member.call("rx_object_set_property", target, RX_PROP_JOB_COMMIT_MAX, 32 * P)
+        assert e.value.status == RX_ERR_ACCESS_DENIED
+    limits = info(rxd, grandchild)
+    assert limits["commit_max_bytes"] == 16 * P and limits["effective_commit_max_bytes"] == 16 * P
+    rxd.call("rx_object_set_property", child, RX_PROP_JOB_COMMIT_MAX, 8 * P)  # lowering holds the child to it
+    assert info(rxd, grandchild)["effective_commit_max_bytes"] == 8 * P
+    assert info(rxd, grandchild)["commit_max_bytes"] == 16 * P
+    member.close()
+    with pytest.raises(RxError) as e:
+        rxd.call("rx_object_get_property", 0x1234, RX_PROP_JOB_COMMIT_MAX)
+    assert e.value.status == RX_ERR_BAD_HANDLE
+
+
+def test_a_commit_past_the_limit_fails_and_names_the_job(rxd: Rxd) -> None:
+    default = rxd.call("rx_job_default")
+    limited = rxd.call("rx_job_create", default, 0)
+    rxd.call("rx_object_set_property", limited, RX_PROP_JOB_COMMIT_MAX, 8 * P)
+    member = RawClient(rxd.socket, job=rxd.call("rx_handle_export", limited, RX_RIGHT_SAME_RIGHTS))
+    vmo = member.call("rx_vmo_create", 16 * P, 0)
+    member.call("rx_vmo_write", vmo, 0, b"a" * (6 * P))
+    with pytest.raises(RxError) as e:
+        member.call("rx_vmo_write", vmo, 6 * P, b"b" * (3 * P))
+    assert e.value.status == RX_ERR_NO_MEMORY and "RX_PROP_JOB_COMMIT_MAX" in str(e.value) and "job" in str(e.value)
+    assert member.call("rx_vmo_read", vmo, 6 * P, 1) == b"\0"  # all or nothing
+    assert info(rxd, limited)["events_max"] == 1 and info(rxd, limited)["charged_bytes"] == 6 * P
+    # Another job's process writing the same VMO is charged to its own job: not limited here.
+    other = rxd.call("rx_handle_import", member.call("rx_handle_export", vmo, RX_RIGHT_SAME_RIGHTS))
+    rxd.call("rx_vmo_write", other, 6 * P, b"c" * (10 * P))
+    assert info(rxd, limited)["charged_bytes"] == 6 * P
+    assert info(rxd, default)["charged_bytes"] == 16 * P == rxd.kmem()["committed_bytes"]
+    with pytest.raises(RxError) as e:  # the eager commit of a new VMO counts too
+        member.call("rx_vmo_create", 4 * P, RX_VMO_COMMIT_EAGER)
+    assert e.value.status == RX_ERR_NO_MEMORY
+    member.close()
+    rxd.call("rx_handle_close", other)
+    rxd.wait_idle()
+
+
+FAULTER = HEADER + """
+vmo = rx.rx_vmo_create(64 * 4096)
+addr = rx.rx_vmar_map(vmo, 0, 64 * 4096, RW, rx.RX_VM_MAP_RANDOM)
+view = rx.rx_view(addr, 64 * 4096)
+job = rx.rx_job_default()
+for i in range(64):
+    view[i * 4096] = 1
+    print(i, rx.rx_object_get_info(job, rx.RX_INFO_JOB)["charged_bytes"], flush=True)
+"""
+
+
+def test_a_fault_past_the_limit_ends_the_client_with_words(rxd: Rxd) -> None:
+    default = rxd.call("rx_job_default")
+    limited = rxd.call("rx_job_create", default, 0)
+    rxd.call("rx_object_set_property", limited, RX_PROP_JOB_COMMIT_MAX, 10 * P)
+    import rxkernel.client as rx
+
+    rx.connect(rxd.socket)  # popen exports the job handle through this process's own connection
+    try:
+        job = rx.rx_handle_import(rxd.call("rx_handle_export", limited, RX_RIGHT_SAME_RIGHTS))
+        proc = rx.popen([sys.executable, "-c", FAULTER], job=job, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        rx.disconnect()
+    lines = out.split()
+    assert proc.returncode == -signal.SIGBUS, (out, err)
+    assert lines[-1] == str(10 * P), out  # charged page by page to its own job, up to the limit
+    assert "rx: out of memory at" in err and "commit limit of this process's job" in err, err
+    rxd.wait_for(lambda: info(rxd, limited)["charged_bytes"] == 0, "the faulter's pages to go")
+    assert info(rxd, limited)["events_max"] >= 1
+
+
+FORKER = HEADER + """
+vmo = rx.rx_vmo_create(4096)
+addr = rx.rx_vmar_map(vmo, 0, 4096, RW)
+rx.rx_view(addr, 4096)[0] = 1
+mine = rx.rx_object_get_info(rx.rx_job_default(), rx.RX_INFO_JOB)["koid"]
+pid = rx.fork()
+if pid == 0:
+    print(json.dumps(["child", rx.rx_object_get_info(rx.rx_job_default(), rx.RX_INFO_JOB)["koid"]]), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+print(json.dumps(["parent", mine]), flush=True)
+"""
+
+
+def test_popen_and_fork_children_are_born_in_the_right_job(rxd: Rxd) -> None:
+    default = rxd.call("rx_job_default")
+    job = rxd.call("rx_job_create", default, 0)
+    import rxkernel.client as rx
+
+    rx.connect(rxd.socket)
+    try:
+        handle = rx.rx_handle_import(rxd.call("rx_handle_export", job, RX_RIGHT_SAME_RIGHTS))
+        proc = rx.popen([sys.executable, "-c", FORKER], job=handle, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        rx.disconnect()
+    assert proc.returncode == 0, err
+    seen = dict(json.loads(line) for line in out.splitlines())
+    assert seen["child"] == seen["parent"] == info(rxd, job)["koid"], (seen, err)
+
+
+# -- the charge model ----------------------------------------------------------------------------
+#
+# Four processes in a job tree  default ─┬─ a (limit) ─── b
+#                                        └─ c
+# write, snapshot, decommit and close VMOs they all hold. The model says which job each page
+# is charged to (the writer's, for a fresh page or a copy-on-write copy), when it is freed, and
+# when a commit must fail at a's limit; rxd's charges must match it after every step.
+
+JOBS = ("default", "a", "b", "c")
+A_LIMIT = 24  # pages
+
+
+class Page:
+    """One page some VMO may read: charged to `job` until no VMO reads it."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+
+
+class MVmo:
+    def __init__(self, name: str, pages: int, handles: dict[str, int], parent: MVmo | None = None) -> None:
+        self.name = name
+        self.pages = pages
+        self.handles = handles  # per process
+        self.own: dict[int, Page | None] = {}  # page -> its own page, or None for a zero marker
+        self.frozen: dict[int, Page] = dict(parent.visible()) if parent is not None else {}
+        self.alive = True
+
+    def visible(self) -> dict[int, Page]:
+        out = {i: p for i, p in self.frozen.items() if i not in self.own}
+        out.update({i: p for i, p in self.own.items() if p is not None})
+        return out
+
+
+class ChargeModel(RuleBasedStateMachine):
+    world: tuple[Rxd, dict[str, RawClient], dict[str, int]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rxd, self.procs, self.jobs = self.world
+        self.vmos: list[MVmo] = []
+
+    def ancestors(self, job: str) -> list[str]:
+        return {"default": ["default"], "a": ["a", "default"], "b": ["b", "a", "default"], "c": ["c", "default"]}[job]
+
+    def charged(self, job: str) -> int:
+        pages: set[int] = set()
+        live = [v for v in self.vmos if v.alive]
+        for v in live:
+            for p in v.visible().values():
+                if job in self.ancestors(p.job):
+                    pages.add(id(p))
+        return len(pages)
+
+    def charge_after(self, job: str, new: int) -> bool:
+        """Would `new` more pages charged to `job` fit a's limit?"""
+        return "a" not in self.ancestors(job) or self.charged("a") + new <= A_LIMIT
+
+    @rule(proc=st.sampled_from(JOBS), pages=st.integers(1, 8))
+    def create(self, proc: str, pages: int) -> None:
+        h = self.procs[proc].call("rx_vmo_create", pages * P, 0)
+        handles = {proc: h}
+        for other, client in self.procs.items():
+            if other != proc:
+                handles[other] = client.call("rx_handle_import", self.procs[proc].call("rx_handle_export", h, RX_RIGHT_SAME_RIGHTS))
+        self.vmos.append(MVmo(f"v{len(self.vmos)}", pages, handles))
+
+    def live(self) -> list[MVmo]:
+        return [v for v in self.vmos if v.alive]
+
+    @precondition(lambda self: any(v.alive for v in self.vmos))
+    @rule(proc=st.sampled_from(JOBS), which=st.integers(0, 50), first=st.integers(0, 7), count=st.integers(1, 8))
+    def write(self, proc: str, which: int, first: int, count: int) -> None:
+        v = self.live()[which % len(self.live())]
+        first %= v.pages
+        count = min(count, v.pages - first)
+        new = [i for i in range(first, first + count) if v.own.get(i) is None]
+        try:
+            self.procs[proc].call("rx_vmo_write", v.handles[proc], first * P, b"w" * (count * P))
+        except RxError as e:
+            assert e.status == RX_ERR_NO_MEMORY and not self.charge_after(proc, len(new)), (e, proc, new)
+            return
+        assert self.charge_after(proc, len(new)), f"{proc} committed {len(new)} pages past a's limit"
+        for i in new:
+            v.own[i] = Page(proc)
+
+    @precondition(lambda self: any(v.alive for v in self.vmos))
+    @rule(proc=st.sampled_from(JOBS), which=st.integers(0, 50))
+    def snapshot(self, proc: str, which: int) -> None:
+        v = self.live()[which % len(self.live())]
+        h = self.procs[proc].call("rx_vmo_create_child", v.handles[proc], RX_VMO_CHILD_SNAPSHOT, 0, v.pages * P)
+        child = MVmo(f"{v.name}'", v.pages, {proc: h}, parent=v)
+        # The original reads the same pages through the hidden node now: its own are frozen too.
+        v.frozen, v.own = v.visible(), {}
+        child.frozen = dict(v.frozen)
+        self.vmos.append(child)
+        for other, client in self.procs.items():
+            if other != proc:
+                child.handles[other] = client.call("rx_handle_import", self.procs[proc].call("rx_handle_export", h, RX_RIGHT_SAME_RIGHTS))
+
+    @precondition(lambda self: any(v.alive for v in self.vmos))
+    @rule(proc=st.sampled_from(JOBS), which=st.integers(0, 50), first=st.integers(0, 7), count=st.integers(1, 8))
+    def decommit(self, proc: str, which: int, first: int, count: int) -> None:
+        v = self.live()[which % len(self.live())]
+        first %= v.pages
+        count = min(count, v.pages - first)
+        self.procs[proc].call("rx_vmo_op_range", v.handles[proc], RX_VMO_OP_DECOMMIT, first * P, count * P)
+        for i in range(first, first + count):
+            v.own[i] = None
+
+    @precondition(lambda self: any(v.alive for v in self.vmos))
+    @rule(which=st.integers(0, 50))
+    def close(self, which: int) -> None:
+        v = self.live()[which % len(self.live())]
+        for proc, h in v.handles.items():
+            self.procs[proc].call("rx_handle_close", h)
+        v.alive = False
+
+    @invariant()
+    def charges_match(self) -> None:
+        for job in JOBS:
+            got = info(self.rxd, self.jobs[job])["charged_bytes"] // P
+            assert got == self.charged(job), f"job {job}: rxd charges {got} pages, the model {self.charged(job)}"
+        committed = self.rxd.kmem()["committed_bytes"] // P
+        assert committed == self.charged("default"), "the default job's charge is everything here"
+
+    def teardown(self) -> None:
+        for v in self.live():
+            for proc, h in v.handles.items():
+                self.procs[proc].call("rx_handle_close", h)
+        assert self.rxd.kmem()["committed_bytes"] == 0
+
+
+@pytest.fixture(scope="module")
+def charge_world() -> Iterator[tuple[Rxd, dict[str, RawClient], dict[str, int]]]:
+    with running_rxd() as rxd:
+        default = rxd.call("rx_job_default")
+        a = rxd.call("rx_job_create", default, 0)
+        rxd.call("rx_object_set_property", a, RX_PROP_JOB_COMMIT_MAX, A_LIMIT * P)
+        jobs = {"default": default, "a": a, "b": rxd.call("rx_job_create", a, 0), "c": rxd.call("rx_job_create", default, 0)}
+        procs = {"default": rxd._admin}
+        for name in ("a", "b", "c"):
+            procs[name] = RawClient(rxd.socket, job=rxd.call("rx_handle_export", jobs[name], RX_RIGHT_SAME_RIGHTS))
+        yield rxd, procs, jobs
+        for name in ("a", "b", "c"):
+            procs[name].close()
+
+
+def test_charges_follow_the_model(charge_world: tuple[Rxd, dict[str, RawClient], dict[str, int]]) -> None:
+    ChargeModel.world = charge_world
+    run = ChargeModel.TestCase
+    run.settings = settings(max_examples=40, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck))
+    run().runTest()
+
+
+def test_a_job_handle_is_not_a_process_handle(rxd: Rxd) -> None:
+    with pytest.raises(RxError) as e:
+        rxd.call("rx_object_get_info", rxd.call("rx_job_default"), RX_INFO_TASK_STATS)
+    assert e.value.status == RX_ERR_WRONG_TYPE and "job" in str(e.value)
