@@ -80,8 +80,11 @@ def _release(handle: int, addr: int, length: int, record: LocalMapping, connecti
     holds the process lock or the main channel's): then a thread of its own does it once the call
     is over, instead of deadlocking or cutting the mapping records in the middle of a change."""
     if PROCESS.call_in_progress_here():
-        threading.Thread(target=_release_now, args=(handle, addr, length, record, connection), daemon=True,
-                         name="rx-ndarray-release").start()
+        try:
+            threading.Thread(target=_release_now, args=(handle, addr, length, record, connection), daemon=True,
+                             name="rx-ndarray-release").start()
+        except RuntimeError:
+            pass  # no new threads at interpreter shutdown: rxd frees it all when the connection closes
     else:
         _release_now(handle, addr, length, record, connection)
 
