@@ -138,6 +138,9 @@ from rxkernel.proto import (
 )
 
 from ._fork import fork as fork
+from ._ndarray import SharedArray as SharedArray
+from ._ndarray import ndarray as ndarray
+from ._ndarray import share as share
 from ._popen import popen as popen
 from ._objects import Mapping as Mapping
 from ._objects import Vmo as Vmo

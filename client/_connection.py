@@ -99,6 +99,7 @@ class RxConnection:
     def __init__(self, path: str | None = None, job: str | None = None) -> None:
         self.path = path or default_socket_path()
         self._lock = threading.Lock()
+        self._caller: int | None = None  # the thread inside call(), holding _lock
         self._threads = threading.local()  # .channel: this thread's own _CallChannel
         self._thread_channels: weakref.WeakSet[_CallChannel] = weakref.WeakSet()
         self._sock = self._open(CHANNEL_MAIN)
@@ -183,6 +184,7 @@ class RxConnection:
         with self._lock:
             if self.closed:
                 raise RxError(RX_ERR_PEER_CLOSED, "the connection to rxd is closed", local=False)
+            self._caller = threading.get_ident()
             try:
                 reply, req_id, fds = self._main.roundtrip(number, args)
             except (OSError, RxError) as e:
@@ -196,7 +198,14 @@ class RxConnection:
                 # cannot be trusted any more; rxd will see us go and free what we held.
                 self._lose()
                 raise
+            finally:
+                self._caller = None
         return self._result(reply, req_id, fds)
+
+    def in_call_here(self) -> bool:
+        """Whether the calling thread is inside call() (holds the main channel): code that runs
+        there unasked (a finalizer gc calls) must not make a call of its own, it would deadlock."""
+        return self._caller == threading.get_ident()
 
     def thread_call(self, name: str, *args: Any) -> tuple[Any, ...]:
         """Send one syscall on the calling thread's own channel (opened on first use): for calls

@@ -58,6 +58,15 @@ class ClientProcess:
                     os.environ.pop("RX_JOB", None)
             return self.connection
 
+    def call_in_progress_here(self) -> bool:
+        """Whether the calling thread is in the middle of a stub: it holds the process lock (a
+        mapping record may be half changed) or the main channel. A finalizer that gc runs there
+        must leave its stub calls to another thread."""
+        owned = getattr(self.lock, "_is_owned", None)  # _thread.RLock's (threading.Condition uses it)
+        if owned is not None and owned():
+            return True
+        return self.connection is not None and self.connection.in_call_here()
+
     def find(self, addr: int, length: int) -> list[LocalMapping]:
         """Records overlapping [addr, addr+length), in address order."""
         return self.mappings.overlapping(addr, addr + length)
