@@ -19,7 +19,9 @@ Definitions (documented in README too):
 - charged (JOB): committed pages charged to the job and its subtree: each page is charged to the
   job of the process whose fault or syscall committed it (a copy-on-write copy to the writer's
   job), until it is freed; the root job's charge is KMEM's committed_bytes. events_high counts
-  commits that left it above commit_high, events_max commits refused at its commit_max.
+  commits that left it above commit_high, events_max commits refused at its commit_max;
+  throttled_ns the time its processes' commits waited above a commit_high (memory.high's
+  penalty: the overage ratio squared times the pages committed, up to 2 s each).
 - cow_faults: write faults that split a shared page; cow_pages_copied: pages those copied.
 - syscalls (TASK_STATS): requests the process sent on its call channels (this one included); what
   the vDSO and the sync objects' fast paths do without asking rxd does not count.
@@ -159,6 +161,7 @@ def job_info(job: Job) -> dict[str, Any]:
         # memory.events
         "events_high": group.events.high,
         "events_max": group.events.max,
+        "throttled_ns": group.throttled_ns,  # its processes' commits delayed above a commit_high
     }
 
 

@@ -40,7 +40,7 @@ from rxkernel.proto import (
     RxError,
 )
 
-from ..vm import new_slice, snapshot_locked
+from ..vm import new_slice, snapshot_locked, throttle_high
 from ._table import Call, syscall
 from ._validate import (
     check_aligned,
@@ -88,7 +88,8 @@ async def rx_vmo_write(call: Call, handle: int, offset: int, data: bytes) -> tup
     check_range(offset, len(data), vmo.size)
     async with vmo.lock:
         check_range(offset, len(data), vmo.size)  # the size may have changed while we waited
-        await vmo.write_locked(offset, data, call.process.charge)
+        new = await vmo.write_locked(offset, data, call.process.charge)
+    await throttle_high(call.process.charge, new)
     return ()
 
 
@@ -141,17 +142,19 @@ async def rx_vmo_op_range(call: Call, handle: int, op: int, offset: int, size: i
     if op not in (RX_VMO_OP_COMMIT, RX_VMO_OP_DECOMMIT, RX_VMO_OP_ZERO):
         raise invalid(f"unknown op {op}")
     vmo, _ = vmo_of(call, handle, RX_RIGHT_WRITE)
+    new = 0
     async with vmo.lock:
         check_range(offset, size, vmo.size)
         start, end = offset >> PAGE_SHIFT, (offset + size + PAGE_SIZE - 1) >> PAGE_SHIFT
         if op == RX_VMO_OP_COMMIT:
-            await vmo.commit_locked(start, end, call.process.charge, allocate=True)
+            new, _ = await vmo.commit_locked(start, end, call.process.charge, allocate=True)
         elif op == RX_VMO_OP_DECOMMIT:
             # Zircon: whole pages only. On a clone the pages then read as zero (its own copies go
             # and it no longer reads its parent's there), as Zircon's decommit of a child does.
             await vmo.release_locked(start, end)
         else:
             await vmo.zero_locked(offset, size, call.process.charge)
+    await throttle_high(call.process.charge, new)  # (memory.high: after the lock, only this call waits)
     return ()
 
 

@@ -18,6 +18,7 @@ from ._charge import ChargeGroup as ChargeGroup
 from ._pmm import Counters as Counters
 from ._pmm import PhysicalMemory as PhysicalMemory
 from ._storefds import drop_stores as drop_stores
+from ._throttle import throttle_high as throttle_high
 from ._storefds import forget_store as forget_store
 from ._storefds import prune_stores as prune_stores
 from ._usage import active_pages as active_pages

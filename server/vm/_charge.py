@@ -39,7 +39,7 @@ class ChargeEvents:
 
 
 class ChargeGroup:
-    __slots__ = ("name", "parent", "children", "charged_pages", "max_pages", "high_pages", "events", "retired")
+    __slots__ = ("name", "parent", "children", "charged_pages", "max_pages", "high_pages", "events", "retired", "throttled_ns")
 
     def __init__(self, name: str, parent: ChargeGroup | None = None) -> None:
         self.name = name  # for messages: "job 1034"
@@ -50,6 +50,7 @@ class ChargeGroup:
         self.high_pages: int | None = None
         self.events = ChargeEvents()
         self.retired = False  # its job is gone; it leaves the tree with its last charged page
+        self.throttled_ns = 0  # time its processes' commits were delayed above a high_pages (its own or an ancestor's)
         if parent is not None:
             parent.children.append(self)
 
@@ -83,11 +84,11 @@ class ChargeGroup:
                 return group
         return None
 
-    def add(self, pages: int) -> None:
+    def add(self, pages: int, count_events: bool = True) -> None:
         """Charge `pages` here and in every ancestor (the caller checked the limits)."""
         for group in self.lineage():
             group.charged_pages += pages
-            if group.high_pages is not None and group.charged_pages > group.high_pages:
+            if count_events and group.high_pages is not None and group.charged_pages > group.high_pages:
                 group.events.high += 1
 
     def remove(self, pages: int) -> None:
@@ -118,6 +119,23 @@ class ChargeGroup:
         if self.parent is not None:
             self.parent.children.remove(self)
             self.parent = None
+
+
+MAX_HIGH_DELAY = 2.0  # seconds: memcg's MEMCG_MAX_HIGH_DELAY_JIFFIES
+MIN_HIGH_DELAY = 0.01  # shorter penalties are skipped, as memcg skips those under HZ/100
+
+
+def high_delay(group: ChargeGroup, pages: int) -> float:
+    """How long a commit of `pages` charged to `group` waits (memory.high's penalty, as
+    mm/memcontrol.c calculate_high_delay computes it): the worst overage ratio (charge - high) /
+    high on the path to the root, squared, times the pages this commit charged, capped at 2 s;
+    0 below 10 ms. Four one-page commits wait about as long as one four-page commit."""
+    worst = 0.0
+    for g in group.lineage():
+        if g.high_pages is not None and g.charged_pages > g.high_pages:
+            worst = max(worst, (g.charged_pages - g.high_pages) / g.high_pages)
+    delay = min(MAX_HIGH_DELAY, worst * worst * pages)
+    return delay if delay >= MIN_HIGH_DELAY else 0.0
 
 
 def limit_words(group: ChargeGroup, pages: int) -> str:

@@ -34,6 +34,7 @@ from rxkernel.proto import (
 
 from ..base import requires_lock
 from ._storefds import send_stores
+from ._throttle import throttle_high
 
 if TYPE_CHECKING:
     from ._cowpages import Resolved
@@ -50,6 +51,13 @@ def _prot(perms: int) -> int:
 
 
 async def resolve_fault(process: Mapper, seq: int, addr: int, write: bool) -> FaultReply:
+    committed = [0]  # pages this fault committed (over every retry)
+    reply = await _resolve(process, seq, addr, write, committed)
+    await throttle_high(process.charge, committed[0])  # no lock held: only this fault waits
+    return reply
+
+
+async def _resolve(process: Mapper, seq: int, addr: int, write: bool, committed: list[int]) -> FaultReply:
     while True:
         m = process.aspace.find(addr)
         if m is None or not process.alive:
@@ -59,7 +67,7 @@ async def resolve_fault(process: Mapper, seq: int, addr: int, write: bool) -> Fa
             # While we waited, the mapping may have been split, trimmed or removed (protect and
             # unmap change mappings without the VMO lock): look again under the lock.
             if process.alive and process.aspace.find(addr) is m:
-                reply = await _resolve_locked(process, m, seq, addr, write)
+                reply = await _resolve_locked(process, m, seq, addr, write, committed)
                 if reply is not None:
                     return reply
         finally:
@@ -68,7 +76,7 @@ async def resolve_fault(process: Mapper, seq: int, addr: int, write: bool) -> Fa
 
 
 @requires_lock(lambda process, m, *_: m.vmo.lock)
-async def _resolve_locked(process: Mapper, m: Mapping, seq: int, addr: int, write: bool) -> FaultReply | None:
+async def _resolve_locked(process: Mapper, m: Mapping, seq: int, addr: int, write: bool, committed: list[int]) -> FaultReply | None:
     """The reply for a fault in `m`, or None when `m` stopped mapping `addr` while we awaited
     acks (the caller starts over)."""
 
@@ -87,10 +95,10 @@ async def _resolve_locked(process: Mapper, m: Mapping, seq: int, addr: int, writ
     start, end = m.fault_window(page, write, vmo.size_pages)
     resolved: list[Resolved] = []
     if write:
-        status = await _commit(process, vmo, m, start, end)
+        status = await _commit(process, vmo, m, start, end, committed)
         if status == RX_ERR_NO_MEMORY and end - start > 1:
             start, end = page, page + 1  # the window did not fit the budget: the page alone may
-            status = await _commit(process, vmo, m, start, end)
+            status = await _commit(process, vmo, m, start, end, committed)
         if status:
             return refuse(status)
         needs = {node.store: True}
@@ -148,11 +156,12 @@ async def _resolve_locked(process: Mapper, m: Mapping, seq: int, addr: int, writ
     return FaultReply(seq, 0, process.inval_seq, tuple(ops))
 
 
-async def _commit(process: Mapper, vmo: Vmo, m: Mapping, start: int, end: int) -> int:
+async def _commit(process: Mapper, vmo: Vmo, m: Mapping, start: int, end: int, committed: list[int]) -> int:
     try:
-        _, copied = await vmo.commit_locked(start, end, process.charge, exclude=m)
+        new, copied = await vmo.commit_locked(start, end, process.charge, exclude=m)
     except RxError as e:
         return e.status
+    committed[0] += new
     if copied:
         vmo.vm.memory.counters.cow_faults += 1
         process.cow_faults += 1

@@ -130,6 +130,15 @@ class PageStore:
                 group.hand_up(e - s, holder)
         return new
 
+    def recharge(self, start: int, end: int, group: ChargeGroup) -> None:
+        """Committed pages [start, end) are charged to `group` from now on (a moved page keeps
+        its charge). Nothing is committed or freed, so no limit is checked."""
+        group = group.living()
+        for old, pages in self.charges.clear(start, end).items():
+            old.remove(pages)
+        holder = self.charges.assign(start, end, group)
+        holder.add(end - start, count_events=False)
+
     def _uncharge(self, start: int, end: int, freed: int) -> None:
         """Pages [start, end) were freed (`freed` of them were committed): take their charges back."""
         charged = self.charges.clear(start, end)

@@ -224,7 +224,14 @@ class Vmo(KernelObject):
         clear_marks(marks)
         for s, e, owner, os_ in missing:
             if owner is not None and owner.hidden:
-                owner.free_unseen(os_, os_ + (e - s))  # the last sharer's copy: the page moves
+                # The last sharer's copy: the page moves, and keeps its charge (a page nobody
+                # else reads is reused, as a Linux write fault reuses a page only it maps, and
+                # as a collapse would have moved it): the same job pays whatever the timing.
+                moved = [(cs - os_ + s, ce - os_ + s, g) for us, ue in owner.unseen_committed(os_, os_ + (e - s))
+                         for cs, ce, g in owner.store.charges.runs_by_group(us, ue)]
+                owner.free_unseen(os_, os_ + (e - s))
+                for ms, me, g in moved:
+                    store.recharge(ms, me, g)
         if allocate and store.fd >= 0:  # (the VMO may have died while we awaited acks)
             for s, e, owner, _ in missing:
                 if owner is None:
@@ -264,12 +271,15 @@ class Vmo(KernelObject):
             await self.release_locked(first_whole, last_whole)
 
     @requires_lock(_tree_lock)
-    async def write_locked(self, offset: int, data: bytes, group: ChargeGroup) -> None:
-        if data:
-            await self.commit_locked(offset >> PAGE_SHIFT, (offset + len(data) + PAGE_SIZE - 1) >> PAGE_SHIFT, group)
-            if not self.alive:  # the caller died (and its handle with it) while we awaited acks
-                raise RxError(RX_ERR_BAD_STATE, "the VMO was closed during the write")
-            self.node.store.write(offset + (self.node_offset << PAGE_SHIFT), data)
+    async def write_locked(self, offset: int, data: bytes, group: ChargeGroup) -> int:
+        """Write `data` at byte `offset`, committing the pages it touches; returns how many it committed."""
+        if not data:
+            return 0
+        new, _ = await self.commit_locked(offset >> PAGE_SHIFT, (offset + len(data) + PAGE_SIZE - 1) >> PAGE_SHIFT, group)
+        if not self.alive:  # the caller died (and its handle with it) while we awaited acks
+            raise RxError(RX_ERR_BAD_STATE, "the VMO was closed during the write")
+        self.node.store.write(offset + (self.node_offset << PAGE_SHIFT), data)
+        return new
 
     @requires_lock(_tree_lock)
     async def set_size_locked(self, size: int) -> None:
