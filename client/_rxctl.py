@@ -1,4 +1,4 @@
-"""`rxctl`: look at a running rxd. `rxctl stats | ps | vmos [--pid PID] | maps PID [--json]`."""
+"""`rxctl`: look at a running rxd. `rxctl stats | ps | vmos [--pid PID] | maps PID | jobs [--json]`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rxkernel.proto import (
     RX_INFO_KMEM_STATS,
     RX_INFO_PROCESS_MAPS,
     RX_INFO_PROCESS_VMOS,
+    RX_INFO_SYSTEM_JOBS,
     RX_INFO_SYSTEM_PROCESSES,
     RX_INFO_SYSTEM_VMOS,
     RX_VM_PERM_READ,
@@ -33,12 +34,14 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, bool]]) -> str:
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, bool]], left: tuple[str, ...] = ()) -> str:
+    """Columns (key, title, is a size) right-aligned, except those whose key is in `left`."""
     head = [title for _, title, _ in columns]
     body = [[_size(r[key]) if is_size else str(r[key]) for key, _, is_size in columns] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in body]
+    align = [str.ljust if key in left else str.rjust for key, _, _ in columns]
+    lines = ["  ".join(a(h, w) for h, w, a in zip(head, widths, align))]
+    lines += ["  ".join(a(c, w) for c, w, a in zip(row, widths, align)) for row in body]
     return "\n".join(lines)
 
 
@@ -55,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     vmos = sub.add_parser("vmos", parents=[common],
                           help="every VMO (or one process's): size, committed bytes it reads (private, shared, scaled), mappings")
     vmos.add_argument("--pid", type=int, default=None, help="only the VMOs this process holds handles to or maps")
+    sub.add_parser("jobs", parents=[common], help="the job tree: charges, commit limits, limit events, throttling")
     maps = sub.add_parser("maps", parents=[common], help="one process's mappings, as pmap shows them")
     maps.add_argument("pid", type=int, help="the process (its OS pid, as rxctl ps lists it)")
     return p
@@ -78,7 +82,8 @@ def _query(args: argparse.Namespace) -> tuple[Any, int]:
     if pid is not None:  # maps PID, vmos --pid PID
         topic = RX_INFO_PROCESS_MAPS if args.command == "maps" else RX_INFO_PROCESS_VMOS
         return _stubs.rx_object_get_info(_process_handle(system, pid), topic), 0
-    topic = {"stats": RX_INFO_KMEM_STATS, "ps": RX_INFO_SYSTEM_PROCESSES, "vmos": RX_INFO_SYSTEM_VMOS}[args.command]
+    topic = {"stats": RX_INFO_KMEM_STATS, "ps": RX_INFO_SYSTEM_PROCESSES, "vmos": RX_INFO_SYSTEM_VMOS,
+             "jobs": RX_INFO_SYSTEM_JOBS}[args.command]
     info = _stubs.rx_object_get_info(system, topic)
     if args.command == "ps":  # rxctl's own connection is not what anyone asks about
         me = _stubs.connect().process_koid
@@ -99,6 +104,23 @@ def _print_vmos(info: list[dict[str, Any]], system_committed: int, whole_system:
     if whole_system:  # each committed page counts 1/n to each of the n VMOs reading it
         line += f"; rxd has {_size(system_committed)} committed"
     print(line)
+
+
+def _print_jobs(info: list[dict[str, Any]]) -> None:
+    def limit(value: int) -> str:
+        return _size(value) if value else "-"
+
+    depth: dict[int, int] = {}
+    rows = []
+    for job in info:  # parents come first
+        depth[job["koid"]] = depth.get(job["parent_koid"], -1) + 1
+        rows.append({**job, "job": "  " * depth[job["koid"]] + str(job["koid"]), "max": limit(job["commit_max_bytes"]),
+                     "effective": limit(job["effective_commit_max_bytes"]), "high": limit(job["commit_high_bytes"]),
+                     "throttled": f"{job['throttled_ns'] / 1e9:.2f} s"})
+    print(_table(rows, [("job", "JOB", False), ("charged_bytes", "CHARGED", True), ("max", "MAX", False),
+                        ("effective", "EFFECTIVE MAX", False), ("high", "HIGH", False), ("num_processes", "PROCS", False),
+                        ("events_high", "HIGH EVENTS", False), ("events_max", "MAX EVENTS", False),
+                        ("throttled", "THROTTLED", False)], left=("job",)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                             ("mem_shared_bytes", "SHARED", True), ("mem_scaled_shared_bytes", "SCALED SHARED", True)]))
         total = {key: _size(sum(m[key] for m in rows)) for key in ("size", "mem_private_bytes", "mem_shared_bytes")}
         print(f"{len(rows)} mappings, {total['size']} mapped, {total['mem_private_bytes']} private, {total['mem_shared_bytes']} shared")
+    elif args.command == "jobs":
+        _print_jobs(info)
     else:
         _print_vmos(info, system_committed, args.pid is None)
     return 0

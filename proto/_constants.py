@@ -86,6 +86,7 @@ RX_INFO_VMO = 18
 RX_INFO_KMEM_STATS = 10
 RX_INFO_SYSTEM_PROCESSES = 100  # rx extension: per-process summary (rxctl ps)
 RX_INFO_SYSTEM_VMOS = 101  # rx extension: every live VMO (rxctl vmos)
+RX_INFO_SYSTEM_JOBS = 102  # rx extension: every live job, parents first (rxctl jobs)
 INFO_TOPIC_NAMES = {value: name for name, value in list(globals().items()) if name.startswith("RX_INFO_") and
                     not name.startswith("RX_INFO_VMO_") and isinstance(value, int)}
 

@@ -433,3 +433,23 @@ def test_faults_above_commit_high_are_throttled_in_proportion(rxd: Rxd) -> None:
     assert free_info["throttled_ns"] == 0
     assert float(outs[0][0]) >= 0.79, outs[0]  # the client itself waited that long
     assert info(rxd, default)["throttled_ns"] == slow_info["throttled_ns"]  # counted up the tree
+
+
+def test_rxctl_jobs_prints_the_tree(rxd: Rxd) -> None:
+    default = rxd.call("rx_job_default")
+    child = rxd.call("rx_job_create", default, 0)
+    rxd.call("rx_object_set_property", child, RX_PROP_JOB_COMMIT_MAX, 1 << 20)
+    grandchild = rxd.call("rx_job_create", child, 0)
+
+    def rxctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", "from rxkernel.client._rxctl import entry; entry()", *args],
+                              env=rxd.env, capture_output=True, text=True, timeout=60)
+
+    jobs = json.loads(rxctl("jobs", "--json").stdout)
+    koids = [j["koid"] for j in jobs]
+    mine = [info(rxd, h)["koid"] for h in (default, child, grandchild)]
+    assert jobs[0]["parent_koid"] == 0 and [k for k in koids if k in mine] == mine  # root first, parents before children
+    assert {j["koid"]: j for j in jobs}[mine[2]]["effective_commit_max_bytes"] == 1 << 20
+    human = rxctl("jobs").stdout.splitlines()
+    assert human[0].split()[:2] == ["JOB", "CHARGED"]
+    assert any(line.startswith(f"      {mine[2]} ") and "1.0 MiB" in line for line in human), human

@@ -58,7 +58,7 @@ class Job(KernelObject):
         while todo:
             job = todo.pop()
             out.append(job)
-            todo.extend(sorted(job.children, key=lambda j: j.koid))
+            todo.extend(sorted(job.children, key=lambda j: j.koid, reverse=True))  # (popped in koid order)
         return out
 
     def add_process(self) -> None:

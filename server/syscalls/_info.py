@@ -43,6 +43,7 @@ from rxkernel.proto import (
     RX_INFO_KMEM_STATS,
     RX_INFO_PROCESS_MAPS,
     RX_INFO_PROCESS_VMOS,
+    RX_INFO_SYSTEM_JOBS,
     RX_INFO_SYSTEM_PROCESSES,
     RX_INFO_SYSTEM_VMOS,
     RX_INFO_TASK_STATS,
@@ -200,9 +201,14 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
 
 def system_processes(kernel: Kernel) -> list[dict[str, Any]]:
     return [
-        {"koid": p.koid, "pid": p.pid, "num_handles": len(p.handles), "num_mappings": len(p.aspace), **task_stats(p)}
+        {"koid": p.koid, "pid": p.pid, "job_koid": p.job.koid, "num_handles": len(p.handles), "num_mappings": len(p.aspace),
+         **task_stats(p)}
         for p in kernel.processes.values()
     ]
+
+
+def system_jobs(kernel: Kernel) -> list[dict[str, Any]]:
+    return [job_info(j) for j in kernel.root_job.subtree()]
 
 
 def system_vmos(kernel: Kernel) -> list[dict[str, Any]]:
@@ -230,10 +236,9 @@ def get_info(kernel: Kernel, obj: KernelObject, rights: int, topic: int) -> Any:
         return {RX_INFO_TASK_STATS: task_stats, RX_INFO_PROCESS_VMOS: process_vmos, RX_INFO_PROCESS_MAPS: process_maps}[
             topic
         ](obj)
-    if topic in (RX_INFO_KMEM_STATS, RX_INFO_SYSTEM_PROCESSES, RX_INFO_SYSTEM_VMOS):
+    if topic in (RX_INFO_KMEM_STATS, RX_INFO_SYSTEM_PROCESSES, RX_INFO_SYSTEM_VMOS, RX_INFO_SYSTEM_JOBS):
         if obj is not kernel.system:
             raise RxError(RX_ERR_WRONG_TYPE, f"{INFO_TOPIC_NAMES[topic]} needs the system handle, not a {obj.type_name}")
-        return {RX_INFO_KMEM_STATS: kmem_stats, RX_INFO_SYSTEM_PROCESSES: system_processes, RX_INFO_SYSTEM_VMOS: system_vmos}[
-            topic
-        ](kernel)
+        return {RX_INFO_KMEM_STATS: kmem_stats, RX_INFO_SYSTEM_PROCESSES: system_processes, RX_INFO_SYSTEM_VMOS: system_vmos,
+                RX_INFO_SYSTEM_JOBS: system_jobs}[topic](kernel)
     raise RxError(RX_ERR_INVALID_ARGS, f"unknown info topic {topic} (the topics are {', '.join(INFO_TOPIC_NAMES.values())})")
