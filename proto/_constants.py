@@ -33,7 +33,10 @@ RX_VMO_RESIZABLE_CAPACITY = 64 << 30
 # rx_vmo_create options.
 RX_VMO_RESIZABLE = 1 << 1
 RX_VMO_COMMIT_EAGER = 1 << 16  # rx extension: commit every page at create
-RX_VMO_CREATE_OPTIONS = RX_VMO_RESIZABLE | RX_VMO_COMMIT_EAGER
+# rx extension: pages are committed only when asked (rx_vmo_op_range COMMIT, rx_vmo_write,
+# rx_vmar_op_range COMMIT, RX_VM_MAP_RANGE); a write fault on an uncommitted page is refused.
+RX_VMO_COMMIT_EXPLICIT = 1 << 17
+RX_VMO_CREATE_OPTIONS = RX_VMO_RESIZABLE | RX_VMO_COMMIT_EAGER | RX_VMO_COMMIT_EXPLICIT
 
 # rx_vmo_create_child options (values as in Zircon).
 RX_VMO_CHILD_SNAPSHOT = 1 << 0
@@ -94,6 +97,7 @@ INFO_TOPIC_NAMES = {value: name for name, value in list(globals().items()) if na
 RX_INFO_VMO_TYPE_PAGED = 1 << 0
 RX_INFO_VMO_RESIZABLE = 1 << 1
 RX_INFO_VMO_COMMIT_EAGER = 1 << 2
+RX_INFO_VMO_COMMIT_EXPLICIT = 1 << 3  # rx extension (a slice of one is explicit too)
 RX_INFO_VMO_IS_COW_CLONE = 1 << 4  # a snapshot or at-least-on-write child (Zircon's value)
 RX_INFO_VMO_IS_SLICE = 1 << 5  # rx extension: a slice child
 

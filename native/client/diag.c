@@ -114,6 +114,11 @@ void rx_refuse(uint64_t addr, int write, int64_t status) {
     case RX_ERR_NOT_FOUND:
         line_str(&l, "rx: fault at "); line_hex(&l, addr); line_str(&l, " in no rx mapping");
         break;
+    case RX_ERR_BAD_STATE: /* rxd refuses to commit on a fault in an RX_VMO_COMMIT_EXPLICIT VMO */
+        line_str(&l, "rx: write fault at "); line_hex(&l, addr);
+        line_str(&l, " in an uncommitted page of an RX_VMO_COMMIT_EXPLICIT VMO (commit it first)");
+        sig = SIGBUS;
+        break;
     default:
         line_str(&l, "rx: fault at "); line_hex(&l, addr); line_str(&l, " refused by rxd (");
         line_status(&l, status); line_str(&l, ")");

@@ -26,6 +26,7 @@ from rxkernel.proto import (
     RX_VMO_CHILD_SNAPSHOT,
     RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE,
     RX_VMO_COMMIT_EAGER,
+    RX_VMO_COMMIT_EXPLICIT,
     RX_VMO_CREATE_OPTIONS,
     RX_VMO_MAX_SIZE,
     RX_VMO_OP_CACHE_CLEAN,
@@ -55,11 +56,14 @@ from ._validate import (
 async def rx_vmo_create(call: Call, size: int, options: int) -> tuple[Any, ...]:
     if options & ~RX_VMO_CREATE_OPTIONS:
         raise invalid(f"unknown options {options & ~RX_VMO_CREATE_OPTIONS:#x}")
+    if options & RX_VMO_COMMIT_EAGER and options & RX_VMO_COMMIT_EXPLICIT:
+        raise invalid("RX_VMO_COMMIT_EAGER and RX_VMO_COMMIT_EXPLICIT exclude each other: choose one commit policy")
     if size > RX_VMO_MAX_SIZE:
         raise RxError(RX_ERR_OUT_OF_RANGE, f"size {size:#x} is larger than the {RX_VMO_MAX_SIZE:#x} maximum")
     size = round_up(size)
     capacity = max(size, RX_VMO_RESIZABLE_CAPACITY) if options & RX_VMO_RESIZABLE else size
     vmo = call.kernel.new_vmo(size, options, capacity)
+    vmo.commit_explicit = bool(options & RX_VMO_COMMIT_EXPLICIT)
     vmo.add_ref()  # held until the handle exists, so a failed eager commit frees the store
     try:
         if options & RX_VMO_COMMIT_EAGER:
@@ -192,6 +196,7 @@ async def rx_vmo_create_child(call: Call, handle: int, options: int, offset: int
                 raise RxError(RX_ERR_NOT_SUPPORTED, "a resizable VMO cannot have slices")
             check_range(offset, size, parent.size, "slice")
             child = new_slice(parent, kernel.new_koid(), offset, size, 0)
+            child.commit_explicit = parent.commit_explicit  # the same pages, the same policy
         else:
             capacity = max(size, RX_VMO_RESIZABLE_CAPACITY) if resizable else size
             child = await snapshot_locked(

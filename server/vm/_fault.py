@@ -21,6 +21,7 @@ from rxkernel.proto import (
     FAULT_OP_ZERO,
     PAGE_SHIFT,
     RX_ERR_ACCESS_DENIED,
+    RX_ERR_BAD_STATE,
     RX_ERR_NO_MEMORY,
     RX_ERR_NO_RESOURCES,
     RX_ERR_NOT_FOUND,
@@ -94,6 +95,14 @@ async def _resolve_locked(process: Mapper, m: Mapping, seq: int, addr: int, writ
         return refuse(RX_ERR_OUT_OF_RANGE)
     start, end = m.fault_window(page, write, vmo.size_pages)
     resolved: list[Resolved] = []
+    if write and vmo.commit_explicit:
+        # Faults commit nothing new here: a write is refused on a page that reads as zero
+        # (never committed, or decommitted), and the window shrinks to the pages around `page`
+        # that hold something (its own, or a snapshot's shared page: that one is still split).
+        start, end = _held_around(node.resolve(start + off, end + off), page + off)
+        if start == end:
+            return refuse(RX_ERR_BAD_STATE)
+        start, end = start - off, end - off
     if write:
         status = await _commit(process, vmo, m, start, end, committed)
         if status == RX_ERR_NO_MEMORY and end - start > 1:
@@ -154,6 +163,20 @@ async def _resolve_locked(process: Mapper, m: Mapping, seq: int, addr: int, writ
     # was computed carries a larger number, and the client will drop this reply if it has
     # already applied one (WIRE.md "Ordering").
     return FaultReply(seq, 0, process.inval_seq, tuple(ops))
+
+
+def _held_around(runs: list[Resolved], page: int) -> tuple[int, int]:
+    """The stretch of `runs` around `page` whose pages all live somewhere (owner not None);
+    empty if `page` itself reads as zero."""
+    at = next(i for i, (s, e, _, _) in enumerate(runs) if s <= page < e)
+    if runs[at][2] is None:
+        return page, page
+    first = last = at
+    while first > 0 and runs[first - 1][2] is not None:
+        first -= 1
+    while last + 1 < len(runs) and runs[last + 1][2] is not None:
+        last += 1
+    return runs[first][0], runs[last][1]
 
 
 async def _commit(process: Mapper, vmo: Vmo, m: Mapping, start: int, end: int, committed: list[int]) -> int:

@@ -18,6 +18,7 @@ from rxkernel.proto import (
     PAGE_SIZE,
     RX_ERR_BAD_STATE,
     RX_INFO_VMO_COMMIT_EAGER,
+    RX_INFO_VMO_COMMIT_EXPLICIT,
     RX_INFO_VMO_IS_COW_CLONE,
     RX_INFO_VMO_IS_SLICE,
     RX_INFO_VMO_RESIZABLE,
@@ -63,6 +64,8 @@ class Vmo(KernelObject):
         self.node = node  # never changes (snapshots and collapses change the node's store instead)
         self.node_offset = node_offset  # pages
         self.kind = kind
+        # RX_VMO_COMMIT_EXPLICIT (a slice of such a VMO too): faults never commit, only syscalls do.
+        self.commit_explicit = False
         self.parent_koid = parent.koid if parent is not None else 0
         self.parent: Vmo | None = parent  # while it lives: counts this one in num_children
         self.num_children = 0
@@ -109,6 +112,8 @@ class Vmo(KernelObject):
             flags |= RX_INFO_VMO_RESIZABLE
         if self.options & RX_VMO_COMMIT_EAGER:
             flags |= RX_INFO_VMO_COMMIT_EAGER
+        if self.commit_explicit:
+            flags |= RX_INFO_VMO_COMMIT_EXPLICIT
         if self.kind in (KIND_SNAPSHOT, KIND_AT_LEAST_ON_WRITE):
             flags |= RX_INFO_VMO_IS_COW_CLONE
         if self.kind == KIND_SLICE:
