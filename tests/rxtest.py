@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -15,8 +16,9 @@ import sys
 import tempfile
 import textwrap
 import time
+import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from rxkernel.proto import (
     CHANNEL_MAIN,
@@ -34,7 +36,63 @@ from rxkernel.proto import (
     RxError,
 )
 
+# Every wait on a child process has a deadline, so that a hang (a lost wake, a deadlock) fails its
+# test within seconds and says what it was waiting for, instead of stalling the suite until
+# pytest's faulthandler_timeout. CLIENT_TIMEOUT: a long client script (or a compile) run to the
+# end. QUICK_TIMEOUT: a quick step, such as a child printing its next line or exiting once told to.
 CLIENT_TIMEOUT = 120
+QUICK_TIMEOUT = 30
+
+# What read_line read past the line it returned, for the next read_line of that child.
+_unread: weakref.WeakKeyDictionary[subprocess.Popen[str], bytes] = weakref.WeakKeyDictionary()
+
+
+def read_line(proc: subprocess.Popen[str], expect: str | None = None, timeout: float = QUICK_TIMEOUT) -> str:
+    """The next line the child `proc` prints on stdout, stripped; with `expect`, it must be that line.
+
+    Waits at most `timeout` seconds. A child that stays silent, closes stdout first or prints
+    another line is killed, and the test fails saying what it awaited and what the child printed
+    on stderr. Reads the pipe's fd, not proc.stdout (whose readline() can block past any deadline
+    on half a line); what arrives after the line is kept for the next read_line. Like readline()
+    before it, it may take output a later proc.communicate() would want: our children print a
+    line, then wait for their stdin or for the test."""
+    assert proc.stdout is not None, "the child was started without stdout=subprocess.PIPE"
+    fd = proc.stdout.fileno()
+    awaited = "a line" if expect is None else f"the line {expect!r}"
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    data = bytearray(_unread.pop(proc, b""))
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            _fail_child(proc, f"did not print {awaited} within {timeout} s", data)
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            _fail_child(proc, f"closed its stdout before printing {awaited}", data)
+        data += chunk
+    raw, _, rest = data.partition(b"\n")
+    if rest:
+        _unread[proc] = bytes(rest)
+    line = raw.decode(errors="replace").strip()
+    if expect is not None and line != expect:
+        _fail_child(proc, f"printed {line!r} where {awaited} was awaited", b"")
+    return line
+
+
+def _fail_child(proc: subprocess.Popen[str], what: str, partial: bytes | bytearray) -> NoReturn:
+    """Kill `proc` (if still running) and fail the test with `what` and the child's stderr."""
+    running = proc.poll() is None
+    proc.kill()
+    try:
+        _, err = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:  # a grandchild holds the pipes open
+        err = "(stderr still open after the kill)"
+    if err is None:
+        err = "(stderr not captured)"
+    printed = f"; before that it printed {bytes(partial)!r}" if partial else ""
+    status = "killed" if running else f"had exited ({proc.returncode})"
+    raise AssertionError(f"child {proc.pid} {what}{printed}; {status}; its stderr:\n{err[-3000:]}")
 
 
 class RawClient:
@@ -156,8 +214,13 @@ class Rxd:
 
     def run(self, code: str, *args: str, timeout: float = CLIENT_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a client program (Python source) to completion in its own process."""
-        result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=self.env,
-                                capture_output=True, text=True, timeout=timeout)
+        try:
+            result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=self.env,
+                                    capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:  # run() has killed it; its output so far is bytes
+            out, err = (b.decode(errors="replace") if isinstance(b, bytes) else b or "" for b in (e.stdout, e.stderr))
+            raise AssertionError(f"client did not finish within {timeout} s (killed):\n{out}\n{err}\n"
+                                 f"--- rxd log tail ---\n{self.log_text()[-3000:]}") from None
         if check and result.returncode != 0:
             raise AssertionError(f"client failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n--- rxd log tail ---\n{self.log_text()[-3000:]}")
         return result
@@ -174,7 +237,7 @@ class Rxd:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+                self.proc.wait(QUICK_TIMEOUT)
         self.log.close()
         return self.proc.returncode
 

@@ -28,7 +28,7 @@ from rxkernel.proto import (
     RX_VMO_OP_COMMIT,
     RxError,
 )
-from rxtest import Rxd
+from rxtest import CLIENT_TIMEOUT, QUICK_TIMEOUT, Rxd, read_line
 
 P = 4096
 CACHE_OPS = (RX_VMO_OP_CACHE_SYNC, RX_VMO_OP_CACHE_INVALIDATE, RX_VMO_OP_CACHE_CLEAN, RX_VMO_OP_CACHE_CLEAN_INVALIDATE)
@@ -226,13 +226,16 @@ print("done", flush=True)
 """,
         rxd.call("rx_handle_export", vmo, RX_RIGHT_READ),
     )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "go"
+    read_line(proc, expect="go")
     worst = 0.0
+    deadline = time.monotonic() + CLIENT_TIMEOUT
     while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the cache ops did not end within {CLIENT_TIMEOUT} s: {proc.communicate(timeout=QUICK_TIMEOUT)}")
         t = time.perf_counter()
         rxd.call("rx_vmo_get_size", vmo)
         worst = max(worst, time.perf_counter() - t)
-    out, err = proc.communicate()
+    out, err = proc.communicate(timeout=QUICK_TIMEOUT)
     assert proc.returncode == 0 and "done" in out, err
     assert worst < 0.05, f"a request waited {worst * 1e3:.0f} ms behind a cache op"

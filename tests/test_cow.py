@@ -32,7 +32,7 @@ from rxkernel.proto import (
     RX_VM_MAP_RANDOM,
     RxError,
 )
-from rxtest import Rxd, running_rxd
+from rxtest import Rxd, read_line, running_rxd
 
 HEADER = "import rxkernel.client as rx, os, sys, time, threading\nRW = rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE\n"
 P = 4096
@@ -245,12 +245,10 @@ class Mapper:
         self.proc = rxd.spawn(MAPPER, rxd.call("rx_handle_export", vmo, RX_RIGHT_SAME_RIGHTS), str(n), str(options))
 
     def ask(self, line: str) -> str:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        out = self.proc.stdout.readline().strip()
-        assert out, self.proc.stderr.read() if self.proc.stderr else ""
-        return out
+        return read_line(self.proc)
 
     def read(self) -> list[int]:
         return [int(x) for x in self.ask("read").split()]
@@ -358,7 +356,7 @@ print("go", flush=True)
 while True:
     lib.rx_touch(a, 64 << 20, 1)
 """, rxd.call("rx_handle_export", snap, RX_RIGHT_SAME_RIGHTS))
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "go"
+            read_line(proc, expect="go")
             rxd.wait_for(lambda: rxd.kmem()["cow_pages_copied"] > 0, "the client to be splitting")
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -464,7 +462,7 @@ while True:
         view[p * 4096:p * 4096 + 8] = i.to_bytes(8, "little")
 """, rxd.call("rx_handle_export", base, RX_RIGHT_SAME_RIGHTS))
     try:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "go"
+        read_line(writer, expect="go")
         snaps = []
         for _ in range(40):
             snap = rxd.call("rx_vmo_create_child", base, RX_VMO_CHILD_SNAPSHOT, 0, n * P)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import select
 import subprocess
 import sys
 import tempfile
@@ -56,7 +55,7 @@ from rxkernel.proto import (
     RX_VMO_OP_ZERO,
     RxError,
 )
-from rxtest import Rxd, running_rxd
+from rxtest import QUICK_TIMEOUT, Rxd, read_line, running_rxd
 
 PAGE = 4096
 MAX_PAGES = 8
@@ -118,7 +117,7 @@ class Driver:
 
     def died(self) -> str:
         self.proc.kill()
-        self.proc.wait()
+        self.proc.wait(QUICK_TIMEOUT)
         self.stderr.seek(0)
         return f"driver {self.proc.pid} died ({self.proc.returncode}): {self.stderr.read()[-3000:]}"
 
@@ -131,12 +130,10 @@ class Driver:
         return self.reply(cmd)
 
     def reply(self, what: object) -> str | None:
-        assert self.proc.stdout is not None
-        if not select.select([self.proc.stdout], [], [], DRIVER_TIMEOUT)[0]:
-            raise AssertionError(f"driver {self.proc.pid} did not answer {what} in {DRIVER_TIMEOUT} s")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(self.died())
+        try:
+            line = read_line(self.proc, timeout=DRIVER_TIMEOUT)
+        except AssertionError as e:  # its stderr is in a file, not a pipe: died() reads it
+            raise AssertionError(f"driver did not answer {what}: {e}\n{self.died()}") from None
         reply = json.loads(line)
         if "error" in reply:
             raise AssertionError(f"driver {self.proc.pid} failed {what}:\n{reply['error']}")

@@ -18,7 +18,7 @@ from rxkernel.proto import (
     RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE,
     RxError,
 )
-from rxtest import Rxd, running_rxd
+from rxtest import Rxd, read_line, running_rxd
 
 P = 4096
 HEADER = "import rxkernel.client as rx, os, sys, time, threading\nRW = rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE\n"
@@ -115,8 +115,7 @@ assert bytes(view[0:8]) == b"AFTER!!!"
 print("wrote", flush=True)
 sys.stdin.readline()
 """, rxd.call("rx_handle_export", v1, RX_RIGHT_SAME_RIGHTS))
-        assert proc.stdout is not None and proc.stdin is not None
-        assert proc.stdout.readline().strip() == "failed"
+        read_line(proc, expect="failed")
         snap = rxd.call("rx_vmo_create_child", v1, RX_VMO_CHILD_SNAPSHOT, 0, P)
         out, _ = proc.communicate("\n\n", timeout=10)
         assert rxd.call("rx_vmo_read", snap, 0, 8) == b"before..", "a snapshot changed"
@@ -143,7 +142,7 @@ c.side_channel(CHANNEL_FAULT).sendall(msgpack.packb([1, 0x7f0000000000, 0]))
 print("faulted", flush=True)
 time.sleep(60)
 """, rxd.socket, os.path.dirname(__file__), rxd.call("rx_handle_export", v, RX_RIGHT_SAME_RIGHTS))
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "faulted"
+        read_line(proc, expect="faulted")
         start = time.monotonic()
         rxd.call("rx_vmo_write", v, 0, b"y")  # waits for the tree lock the fault holds
         assert time.monotonic() - start < 10
@@ -167,7 +166,7 @@ sys.stdin.readline()
 assert all(view[i * 4096] == 1 - i % 2 for i in range(n))
 print("alive", flush=True)
 """, rxd.call("rx_handle_export", v, RX_RIGHT_SAME_RIGHTS), str(n))
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "go"
+        read_line(proc, expect="go")
         start = time.monotonic()
         rxd.call("rx_vmo_create_child", v, RX_VMO_CHILD_SNAPSHOT, 0, n * P)
         took = time.monotonic() - start
@@ -211,7 +210,7 @@ f.recv(65536)
 print("mapping", flush=True)
 c.call("rx_vmar_map", v, 0, 4096, 3, RX_VM_MAP_RANGE, 0x7f0000100000)  # its commit shoots us down
 """, rxd.socket, os.path.dirname(__file__), rxd.call("rx_handle_export", v, RX_RIGHT_SAME_RIGHTS))
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "mapping"
+        read_line(proc, expect="mapping")
         assert proc.wait(20) == -signal.SIGKILL
         rxd.call("rx_handle_close", v)
         rxd.wait_idle()
@@ -246,9 +245,9 @@ for _ in range(int(sys.argv[4])):
     del view
 print(bad, flush=True)
 """, *(rxd.call("rx_handle_export", h, RX_RIGHT_SAME_RIGHTS) for h in (v1, v2)), str(n), str(rounds))
-    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdin is not None
     for _ in range(rounds):
-        assert proc.stdout.readline().strip() == "go"
+        read_line(proc, expect="go")
         proc.stdin.write("\n")
         proc.stdin.flush()
         rxd.call("rx_handle_close", rxd.call("rx_vmo_create_child", v1, RX_VMO_CHILD_SNAPSHOT, 0, n * P))

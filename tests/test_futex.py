@@ -13,7 +13,7 @@ from rxkernel.proto import (
     RX_FUTEX_WAITERS,
     RX_RIGHT_SAME_RIGHTS,
 )
-from rxtest import Rxd
+from rxtest import QUICK_TIMEOUT, Rxd, read_line
 
 HEADER = """
 import os, sys, threading, time
@@ -48,8 +48,7 @@ def _vmo(rxd: Rxd) -> tuple[int, list[str]]:
 
 
 def _base(p: subprocess.Popen[str]) -> int:
-    assert p.stdout is not None
-    line = p.stdout.readline().split()
+    line = read_line(p).split()
     assert line and line[0] == "base", line
     return int(line[1], 16)
 
@@ -62,7 +61,7 @@ def _holder(rxd: Rxd, token: str, word: str) -> subprocess.Popen[str]:
     """A process that puts `word` (an expression: its own pid, say) at offset 0 and stays alive."""
     owner = rxd.spawn(HEADER + f"put(0, {word})\nprint('holding', flush=True)\ntime.sleep(600)", token)
     _base(owner)
-    assert owner.stdout is not None and owner.stdout.readline().strip() == "holding"
+    read_line(owner, expect="holding")
     return owner
 
 
@@ -198,7 +197,7 @@ def test_wait_survives_a_snapshot_of_its_vmo(rxd: Rxd) -> None:
 
 def _dead_pid() -> int:
     p = subprocess.Popen(["true"])
-    p.wait()
+    p.wait(QUICK_TIMEOUT)
     return p.pid
 
 
@@ -285,7 +284,7 @@ def test_a_plain_word_equal_to_a_dying_pid_is_left_alone(rxd: Rxd) -> None:
     vmo, tokens = _vmo(rxd)
     bystander = rxd.spawn(HEADER + "print('up', flush=True)\ntime.sleep(600)", tokens[0])
     _base(bystander)
-    assert bystander.stdout is not None and bystander.stdout.readline().strip() == "up"
+    read_line(bystander, expect="up")
     rxd.call("rx_vmo_write", vmo, 0, bystander.pid.to_bytes(4, "little"))  # a counter, say
     waiter = rxd.spawn(WAITER, tokens[1], "0", "0")  # a plain wait: no owner named
     _base(waiter)

@@ -6,7 +6,7 @@ import signal
 import time
 
 from rxkernel.proto import RX_RIGHT_SAME_RIGHTS
-from rxtest import Rxd, running_rxd
+from rxtest import Rxd, read_line, running_rxd
 
 HEADER = "import rxkernel.client as rx, os, sys, time\nRW = rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE\n"
 
@@ -23,7 +23,7 @@ print("go", flush=True)
 while True:
     view[random.randrange(size)] = 1
 """)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "go"
+        read_line(proc, expect="go")
         rxd.wait_for(lambda: rxd.kmem()["committed_bytes"] > 64 * 4096, "the client to be faulting")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -81,7 +81,7 @@ assert view[0] == 0          # zero page mapped: a later commit must take it awa
 print("mapped", flush=True)
 time.sleep(600)
 """, token)
-        assert staller.stdout is not None and staller.stdout.readline().strip() == "mapped"
+        read_line(staller, expect="mapped")
         staller.send_signal(signal.SIGSTOP)  # its control thread cannot ack any more
         t0 = time.monotonic()
         rxd.call("rx_vmo_write", vmo, 0, b"x")  # commits page 0: needs the staller's ack
@@ -103,7 +103,7 @@ try:
 except rx.RxError as e:
     print(e.name)
 """)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        read_line(proc, expect="ready")
         rxd.proc.send_signal(signal.SIGTERM)
         assert rxd.proc.wait(20) == 0
         out, _ = proc.communicate("\n", timeout=20)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from rxtest import Rxd, running_rxd
+from rxtest import Rxd, read_line, running_rxd
 
 PAGES = 24
 SIZE = PAGES * 4096
@@ -54,12 +54,10 @@ class Driver:
         self.proc = rxd.spawn(DRIVER, str(SIZE))
 
     def do(self, **cmd: object) -> dict[str, object]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"driver died: {self.proc.stderr.read() if self.proc.stderr else ''}"
-        result: dict[str, object] = json.loads(line)
+        result: dict[str, object] = json.loads(read_line(self.proc))
         return result
 
 

@@ -58,6 +58,7 @@ from rxkernel.proto import (
     STATUS_NAMES,
     FaultOp,
 )
+from rxtest import CLIENT_TIMEOUT, QUICK_TIMEOUT
 
 PAGE = PAGE_SIZE
 RW = RX_VM_PERM_READ | RX_VM_PERM_WRITE
@@ -595,6 +596,7 @@ def test_control_thread_lifecycle() -> None:
             + msgpack.packb([3, CONTROL_INVALIDATE, 0, FAR + PAGE, PAGE]))
     for _ in range(2):  # start again after stop: a new connection
         ours, theirs = socket.socketpair()
+        ours.settimeout(QUICK_TIMEOUT)  # the control thread's replies
         assert lib.rx_control_start(theirs.fileno()) == 0
         assert lib.rx_control_start(theirs.fileno()) == 0  # idempotent
         theirs.detach()
@@ -618,6 +620,7 @@ def test_control_thread_lifecycle() -> None:
 def test_control_store_and_forget() -> None:
     """rxd hands store fds to the control thread (STORE, fd by SCM_RIGHTS); it owns them."""
     ours, theirs = socket.socketpair()
+    ours.settimeout(QUICK_TIMEOUT)  # the control thread's acks
     assert lib.rx_control_start(theirs.detach()) == 0
     u = msgpack.Unpacker()
     a, b = os.memfd_create("store-a"), os.memfd_create("store-b")
@@ -722,7 +725,8 @@ def _compile_every_unit(cc: str) -> None:
     assert units
     for unit in units:
         result = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-fPIC", f"-I{native}/include",
-                                 f"-I{native}", "-c", "-o", os.devnull, unit], capture_output=True, text=True)
+                                 f"-I{native}", "-c", "-o", os.devnull, unit], capture_output=True, text=True,
+                                timeout=CLIENT_TIMEOUT)
         assert result.returncode == 0, f"{unit}:\n{result.stderr}"
 
 

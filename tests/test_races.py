@@ -10,7 +10,7 @@ import contextlib
 import signal
 from collections.abc import Iterator
 
-from rxtest import Rxd, running_rxd
+from rxtest import QUICK_TIMEOUT, Rxd, read_line, running_rxd
 
 HEADER = "import rxkernel.client as rx, os, sys, time, threading\nRW = rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE\n"
 
@@ -29,11 +29,11 @@ def shooting(rxd: Rxd, token: str) -> Iterator[None]:
     """Run SHOOTER against the VMO behind `token` for the duration of the block."""
     shooter = rxd.spawn(SHOOTER, token)
     try:
-        assert shooter.stdout is not None and shooter.stdout.readline().strip() == "go"
+        read_line(shooter, expect="go")
         yield
     finally:
         shooter.kill()
-        shooter.wait()
+        shooter.wait(QUICK_TIMEOUT)
 
 
 def test_protect_never_turns_untouched_pages_into_plain_memory(rxd: Rxd) -> None:
@@ -75,8 +75,7 @@ while time.monotonic() < t_end:   # until the shooter's invalidations have made 
         break
 print(rx.rx_trap_counters()["stale_replies"], bad, flush=True)
 """)
-    assert a.stdout is not None
-    with shooting(rxd, a.stdout.readline().strip()):
+    with shooting(rxd, read_line(a)):
         out, err = a.communicate("\n", timeout=120)
     assert a.returncode == 0, err
     stale, bad = map(int, out.split())
@@ -101,13 +100,13 @@ t.join()
 assert rx.rx_vmo_read(v, 0, 1) == b"\\0"
 print("ok", flush=True)
 """)
-        assert a.stdout is not None and a.stdin is not None
+        assert a.stdin is not None
         b = rxd.spawn(HEADER + """
 v = rx.rx_handle_import(sys.argv[1])
 print("go", flush=True)
 rx.rx_vmo_op_range(v, rx.RX_VMO_OP_COMMIT, 512 << 20, 1536 << 20)
-""", a.stdout.readline().strip())
-        assert b.stdout is not None and b.stdout.readline().strip() == "go"
+""", read_line(a))
+        read_line(b, expect="go")
         a.stdin.write("\n")
         a.stdin.flush()
         out, err = a.communicate(timeout=60)
@@ -129,8 +128,7 @@ while time.monotonic() < t_end:
     n += 1
 print(n, flush=True)
 """)
-    assert a.stdout is not None
-    with shooting(rxd, a.stdout.readline().strip()):
+    with shooting(rxd, read_line(a)):
         out, err = a.communicate("\n", timeout=60)
     assert a.returncode == 0 and int(out) > 100, (a.returncode, err)
     assert rxd.kmem()["clients_killed"] == 0
@@ -149,8 +147,7 @@ print(rx.rx_handle_export(v), rx.rx_handle_export(v), flush=True)
 sys.stdin.readline()
 print(bytes(view[0:4]).decode(), rx.rx_vmo_read(v, 0, 4).decode(), flush=True)
 """)
-        assert reader.stdout is not None
-        token_v1, token_v2 = reader.stdout.readline().split()
+        token_v1, token_v2 = read_line(reader).split()
         committer = rxd.spawn(HEADER + """
 from rxkernel.native import lib
 v = rx.rx_handle_import(sys.argv[1])
@@ -161,9 +158,8 @@ lib.rx_control_stop()                   # from now on this client cannot ack any
 print("go", flush=True)
 rx.rx_vmo_op_range(v, rx.RX_VMO_OP_COMMIT, 0, 4 << 30)
 """, token_v1)
-        assert committer.stdout is not None
-        token_w = committer.stdout.readline().strip()
-        assert committer.stdout.readline().strip() == "go"
+        token_w = read_line(committer)
+        read_line(committer, expect="go")
         rxd.wait_for(lambda: rxd.kmem()["committed_bytes"] >= 4 << 30, "the commit to be allocating")
         rxd.run(HEADER + """
 w = rx.rx_handle_import(sys.argv[1])
@@ -235,7 +231,7 @@ print("mapped", flush=True)
 sys.stdin.readline()
 assert all(view[0] == 0 for view in views)
 """, token)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "mapped"
+    read_line(proc, expect="mapped")
     rxd.call("rx_vmo_op_range", vmo, 2, 0, 4096)  # DECOMMIT: one INVALIDATE over 300 mappings
     _, err = proc.communicate("\n", timeout=60)
     assert proc.returncode == 0, err
@@ -293,7 +289,7 @@ t.join()
 assert rx.rx_vmo_read(v, 8 * 4096, 1) == b"\\0" and rx.rx_view(a + 8 * 4096, 4096)[0] == 0
 print("ok", flush=True)
 """)
-        assert a.stdout is not None and a.stdin is not None
+        assert a.stdin is not None
         reader = rxd.spawn(HEADER + """
 v = rx.rx_handle_import(sys.argv[1])
 view = rx.rx_view(rx.rx_vmar_map(v, 0, 32 * 4096, rx.RX_VM_PERM_READ), 32 * 4096)
@@ -301,12 +297,12 @@ for i in range(32):
     view[i * 4096]
 print("ready", flush=True)
 sys.stdin.readline()
-""", a.stdout.readline().strip())
+""", read_line(a))
         try:
-            assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
+            read_line(reader, expect="ready")
             a.stdin.write("\n")
             a.stdin.flush()
-            assert a.stdout.readline().strip() == "stop it"
+            read_line(a, expect="stop it")
             reader.send_signal(signal.SIGSTOP)
             a.stdin.write("\n")
             a.stdin.flush()
@@ -314,4 +310,4 @@ sys.stdin.readline()
             assert a.returncode == 0 and out.strip() == "ok", err
         finally:
             reader.kill()
-            reader.wait()
+            reader.wait(QUICK_TIMEOUT)

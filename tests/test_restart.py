@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from rxtest import Rxd
+from rxtest import Rxd, read_line
 
 CLIENT = """
 import sys
@@ -52,8 +52,7 @@ def test_mappings_lost_with_rxd_stay_reserved_and_say_so(then: str) -> None:
     proc = None
     try:
         proc = rxd.spawn(CLIENT, then)
-        assert proc.stdout is not None
-        addr = int(proc.stdout.readline(), 16)
+        addr = int(read_line(proc), 16)
         rxd.stop()
         rxd = Rxd(directory, "256MiB", 5.0, [])
         out, err = proc.communicate("\n", timeout=60)

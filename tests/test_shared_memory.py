@@ -12,7 +12,7 @@ from rxkernel.proto import (
     RX_RIGHT_SAME_RIGHTS,
     RX_VMO_OP_DECOMMIT,
 )
-from rxtest import Rxd
+from rxtest import Rxd, read_line
 
 HEADER = "import rxkernel.client as rx, os, sys, time\nRW = rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE\n"
 
@@ -104,17 +104,17 @@ faults = rx.rx_trap_counters()["faults"]
 view[0:4] = b"more"                   # the page was taken away: this write asks rxd again
 print(rx.rx_trap_counters()["faults"] - faults, flush=True)
 """, token)
-    assert reader.stdout is not None and reader.stdin is not None
-    assert reader.stdout.readline().strip() == "written"
+    assert reader.stdin is not None
+    read_line(reader, expect="written")
     assert rxd.call("rx_vmo_read", vmo, 0, 4) == b"data"
     rxd.call("rx_vmo_op_range", vmo, RX_VMO_OP_DECOMMIT, 0, 1 << 20)
     assert rxd.kmem()["committed_bytes"] == 0
     reader.stdin.write("go\n")
     reader.stdin.flush()
-    assert reader.stdout.readline().strip() == "00000000"
+    read_line(reader, expect="00000000")
     # Not just zeros (a punched hole reads as zero through a stale mapping too): the write after
     # the decommit must fault to rxd and be counted again.
-    assert int(reader.stdout.readline()) >= 1
+    assert int(read_line(reader)) >= 1
     assert reader.wait(30) == 0
     assert rxd.call("rx_vmo_read", vmo, 0, 4) == b"more" and rxd.kmem()["committed_bytes"] == 4096
     rxd.call("rx_handle_close", vmo)
@@ -154,7 +154,7 @@ sys.stdin.readline()
 """
     procs = [rxd.spawn(code, t) for t in tokens]
     for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == "mapped"
+        read_line(p, expect="mapped")
     stats = [s for s in rxd.processes() if s["num_mappings"]]
     assert len(stats) == 2
     for s in stats:
@@ -183,13 +183,13 @@ sys.stdin.readline()                                     # the test shrinks the 
 assert view[7 * 4096] == 0xEE
 view[8 * 4096]                                           # past the new end: SIGBUS
 """, token)
-    assert mapper.stdout is not None and mapper.stdin is not None
-    assert mapper.stdout.readline().strip() == "mapped"
+    assert mapper.stdin is not None
+    read_line(mapper, expect="mapped")
     rxd.call("rx_vmo_op_range", vmo, 10, 2 * 4096, 2 * 4096)  # RX_VMO_OP_ZERO
     assert rxd.kmem()["committed_bytes"] == 14 * 4096
     mapper.stdin.write("\n")
     mapper.stdin.flush()
-    assert mapper.stdout.readline().strip() == "zeroed"
+    read_line(mapper, expect="zeroed")
     rxd.call("rx_vmo_set_size", vmo, 8 * 4096)
     assert rxd.kmem()["committed_bytes"] == 6 * 4096  # pages 0,1,4..7 are left
     mapper.stdin.write("\n")

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from rxkernel.proto import RX_RIGHT_SAME_RIGHTS
-from rxtest import Rxd
+from rxtest import QUICK_TIMEOUT, Rxd, read_line
 
 # Each client maps the VMO at an address of its own choosing (RX_VM_MAP_RANDOM), so objects meet
 # at different virtual addresses in different processes.
@@ -47,9 +47,8 @@ def _start(procs: list[subprocess.Popen[str]]) -> list[int]:
     """Wait for every client's "ready <addr>", then release them all at once; their addresses."""
     addrs = []
     for p in procs:
-        assert p.stdout is not None
-        line = p.stdout.readline().split()
-        assert line and line[0] == "ready", (line, p.stderr.read() if p.stderr else "")
+        line = read_line(p).split()
+        assert line and line[0] == "ready", line
         addrs.append(int(line[1]))
     for p in procs:
         assert p.stdin is not None
@@ -58,10 +57,16 @@ def _start(procs: list[subprocess.Popen[str]]) -> list[int]:
     return addrs
 
 
-def _finish(procs: list[subprocess.Popen[str]], timeout: float = 120) -> list[str]:
+def _finish(procs: list[subprocess.Popen[str]], timeout: float = 60) -> list[str]:
+    """Each client's stdout once it exits (0): a client still running after `timeout` fails the test."""
     outs = []
     for p in procs:
-        out, err = p.communicate(timeout=timeout)
+        out_err = _wait_exit(p, timeout)
+        if out_err is None:
+            for other in procs:
+                other.kill()
+            raise AssertionError(f"client {p.pid} did not finish within {timeout} s")
+        out, err = out_err
         assert p.returncode == 0, f"client failed ({p.returncode}):\n{out}\n{err}"
         outs.append(out)
     return outs
@@ -500,7 +505,7 @@ def _wait_exit(p: subprocess.Popen[str], timeout: float) -> tuple[str, str] | No
         return p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         p.kill()
-        p.communicate()
+        p.communicate(timeout=QUICK_TIMEOUT)
         return None
 
 
@@ -668,7 +673,7 @@ print("got it", flush=True)
     assert releaser.stdin is not None
     releaser.stdin.write("go\n")
     releaser.stdin.flush()
-    assert quitter.stdout is not None and quitter.stdout.readline().strip() == "interrupted"
+    read_line(quitter, expect="interrupted")
     out = _wait_exit(sleeper, 10)
     for p in (releaser, quitter):
         assert p.stdin is not None
@@ -722,4 +727,4 @@ with rx.Vmo(4096) as vmo, vmo.map() as m:
     assert res["t0"] is False and res["word_after_t0"] == __import__("os").getpid(), res
     assert res["m1"] is True and res["dt"] > 0.4, res
     assert lib.rx_atomic_load(lock.addr) == 0 and not lock.locked()
-""")
+""", timeout=QUICK_TIMEOUT)  # half a second's work, unless the release never wakes the thread

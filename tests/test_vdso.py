@@ -25,7 +25,7 @@ import pytest
 import rxkernel.proto as p
 from rxkernel.native import VDSO_HEADER_DIR, VDSO_IMAGE, ffi, lib
 from rxkernel.proto import CHANNEL_MAIN, NEED_DATA, Connection, Hello, HelloReply, Role, RxError
-from rxtest import Rxd, running_rxd
+from rxtest import CLIENT_TIMEOUT, QUICK_TIMEOUT, Rxd, read_line, running_rxd
 
 EXPORTS = {
     "rx_vdso_init", "rx_clock_get_monotonic", "rx_clock_get_realtime", "rx_ticks_get", "rx_ticks_per_second",
@@ -67,11 +67,14 @@ def hello_fds(path: str) -> tuple[socket.socket, dict[str, Any], list[int]]:
 
 
 def test_image_exports_exactly_the_vdso_symbols_and_needs_no_library() -> None:
-    nm = subprocess.run(["nm", "-D", "--defined-only", VDSO_IMAGE], capture_output=True, text=True, check=True)
+    nm = subprocess.run(["nm", "-D", "--defined-only", VDSO_IMAGE], capture_output=True, text=True, check=True,
+                        timeout=QUICK_TIMEOUT)
     assert {line.split()[-1] for line in nm.stdout.splitlines() if line.strip()} == EXPORTS
-    dynamic = subprocess.run(["readelf", "-d", VDSO_IMAGE], capture_output=True, text=True, check=True).stdout
+    dynamic = subprocess.run(["readelf", "-d", VDSO_IMAGE], capture_output=True, text=True, check=True,
+                             timeout=QUICK_TIMEOUT).stdout
     assert "NEEDED" not in dynamic and "TEXTREL" not in dynamic
-    undefined = subprocess.run(["nm", "-D", "--undefined-only", VDSO_IMAGE], capture_output=True, text=True, check=True)
+    undefined = subprocess.run(["nm", "-D", "--undefined-only", VDSO_IMAGE], capture_output=True, text=True, check=True,
+                               timeout=QUICK_TIMEOUT)
     assert undefined.stdout.strip() == ""
 
 
@@ -87,7 +90,8 @@ def test_the_aarch64_branch_builds_too() -> None:
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "rxvdso-arm64.so")
         _build_vdso.build(out, cc)
-        header = subprocess.run(["readelf", "-hd", out], capture_output=True, text=True, check=True).stdout
+        header = subprocess.run(["readelf", "-hd", out], capture_output=True, text=True, check=True,
+                                timeout=QUICK_TIMEOUT).stdout
         assert "AArch64" in header and "NEEDED" not in header
 
 
@@ -134,7 +138,7 @@ sys.stdin.readline()
 def test_every_client_maps_the_image_r_x_and_the_vvar_read_only(rxd: Rxd) -> None:
     procs = [rxd.spawn(MAPS) for _ in range(3)]
     try:
-        seen = [json.loads(proc.stdout.readline()) for proc in procs]  # type: ignore[union-attr]
+        seen = [json.loads(read_line(proc)) for proc in procs]
         assert len(rxd.processes()) == 4  # all three at once, plus the admin connection
     finally:
         for proc in procs:
@@ -273,7 +277,7 @@ print(rx.rx_clock_get_realtime() - time.time_ns(), flush=True)
 def test_adjust_realtime_reaches_clients_without_a_request(rxd: Rxd) -> None:
     watchers = [rxd.spawn(WATCH_REALTIME) for _ in range(2)]
     try:
-        before = [int(w.stdout.readline()) for w in watchers]  # type: ignore[union-attr]
+        before = [int(read_line(w)) for w in watchers]
         pids = {w.pid for w in watchers}
         counts = {q["pid"]: q["syscalls"] for q in rxd.processes() if q["pid"] in pids}
         assert len(counts) == 2 and set(counts.values()) == {0}  # connecting is no syscall
@@ -373,7 +377,7 @@ def test_seqlock_readers_never_see_a_torn_update() -> None:
     writer = threading.Thread(target=lambda: updates.append(lib.rx_vvar_hammer(vvar, stop, 1 << 62, 200)))
     try:
         for r in readers:
-            assert r.stdout.readline().strip() == "ready", r.stderr.read()  # type: ignore[union-attr]
+            read_line(r, expect="ready")
         time.sleep(0.3)  # so that a mix of mult and shift is off by far more than the limit
         writer.start()
         for r in readers:
@@ -443,7 +447,8 @@ int main(int argc, char **argv) {
 def test_a_c_program_calls_the_vdso_with_fds_from_its_parent(rxd: Rxd, tmp_path: Any) -> None:
     src, exe = tmp_path / "vdso_user.c", tmp_path / "vdso_user"
     src.write_text(C_PROGRAM)
-    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f"-I{VDSO_HEADER_DIR}", "-o", str(exe), str(src), "-ldl"], check=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f"-I{VDSO_HEADER_DIR}", "-o", str(exe), str(src), "-ldl"], check=True,
+                   timeout=CLIENT_TIMEOUT)
     sock, info, fds = hello_fds(rxd.socket)
     try:
         image_fd, vvar_fd = fds
@@ -500,7 +505,7 @@ def test_fork_child_and_rxd_restart_attach_again() -> None:
     proc = None
     try:
         proc = rxd.spawn(REATTACH)
-        before = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        before = json.loads(read_line(proc))
         first, child = before["first"], before["child"]
         assert first["physmem"] == child["physmem"] == 1 << 30
         assert child["koid"] != first["koid"] and child["image"] == first["image"]
@@ -545,13 +550,15 @@ def test_rxd_logs_the_clock_discipline() -> None:
 def test_rx_vdso_fds_hands_a_c_child_what_it_needs(rxd: Rxd, tmp_path: Any) -> None:
     src, exe = tmp_path / "vdso_user.c", tmp_path / "vdso_user"
     src.write_text(C_PROGRAM)
-    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f"-I{VDSO_HEADER_DIR}", "-o", str(exe), str(src), "-ldl"], check=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f"-I{VDSO_HEADER_DIR}", "-o", str(exe), str(src), "-ldl"], check=True,
+                   timeout=CLIENT_TIMEOUT)
     out = rxd.run(
         """
 import os, subprocess, sys
 import rxkernel.client as rx
 image, vvar, size = rx.rx_vdso_fds()
-r = subprocess.run([sys.argv[1], str(image), str(vvar), str(size)], pass_fds=[image, vvar], capture_output=True, text=True)
+r = subprocess.run([sys.argv[1], str(image), str(vvar), str(size)], pass_fds=[image, vvar], capture_output=True, text=True,
+                   timeout=30)
 os.close(image); os.close(vvar)
 print(r.returncode, r.stdout.strip(), r.stderr.strip())
 """,

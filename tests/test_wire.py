@@ -23,6 +23,7 @@ import rxkernel.native
 import rxkernel.proto as p
 from rxkernel.native import lib
 from rxkernel.proto import Connection, Role
+from rxtest import CLIENT_TIMEOUT, QUICK_TIMEOUT
 
 NATIVE = os.path.dirname(os.path.abspath(rxkernel.native.__file__))
 WIRE_H = os.path.join(NATIVE, "include", "rxwire.h")
@@ -188,8 +189,9 @@ def test_diagnostics_name_every_status(tmp_path: Path) -> None:
     )
     exe = tmp_path / "status_names"
     subprocess.run(["gcc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", f"-I{NATIVE}/include", f"-I{NATIVE}/client",
-                    "-o", str(exe), str(src), os.path.join(NATIVE, "client", "diag.c")], check=True)
-    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+                    "-o", str(exe), str(src), os.path.join(NATIVE, "client", "diag.c")], check=True,
+                   timeout=CLIENT_TIMEOUT)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True, timeout=QUICK_TIMEOUT).stdout
     listed: list[tuple[int, str, str]] = []  # (value, name in RX_STATUS_LIST, rx_status_name(value))
     named: dict[int, str] = {}  # every value rx_status_name knows
     for line in out.splitlines():
