@@ -31,7 +31,7 @@ from rxkernel.proto import (
     RX_VMO_OP_DECOMMIT,
     RxError,
 )
-from rxtest import Rxd, running_rxd
+from rxtest import Rxd, read_line, running_rxd
 
 P = 4096
 HEADER = "import rxkernel.client as rx, os, sys, time\nRW = rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE\n"
@@ -169,7 +169,7 @@ def test_rxctl_maps_and_vmos_of_one_process(rxd: Rxd) -> None:
     holder = rxd.spawn(HOLDER)
     try:
         assert holder.stdout is not None and holder.stdin is not None
-        pid, addr, ro = map(int, holder.stdout.readline().split())
+        pid, addr, ro = map(int, read_line(holder).split())
         maps = json.loads(rxctl(rxd, "maps", str(pid), "--json").stdout)
         by_base = {m["base"]: m for m in maps}
         assert set(by_base) == {addr, ro}
@@ -196,7 +196,7 @@ def test_object_get_child_finds_a_process_and_refuses_clearly(rxd: Rxd) -> None:
     holder = rxd.spawn(HOLDER)
     try:
         assert holder.stdout is not None
-        pid = int(holder.stdout.readline().split()[0])
+        pid = int(read_line(holder).split()[0])
         (row,) = [p for p in rxd.processes() if p["pid"] == pid]
         proc = rxd.call("rx_object_get_child", rxd.system, row["koid"], RX_RIGHT_SAME_RIGHTS)
         assert len(rxd.call("rx_object_get_info", proc, RX_INFO_PROCESS_MAPS)) == 2

@@ -11,7 +11,7 @@ import pytest
 
 import rxkernel.client as rx
 from rxkernel.proto import RX_INFO_SYSTEM_VMOS
-from rxtest import Rxd
+from rxtest import Rxd, read_line
 
 MiB = 1 << 20
 
@@ -73,10 +73,7 @@ print("done", flush=True)
 def test_parent_and_child_share_one_array_without_copies(rxd: Rxd) -> None:
     parent = rxd.spawn(PARENT, textwrap.dedent(CHILD))
     assert parent.stdout is not None and parent.stdin is not None
-    line = parent.stdout.readline()
-    if line != "ready\n":
-        out, err = parent.communicate(timeout=60)
-        raise AssertionError(f"parent: {line}{out}\n{err}")
+    read_line(parent, "ready")
     vmos = [v for v in rxd.call("rx_object_get_info", rxd.system, RX_INFO_SYSTEM_VMOS) if v["committed_bytes"]]
     assert len(vmos) == 1, vmos  # one VMO behind every array on both sides
     assert vmos[0]["size_bytes"] == 2 * MiB and vmos[0]["num_mappings"] == 3  # parent's, and the child's two loads
