@@ -74,6 +74,12 @@ RX_VM_MAP_OPTIONS = RX_VM_SPECIFIC | RX_VM_MAP_RANGE | RX_VM_MAP_RANDOM
 # memory.high; Zircon has none). Numbers are rx's own.
 RX_PROP_JOB_COMMIT_MAX = 1000  # bytes, a multiple of the page size; 0 = no limit of its own
 RX_PROP_JOB_COMMIT_HIGH = 1001  # bytes; 0 = none
+RX_PROP_JOB_OVERCOMMIT = 1002  # an RX_OVERCOMMIT_* mode for VMOs its processes create (inherited)
+# RX_PROP_JOB_OVERCOMMIT modes, Linux's vm.overcommit_memory numbers.
+RX_OVERCOMMIT_HEURISTIC = 0  # the default: refuse only a lazy VMO that could never fit
+RX_OVERCOMMIT_ALWAYS = 1  # never refuse at creation
+RX_OVERCOMMIT_NEVER = 2  # a lazy VMO reserves its whole size at creation; its faults never fail
+OVERCOMMIT_NAMES = {0: "RX_OVERCOMMIT_HEURISTIC", 1: "RX_OVERCOMMIT_ALWAYS", 2: "RX_OVERCOMMIT_NEVER"}
 PROP_NAMES = {value: name for name, value in list(globals().items()) if name.startswith("RX_PROP_") and isinstance(value, int)}
 
 # rx_vmar_op_range ops.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rxkernel.proto import RX_OBJ_TYPE_JOB
+from rxkernel.proto import RX_OBJ_TYPE_JOB, RX_OVERCOMMIT_HEURISTIC
 
 from ..base import KernelObject
 from ..vm import ChargeGroup
@@ -29,7 +29,9 @@ class Job(KernelObject):
         self.children: set[Job] = set()
         self.num_processes = 0  # live processes born in this job (the kernel's registry has them)
         self.charge: ChargeGroup = charge if charge is not None else ChargeGroup(f"job {koid}", parent.charge if parent else None)
-        # Its properties (rx_object_set_property) are the limits, kept in self.charge.
+        # Its properties (rx_object_set_property): the limits, kept in self.charge, and the
+        # overcommit mode (None: its parent's).
+        self.overcommit: int | None = None
         self.alive = True
         self.on_gone: Callable[[Job], None] | None = None  # the kernel forgets it
         if parent is not None:
@@ -38,6 +40,15 @@ class Job(KernelObject):
 
     def __repr__(self) -> str:
         return f"<Job {self.koid} charged={self.charge.charged_pages}>"
+
+    def effective_overcommit(self) -> int:
+        """Its own RX_PROP_JOB_OVERCOMMIT, else the nearest ancestor's, else HEURISTIC."""
+        job: Job | None = self
+        while job is not None:
+            if job.overcommit is not None:
+                return job.overcommit
+            job = job.parent
+        return RX_OVERCOMMIT_HEURISTIC
 
     @property
     def depth(self) -> int:

@@ -15,7 +15,8 @@ from rxkernel.proto import (
 )
 
 from ..object import ForkEntry
-from ..vm import Vmo, snapshot_locked
+from ..vm import Vmo
+from ._overcommit import snapshot_promised
 from ._table import Call, syscall
 
 
@@ -41,8 +42,8 @@ async def rx_fork_prepare(call: Call) -> tuple[Any, ...]:
                             f"{vmo.koid} is an at-least-on-write child (or a child of one), whose pages can "
                             "still change under a snapshot; unmap it before forking, or map a SNAPSHOT child instead",
                         )
-                    child = await snapshot_locked(
-                        vmo, kernel.new_koid(), 0, vmo.size, vmo.options & RX_VMO_RESIZABLE,
+                    child = await snapshot_promised(
+                        process.job, vmo, kernel.new_koid(), 0, vmo.size, vmo.options & RX_VMO_RESIZABLE,
                         vmo.store.capacity_pages << PAGE_SHIFT if resizable else vmo.size, at_least_on_write=False,
                     )
                     child.add_ref()  # the ticket's reference

@@ -87,6 +87,8 @@ def vmo_info(vmo: Vmo, rights: int) -> dict[str, Any]:
         "committed_shared_bytes": shared << PAGE_SHIFT,
         "committed_scaled_bytes": whole,
         "committed_fractional_scaled_bytes": int((scaled_bytes - whole) * (1 << 63)),
+        # RX_OVERCOMMIT_NEVER: its size promised at creation, minus what it holds already
+        "reserved_bytes": (vmo.reservation.outstanding << PAGE_SHIFT) if vmo.reservation is not None else 0,
         "num_mappings": len(vmo.mappings),
         "share_count": vmo.share_count(),
         "flags": vmo.info_flags,
@@ -157,6 +159,8 @@ def job_info(job: Job) -> dict[str, Any]:
         "commit_max_bytes": (group.max_pages or 0) << PAGE_SHIFT,  # its own limit (0: none)
         "effective_commit_max_bytes": (effective or 0) << PAGE_SHIFT,  # the tightest on its path (0: none)
         "commit_high_bytes": (group.high_pages or 0) << PAGE_SHIFT,
+        "reserved_bytes": group.reserved_pages << PAGE_SHIFT,  # promised to NEVER VMOs, not committed yet
+        "overcommit": job.effective_overcommit(),
         "num_processes": job.num_processes,
         "num_children": len(job.children),
         # memory.events
@@ -183,6 +187,7 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "page_ins": c.page_ins,
         "page_outs": c.page_outs,
         "committed_bytes": committed << PAGE_SHIFT,
+        "reserved_bytes": memory.reserved_pages << PAGE_SHIFT,  # promised to RX_OVERCOMMIT_NEVER VMOs, not committed yet
         "page_faults": c.page_faults,
         "zero_page_faults": c.zero_page_faults,
         "cow_faults": c.cow_faults,

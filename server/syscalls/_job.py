@@ -14,6 +14,7 @@ from typing import Any
 from rxkernel.proto import (
     PAGE_SHIFT,
     PAGE_SIZE,
+    OVERCOMMIT_NAMES,
     PROP_NAMES,
     RX_DEFAULT_JOB_RIGHTS,
     RX_ERR_ACCESS_DENIED,
@@ -21,6 +22,7 @@ from rxkernel.proto import (
     RX_ERR_OUT_OF_RANGE,
     RX_PROP_JOB_COMMIT_HIGH,
     RX_PROP_JOB_COMMIT_MAX,
+    RX_PROP_JOB_OVERCOMMIT,
     RX_RIGHT_GET_PROPERTY,
     RX_RIGHT_SET_PROPERTY,
     RX_RIGHT_WRITE,
@@ -69,6 +71,11 @@ async def rx_object_set_property(call: Call, handle: int, property: int, value: 
         where = "its own job" if job is own else "a job above or beside its own"
         raise RxError(RX_ERR_ACCESS_DENIED, f"a process may set {name} only on jobs below its own, and this is {where}")
     group = job.charge
+    if property == RX_PROP_JOB_OVERCOMMIT:
+        if value not in OVERCOMMIT_NAMES:
+            raise invalid(f"{name} is one of {', '.join(f'{n} ({v})' for v, n in OVERCOMMIT_NAMES.items())}, not {value}")
+        job.overcommit = value  # for VMOs created from now on; its children inherit it
+        return ()
     pages = _limit_pages(property, value)
     if property == RX_PROP_JOB_COMMIT_MAX:
         assert job.parent is not None  # a job below the caller's has a parent
@@ -90,6 +97,8 @@ async def rx_object_get_property(call: Call, handle: int, property: int) -> tupl
         raise RxError(RX_ERR_NOT_SUPPORTED, f"unknown property {property} (the properties are {', '.join(PROP_NAMES.values())})")
     if not isinstance(h.obj, Job):
         raise RxError(RX_ERR_NOT_SUPPORTED, f"{PROP_NAMES[property]} is a job property, and the handle is a {h.obj.type_name}")
+    if property == RX_PROP_JOB_OVERCOMMIT:
+        return (h.obj.effective_overcommit(),)  # (inherited, when it set none)
     group = h.obj.charge
     pages = group.max_pages if property == RX_PROP_JOB_COMMIT_MAX else group.high_pages
     assert property in (RX_PROP_JOB_COMMIT_MAX, RX_PROP_JOB_COMMIT_HIGH)

@@ -41,7 +41,8 @@ from rxkernel.proto import (
     RxError,
 )
 
-from ..vm import new_slice, snapshot_locked, throttle_high
+from ..vm import new_slice, throttle_high
+from ._overcommit import check_new_vmo, reserves, snapshot_promised
 from ._table import Call, syscall
 from ._validate import (
     check_aligned,
@@ -61,6 +62,9 @@ async def rx_vmo_create(call: Call, size: int, options: int) -> tuple[Any, ...]:
     if size > RX_VMO_MAX_SIZE:
         raise RxError(RX_ERR_OUT_OF_RANGE, f"size {size:#x} is larger than the {RX_VMO_MAX_SIZE:#x} maximum")
     size = round_up(size)
+    job = call.process.job
+    if not options & RX_VMO_COMMIT_EAGER:
+        check_new_vmo(job, call.kernel.memory, size >> PAGE_SHIFT)
     capacity = max(size, RX_VMO_RESIZABLE_CAPACITY) if options & RX_VMO_RESIZABLE else size
     vmo = call.kernel.new_vmo(size, options, capacity)
     vmo.commit_explicit = bool(options & RX_VMO_COMMIT_EXPLICIT)
@@ -69,6 +73,8 @@ async def rx_vmo_create(call: Call, size: int, options: int) -> tuple[Any, ...]:
         if options & RX_VMO_COMMIT_EAGER:
             async with vmo.lock:
                 await vmo.commit_locked(0, vmo.size_pages, call.process.charge, allocate=True)
+        elif reserves(job):
+            vmo.reserve(job.charge)  # RX_OVERCOMMIT_NEVER: its whole size now, or RX_ERR_NO_MEMORY
         rights = RX_DEFAULT_VMO_RIGHTS | (RX_RIGHT_RESIZE if options & RX_VMO_RESIZABLE else 0)
         return (call.process.handles.add(vmo, rights),)
     finally:
@@ -116,7 +122,16 @@ async def rx_vmo_set_size(call: Call, handle: int, size: int) -> tuple[Any, ...]
     if size > vmo.store.capacity_pages << PAGE_SHIFT:
         raise RxError(RX_ERR_OUT_OF_RANGE, f"size {size:#x} passes the VMO's capacity")
     async with vmo.lock:
-        await vmo.set_size_locked(size)
+        res = vmo.reservation
+        grow = max(0, (size >> PAGE_SHIFT) - vmo.size_pages) if res is not None else 0
+        if res is not None and grow:
+            vmo.vm.memory.reserve(grow, res.group)  # RX_OVERCOMMIT_NEVER: the new pages are promised too, or it fails
+        try:
+            await vmo.set_size_locked(size)
+        finally:
+            if res is not None and grow:
+                vmo.vm.memory.unreserve(grow, res.group)
+            vmo.refresh_reservation()  # (no await since the hold went: the hold becomes the promise)
     return ()
 
 
@@ -199,8 +214,8 @@ async def rx_vmo_create_child(call: Call, handle: int, options: int, offset: int
             child.commit_explicit = parent.commit_explicit  # the same pages, the same policy
         else:
             capacity = max(size, RX_VMO_RESIZABLE_CAPACITY) if resizable else size
-            child = await snapshot_locked(
-                parent, kernel.new_koid(), offset, size, RX_VMO_RESIZABLE if resizable else 0, capacity,
+            child = await snapshot_promised(
+                call.process.job, parent, kernel.new_koid(), offset, size, RX_VMO_RESIZABLE if resizable else 0, capacity,
                 at_least_on_write=kinds == RX_VMO_CHILD_SNAPSHOT_AT_LEAST_ON_WRITE,
             )
         child.add_ref()

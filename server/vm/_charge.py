@@ -39,13 +39,19 @@ class ChargeEvents:
 
 
 class ChargeGroup:
-    __slots__ = ("name", "parent", "children", "charged_pages", "max_pages", "high_pages", "events", "retired", "throttled_ns")
+    __slots__ = (
+        "name", "parent", "children", "charged_pages", "reserved_pages", "max_pages", "high_pages", "events", "retired",
+        "throttled_ns",
+    )
 
     def __init__(self, name: str, parent: ChargeGroup | None = None) -> None:
         self.name = name  # for messages: "job 1034"
         self.parent = parent
         self.children: list[ChargeGroup] = []
         self.charged_pages = 0  # own pages plus every child's charge
+        # Pages promised to RX_OVERCOMMIT_NEVER VMOs of its subtree and not committed yet
+        # (Committed_AS's role): limits count them as taken.
+        self.reserved_pages = 0
         self.max_pages: int | None = None
         self.high_pages: int | None = None
         self.events = ChargeEvents()
@@ -78,11 +84,20 @@ class ChargeGroup:
         return min(limits) if limits else None
 
     def over_max(self, pages: int) -> ChargeGroup | None:
-        """The group (this one or an ancestor) whose hard limit `pages` more would pass, or None."""
+        """The group (this one or an ancestor) whose hard limit `pages` more would pass (counting
+        what is charged and what is reserved), or None."""
         for group in self.lineage():
-            if group.max_pages is not None and group.charged_pages + pages > group.max_pages:
+            if group.max_pages is not None and group.charged_pages + group.reserved_pages + pages > group.max_pages:
                 return group
         return None
+
+    def add_reserved(self, pages: int) -> None:
+        """`pages` more (or, negative, fewer) reserved here and in every ancestor."""
+        for group in self.lineage():
+            group.reserved_pages += pages
+            assert group.reserved_pages >= 0, group
+            if group.retired and not group.charged_pages and not group.reserved_pages:
+                group._leave()
 
     def add(self, pages: int, count_events: bool = True) -> None:
         """Charge `pages` here and in every ancestor (the caller checked the limits)."""
@@ -95,7 +110,7 @@ class ChargeGroup:
         for group in list(self.lineage()):
             assert group.charged_pages >= pages, (group, pages)
             group.charged_pages -= pages
-            if group.retired and not group.charged_pages:
+            if group.retired and not group.charged_pages and not group.reserved_pages:
                 group._leave()
 
     def hand_up(self, pages: int, ancestor: ChargeGroup) -> None:
@@ -108,14 +123,14 @@ class ChargeGroup:
         raise AssertionError(f"{ancestor} is not an ancestor of {self}")
 
     def retire(self) -> None:
-        """Its job is gone: leave the tree now, or with the last page still charged here (an
-        offline memcg's role). Its children retired first (a job outlives its children)."""
+        """Its job is gone: leave the tree now, or with the last page charged or reserved here
+        (an offline memcg's role). Its children retired first (a job outlives its children)."""
         self.retired = True
-        if not self.charged_pages:
+        if not self.charged_pages and not self.reserved_pages:
             self._leave()
 
     def _leave(self) -> None:
-        assert not self.charged_pages and not self.children, self
+        assert not self.charged_pages and not self.reserved_pages and not self.children, self
         if self.parent is not None:
             self.parent.children.remove(self)
             self.parent = None
@@ -138,11 +153,12 @@ def high_delay(group: ChargeGroup, pages: int) -> float:
     return delay if delay >= MIN_HIGH_DELAY else 0.0
 
 
-def limit_words(group: ChargeGroup, pages: int) -> str:
-    """What a refused commit says: which group, its limit, its charge."""
+def limit_words(group: ChargeGroup, pages: int, what: str = "committing") -> str:
+    """What a refused commit or reservation says: which group, its limit, its charge."""
     assert group.max_pages is not None
-    return (f"committing {pages} pages would pass {group.name}'s commit limit (RX_PROP_JOB_COMMIT_MAX "
-            f"{group.max_pages * PAGE_SIZE} bytes, {group.charged_pages * PAGE_SIZE} charged)")
+    reserved = f", {group.reserved_pages * PAGE_SIZE} reserved" if group.reserved_pages else ""
+    return (f"{what} {pages} pages would pass {group.name}'s commit limit (RX_PROP_JOB_COMMIT_MAX "
+            f"{group.max_pages * PAGE_SIZE} bytes, {group.charged_pages * PAGE_SIZE} charged{reserved})")
 
 
 _MAX_SLOTS = 255

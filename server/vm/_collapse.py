@@ -157,3 +157,5 @@ async def collapse_locked(node: CowPages) -> None:
         siblings[siblings.index(node)] = child
     node.children = []
     node.parent = None
+    for vmo in child.fronts:  # it holds pages of its own now that it only read before
+        vmo.refresh_reservation()

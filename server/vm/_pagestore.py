@@ -116,13 +116,14 @@ class PageStore:
         """A new O_RDONLY fd on the same memfd: a writable MAP_SHARED of it fails in the host."""
         return os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
 
-    def commit(self, runs: Runs, group: ChargeGroup) -> int:
+    def commit(self, runs: Runs, group: ChargeGroup, covered: int = 0) -> int:
         """Count the pages of `runs` (holes, all of them) as committed and charged to `group`: all
-        or nothing against the limits and the budget (RX_ERR_NO_MEMORY, nothing changed).
-        Returns how many."""
+        or nothing against the limits and the budget (RX_ERR_NO_MEMORY, nothing changed);
+        `covered` of them fill `group`'s reservation (PhysicalMemory.commit). Returns how many."""
         new = sum(e - s for s, e in runs)
-        group = group.living()  # a process still finishing a call after its job went
-        self.memory.commit(new, group)
+        if not covered:
+            group = group.living()  # a process still finishing a call after its job went
+        self.memory.commit(new, group, covered)
         for s, e in runs:
             self.committed.set_range(s, e, True)
             holder = self.charges.assign(s, e, group)

@@ -36,30 +36,54 @@ class PhysicalMemory:
         self.total_pages = budget_bytes // PAGE_SIZE
         self.committed_pages = 0  # invariant: sum of every store's committed pages, and root's charge
         self.root = ChargeGroup("the root job")
+        # Promised to RX_OVERCOMMIT_NEVER VMOs, not committed yet (Linux's Committed_AS minus
+        # what is resident): a commit that is not one of those promises must fit beside them.
+        self.reserved_pages = 0
         self.counters = Counters()
 
     @property
     def free_pages(self) -> int:
         return self.total_pages - self.committed_pages
 
-    def commit(self, pages: int, group: ChargeGroup) -> None:
+    def commit(self, pages: int, group: ChargeGroup, covered: int = 0) -> None:
         """The one step every commit takes: `pages` more committed, charged to `group` and its
         ancestors, or RX_ERR_NO_MEMORY (a hard limit of the group or an ancestor, then the
-        budget) and nothing changed. Reclaim will plug in here: a commit that would fail frees
-        first."""
+        budget, each counting reservations as taken) and nothing changed. `covered` of them
+        fill a reservation `group` holds: those were counted when reserved and are not checked
+        again, which is why an RX_OVERCOMMIT_NEVER VMO's commits never fail. Reclaim will plug
+        in here: a commit that would fail frees first."""
+        assert 0 <= covered <= pages and covered <= group.reserved_pages, (pages, covered, group)
+        self._check(pages - covered, group, "committing")
+        self.committed_pages += pages
+        self.reserved_pages -= covered
+        group.add_reserved(-covered)
+        group.add(pages)
+
+    def reserve(self, pages: int, group: ChargeGroup) -> None:
+        """Promise `pages` to `group` (an RX_OVERCOMMIT_NEVER VMO), or RX_ERR_NO_MEMORY."""
+        self._check(pages, group, "reserving")
+        self.reserved_pages += pages
+        group.add_reserved(pages)
+
+    def unreserve(self, pages: int, group: ChargeGroup) -> None:
+        assert 0 <= pages <= self.reserved_pages, (pages, self.reserved_pages)
+        self.reserved_pages -= pages
+        group.add_reserved(-pages)
+
+    def _check(self, pages: int, group: ChargeGroup, what: str) -> None:
         assert pages >= 0, pages
         over = group.over_max(pages)
         if over is not None:
             over.events.max += 1
-            raise RxError(RX_ERR_NO_MEMORY, limit_words(over, pages))
-        if pages > self.free_pages:
+            raise RxError(RX_ERR_NO_MEMORY, limit_words(over, pages, what))
+        available = self.free_pages - self.reserved_pages
+        if pages > available:
+            held = f", {self.reserved_pages} more reserved" if self.reserved_pages else ""
             raise RxError(
                 RX_ERR_NO_MEMORY,
-                f"committing {pages} pages would pass the {self.total_pages * PAGE_SIZE} byte budget "
-                f"({self.free_pages} pages free)",
+                f"{what} {pages} pages would pass the {self.total_pages * PAGE_SIZE} byte budget "
+                f"({self.free_pages} pages free{held})",
             )
-        self.committed_pages += pages
-        group.add(pages)
 
     def uncommit(self, pages: int, group: ChargeGroup) -> None:
         """`pages` charged to `group` were freed."""

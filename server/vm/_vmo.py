@@ -50,6 +50,18 @@ def _tree_lock(vmo: Vmo, *_: object) -> FastLock:
     return vmo.lock
 
 
+class Reservation:
+    """RX_OVERCOMMIT_NEVER: a VMO's whole size promised at creation (Linux's Committed_AS). What
+    is not committed yet (`outstanding`: its size minus the pages its own store holds) counts as
+    taken in PhysicalMemory and in the group's limits, so the VMO's own commits never fail; they
+    are charged to `group`, the job that reserved. Guarded by the tree lock."""
+
+    __slots__ = ("group", "pages", "outstanding")
+
+    def __init__(self, group: ChargeGroup, pages: int, outstanding: int) -> None:
+        self.group, self.pages, self.outstanding = group, pages, outstanding
+
+
 class Vmo(KernelObject):
     obj_type = RX_OBJ_TYPE_VMO
     type_name = "VMO"
@@ -66,6 +78,7 @@ class Vmo(KernelObject):
         self.kind = kind
         # RX_VMO_COMMIT_EXPLICIT (a slice of such a VMO too): faults never commit, only syscalls do.
         self.commit_explicit = False
+        self.reservation: Reservation | None = None  # RX_OVERCOMMIT_NEVER (never on a slice)
         self.parent_koid = parent.koid if parent is not None else 0
         self.parent: Vmo | None = parent  # while it lives: counts this one in num_children
         self.num_children = 0
@@ -134,9 +147,47 @@ class Vmo(KernelObject):
         """Every store a fault through this VMO may name: its node's and its ancestors'."""
         return [self.node.store, *(a.store for a in self.node.ancestors())]
 
+    # -- reservations (RX_OVERCOMMIT_NEVER) ----------------------------------------------------------
+
+    def own_pages(self) -> int:
+        """Pages of this VMO its own store holds (what a reservation has been filled with)."""
+        return self.node.store.committed.count(self.node_offset, self.node_offset + self.size_pages)
+
+    def reserve(self, group: ChargeGroup, extra: int = 0) -> None:
+        """Promise this VMO its whole size, charged to `group`: RX_ERR_NO_MEMORY if that (and
+        `extra` pages more, checked together: a snapshot's parent) does not fit."""
+        assert self.reservation is None and self.kind != KIND_SLICE
+        outstanding = max(0, self.size_pages - self.own_pages())
+        self.vm.memory.reserve(outstanding + extra, group)
+        self.vm.memory.unreserve(extra, group)
+        self.reservation = Reservation(group, self.size_pages, outstanding)
+
+    def growth_if_snapshotted(self) -> int:
+        """How much this VMO's reservation would grow if a snapshot took its pages to a hidden
+        node (they would have to be copied back on write)."""
+        return min(self.own_pages(), self.reservation.pages) if self.reservation is not None else 0
+
+    def refresh_reservation(self) -> None:
+        """Bring `outstanding` back in step after the own pages changed outside a commit (a
+        decommit, a snapshot, a collapse, a resize). Only a snapshot or a resize can make it grow,
+        and both checked that it fits first."""
+        res = self.reservation
+        if res is None:
+            return
+        res.pages = self.size_pages if self.alive else 0
+        outstanding = max(0, res.pages - self.own_pages()) if self.alive else 0
+        delta, res.outstanding = outstanding - res.outstanding, outstanding
+        memory = self.vm.memory
+        if delta > 0:
+            memory.reserved_pages += delta
+            res.group.add_reserved(delta)
+        elif delta < 0:
+            memory.unreserve(-delta, res.group)
+
     def _on_zero_refs(self) -> None:
         # No handle, mapping or token names this VMO any more: no client can reach it.
         self.alive = False
+        self.refresh_reservation()  # (alive is False: the promise ends)
         self.vm.vmos.pop(self.koid, None)
         if self.parent is not None:
             self.parent.num_children -= 1
@@ -194,7 +245,14 @@ class Vmo(KernelObject):
         if not new:
             return 0, 0
         store = node.store
-        store.commit([(s, e) for s, e, _, _ in missing], group)  # all or nothing against limits and budget
+        res = self.reservation
+        if res is not None and res.outstanding:
+            # Pages this VMO was promised: charged to the job that reserved them, never refused.
+            covered = min(new, res.outstanding)
+            store.commit([(s, e) for s, e, _, _ in missing], res.group, covered)
+            res.outstanding -= covered
+        else:
+            store.commit([(s, e) for s, e, _, _ in missing], group)  # all or nothing against limits and budget
         copied = 0
         try:
             for s, e, owner, os_ in missing:
@@ -206,6 +264,7 @@ class Vmo(KernelObject):
             # can go back to being holes, and the node reads what it read before.
             for s, e, _, _ in missing:
                 store.decommit_nowait(s, e)
+            self.refresh_reservation()
             raise
         for s, e, _, _ in missing:
             node.zeroed.set_range(s, e, False)
@@ -260,6 +319,8 @@ class Vmo(KernelObject):
             node.zeroed.set_range(s, min(e, node.parent_limit), True)
         await node.store.decommit(s, e)
         free_unseen_above(node, s, e, through)
+        for vmo in node.fronts:  # (a slice's decommit frees its parent's own pages)
+            vmo.refresh_reservation()
 
     @requires_lock(_tree_lock)
     async def zero_locked(self, offset: int, length: int, group: ChargeGroup) -> None:
