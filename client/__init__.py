@@ -105,6 +105,12 @@ from rxkernel.proto import (
     RX_OBJ_TYPE_JOB as RX_OBJ_TYPE_JOB,
     RX_PROP_JOB_COMMIT_MAX as RX_PROP_JOB_COMMIT_MAX,
     RX_PROP_JOB_COMMIT_HIGH as RX_PROP_JOB_COMMIT_HIGH,
+    RX_PRESSURE_NORMAL as RX_PRESSURE_NORMAL,
+    RX_PRESSURE_WARNING as RX_PRESSURE_WARNING,
+    RX_PRESSURE_CRITICAL as RX_PRESSURE_CRITICAL,
+    RX_PRESSURE_IMMINENT_OOM as RX_PRESSURE_IMMINENT_OOM,
+    RX_PRESSURE_OUT_OF_MEMORY as RX_PRESSURE_OUT_OF_MEMORY,
+    PRESSURE_NAMES as PRESSURE_NAMES,
     RX_PROP_JOB_OVERCOMMIT as RX_PROP_JOB_OVERCOMMIT,
     RX_OVERCOMMIT_HEURISTIC as RX_OVERCOMMIT_HEURISTIC,
     RX_OVERCOMMIT_ALWAYS as RX_OVERCOMMIT_ALWAYS,
@@ -149,6 +155,7 @@ from ._ndarray import SharedArray as SharedArray
 from ._ndarray import ndarray as ndarray
 from ._ndarray import share as share
 from ._popen import popen as popen
+from ._pressure import watch_pressure as watch_pressure
 from ._objects import Mapping as Mapping
 from ._objects import Vmo as Vmo
 from ._sync import Barrier as Barrier
@@ -177,6 +184,7 @@ from ._stubs import (
     rx_vmar_protect as rx_vmar_protect,
     rx_vmar_op_range as rx_vmar_op_range,
     rx_object_get_child as rx_object_get_child,
+    rx_system_wait_pressure as rx_system_wait_pressure,
     rx_object_get_property as rx_object_get_property,
     rx_object_set_property as rx_object_set_property,
     rx_job_create as rx_job_create,
@@ -202,6 +210,7 @@ from ._vdso import (
     rx_get_syscall_number as rx_get_syscall_number,
     rx_system_get_page_size as rx_system_get_page_size,
     rx_system_get_physmem as rx_system_get_physmem,
+    rx_system_get_pressure_level as rx_system_get_pressure_level,
     rx_vdso_fds as rx_vdso_fds,
     rx_vdso_addresses as rx_vdso_addresses,
 )

@@ -294,6 +294,17 @@ def rx_object_get_property(handle: int, prop: int) -> int:
     return int(_call("rx_object_get_property", handle, prop)[0])
 
 
+# -- memory pressure ---------------------------------------------------------------------------
+
+
+def rx_system_wait_pressure(known_level: int, deadline_ns: int | None = None) -> int:
+    """Block this thread until rxd's memory pressure level differs from `known_level` (or until
+    `deadline_ns` on rx_clock_get_monotonic()), and return the level then. The level itself is
+    rx_system_get_pressure_level(), read with no request; rx.watch_pressure() iterates changes."""
+    deadline = RX_TIME_INFINITE if deadline_ns is None else deadline_ns
+    return int(_thread_call("rx_system_wait_pressure", known_level, deadline)[0])
+
+
 # -- rx.fork() (rx extension; see _fork.py) -------------------------------------------------------
 
 

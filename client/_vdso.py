@@ -35,6 +35,7 @@ _cpu_features = lib.rxv_cpu_features
 _syscall_number = lib.rxv_get_syscall_number
 _page_size = lib.rxv_system_get_page_size
 _physmem = lib.rxv_system_get_physmem
+_pressure = lib.rxv_system_get_pressure_level
 
 
 def _attach() -> None:
@@ -102,6 +103,10 @@ rx_thread_tls_base = _wrapper(
 rx_cpu_features = _wrapper(_cpu_features, "rx_cpu_features", "RX_CPU_X86_* / RX_CPU_ARM64_* bits (rxkernel.proto).")
 rx_system_get_page_size = _wrapper(_page_size, "rx_system_get_page_size", "rx's page size.")
 rx_system_get_physmem = _wrapper(_physmem, "rx_system_get_physmem", "rxd's physical memory budget in bytes (rxd --memory).")
+rx_system_get_pressure_level = _wrapper(
+    _pressure, "rx_system_get_pressure_level",
+    "The memory pressure level rxd has in force (RX_PRESSURE_NORMAL .. RX_PRESSURE_OUT_OF_MEMORY), read from the vvar: no request.",
+)
 
 
 def rx_get_syscall_number(name: str) -> int:
@@ -122,6 +127,7 @@ _FAST: dict[str, Callable[[], int]] = {
     "rx_clock_get_monotonic": _monotonic, "rx_clock_get_realtime": _realtime, "rx_ticks_get": _ticks,
     "rx_ticks_per_second": _ticks_per_second, "rx_thread_tls_base": _tls_base, "rx_cpu_features": _cpu_features,
     "rx_system_get_page_size": _page_size, "rx_system_get_physmem": _physmem,
+    "rx_system_get_pressure_level": _pressure,
 }
 _WRAPPERS: dict[str, Callable[[], int]] = {name: globals()[name] for name in _FAST}
 os.register_at_fork(after_in_child=_unbind_in_child)

@@ -75,6 +75,15 @@ RX_VM_MAP_OPTIONS = RX_VM_SPECIFIC | RX_VM_MAP_RANGE | RX_VM_MAP_RANDOM
 RX_PROP_JOB_COMMIT_MAX = 1000  # bytes, a multiple of the page size; 0 = no limit of its own
 RX_PROP_JOB_COMMIT_HIGH = 1001  # bytes; 0 = none
 RX_PROP_JOB_OVERCOMMIT = 1002  # an RX_OVERCOMMIT_* mode for VMOs its processes create (inherited)
+# Memory pressure levels (Zircon's system events, in order of severity; rx_system_get_pressure_level).
+RX_PRESSURE_NORMAL = 0
+RX_PRESSURE_WARNING = 1
+RX_PRESSURE_CRITICAL = 2
+RX_PRESSURE_IMMINENT_OOM = 3
+RX_PRESSURE_OUT_OF_MEMORY = 4
+PRESSURE_NAMES = {0: "RX_PRESSURE_NORMAL", 1: "RX_PRESSURE_WARNING", 2: "RX_PRESSURE_CRITICAL",
+                  3: "RX_PRESSURE_IMMINENT_OOM", 4: "RX_PRESSURE_OUT_OF_MEMORY"}
+
 # RX_PROP_JOB_OVERCOMMIT modes, Linux's vm.overcommit_memory numbers.
 RX_OVERCOMMIT_HEURISTIC = 0  # the default: refuse only a lazy VMO that could never fit
 RX_OVERCOMMIT_ALWAYS = 1  # never refuse at creation

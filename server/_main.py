@@ -11,11 +11,12 @@ import sys
 import structlog
 import trio
 
-from rxkernel.proto import default_socket_path, package_version
+from rxkernel.proto import PAGE_SIZE, default_socket_path, package_version
 
 from ._logging import configure_logging
 from .ipc import Server, prepare_socket_path
 from .object import Kernel
+from .vm import Thresholds
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GIB": 1 << 30, "T": 1 << 40, "TIB": 1 << 40}
 
@@ -26,6 +27,35 @@ def parse_size(text: str) -> int:
     if not match or match.group(2).upper() not in _UNITS:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 2GiB, 512MiB, 4096)")
     return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def parse_pressure(text: str) -> dict[str, str]:
+    """'warning=15%,critical=7%,oom=2%' (shares of the budget) or sizes ('oom=64MiB')."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        name, _, value = part.strip().partition("=")
+        if name not in ("warning", "critical", "oom") or not value:
+            raise argparse.ArgumentTypeError(f"not a pressure level: {part!r} (the levels are warning=, critical=, oom=)")
+        if value.endswith("%"):
+            try:
+                float(value[:-1])
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"not a share: {value!r} (try 15%)") from None
+        else:
+            parse_size(value)
+        out[name] = value
+    return out
+
+
+def pressure_thresholds(levels: dict[str, str], memory_bytes: int) -> Thresholds:
+    """The thresholds for a budget of `memory_bytes` (defaults for levels not given)."""
+    shares = {"warning": 0.15, "critical": 0.075, "oom": 0.025}
+    for name, value in levels.items():
+        shares[name] = float(value[:-1]) / 100 if value.endswith("%") else parse_size(value) / memory_bytes
+    try:
+        return Thresholds.of_budget(memory_bytes // PAGE_SIZE, **shares)
+    except ValueError as e:
+        raise SystemExit(f"rxd: --pressure: {e}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="physical memory budget: committed pages never exceed it (default: 2GiB; 512MiB, 4096 … work too)")
     p.add_argument("--ack-deadline", type=float, default=5.0, metavar="SECONDS",
                    help="seconds a client has to ack a shootdown before it is killed (default: 5.0)")
+    p.add_argument("--pressure", type=parse_pressure, default=parse_pressure("warning=15%,critical=7.5%,oom=2.5%"),
+                   metavar="LEVELS",
+                   help="free memory at which each pressure level begins, as a share of --memory or a size "
+                   "(default: warning=15%%,critical=7.5%%,oom=2.5%%; imminent-oom is oom x 1.2)")
+    p.add_argument("--pressure-hysteresis", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds a lower pressure level waits after the last change before it is in force; worse "
+                   "levels apply at once (default: 10.0)")
     p.add_argument("--clock", default="auto", choices=["auto", "ticks", "syscall"],
                    help="the vDSO clock: CPU ticks, or a raw clock_gettime syscall (default: auto, ticks when they "
                    "are invariant)")
@@ -57,7 +94,8 @@ async def run(args: argparse.Namespace) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    kernel = Kernel(args.memory, ack_deadline=args.ack_deadline, clock_mode=args.clock)
+    kernel = Kernel(args.memory, ack_deadline=args.ack_deadline, clock_mode=args.clock,
+                    pressure=args.thresholds, pressure_hysteresis=args.pressure_hysteresis)
     server = Server(kernel, args.socket or default_socket_path())
     log = structlog.get_logger("rxd")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -76,6 +114,7 @@ async def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     args.socket = args.socket or default_socket_path()
+    args.thresholds = pressure_thresholds(args.pressure, args.memory)  # a bad one: one line, exit 1
     configure_logging(args.log_level, args.log_format)
     prepare_socket_path(args.socket)  # before the event loop: a refusal is one line and exit 1
     try:

@@ -201,9 +201,7 @@ def test_heuristic_refuses_what_could_never_fit_and_always_does_not(rxd: Rxd) ->
     limited = rxd.call("rx_job_create", default, 0)
     rxd.call("rx_object_set_property", limited, RX_PROP_JOB_COMMIT_MAX, 16 * P)
     other = RawClient(rxd.socket, job=rxd.call("rx_handle_export", limited, RX_RIGHT_SAME_RIGHTS))
-    with pytest.raises(RxError) as e:
-        other.call("rx_vmo_create", 17 * P, 0)
-    assert e.value.status == RX_ERR_NO_MEMORY and "effective commit limit" in str(e.value)
+    other.call("rx_vmo_create", 17 * P, 0)  # a job's limit is not the heuristic's business (nor memcg's)
     member.close()
     other.close()
 

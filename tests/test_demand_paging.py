@@ -192,12 +192,16 @@ assert rx.rx_vmo_get_size(vmo) == 4096
 
 def test_lazy_commit_past_budget_dies_with_diagnostic() -> None:
     with running_rxd(memory="4MiB") as rxd:
+        # Two VMOs that each fit (one larger than the budget is refused at creation: the default
+        # overcommit mode, RX_OVERCOMMIT_HEURISTIC), and together do not.
         _expect_death(rxd, """
-vmo = rx.rx_vmo_create(64 << 20)
-addr = rx.rx_vmar_map(vmo, 0, 64 << 20, RW)
-view = rx.rx_view(addr, 64 << 20)
-for off in range(0, 64 << 20, 4096):
-    view[off] = 1
+views = []
+for _ in range(2):
+    vmo = rx.rx_vmo_create(3 << 20)
+    views.append(rx.rx_view(rx.rx_vmar_map(vmo, 0, 3 << 20, RW), 3 << 20))
+for view in views:
+    for off in range(0, 3 << 20, 4096):
+        view[off] = 1
 """, signal.SIGBUS, "out of memory")
         rxd.wait_idle()
 

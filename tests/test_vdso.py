@@ -30,7 +30,7 @@ from rxtest import CLIENT_TIMEOUT, QUICK_TIMEOUT, Rxd, read_line, running_rxd
 EXPORTS = {
     "rx_vdso_init", "rx_clock_get_monotonic", "rx_clock_get_realtime", "rx_ticks_get", "rx_ticks_per_second",
     "rx_thread_tls_base", "rx_cpu_features", "rx_get_syscall_number", "rx_system_get_page_size",
-    "rx_system_get_physmem",
+    "rx_system_get_physmem", "rx_system_get_pressure_level",
 }
 
 # /proc/cpuinfo flag for each x86_64 feature bit (SSE3 is "pni"; an invariant TSC is nonstop_tsc).

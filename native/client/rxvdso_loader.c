@@ -28,10 +28,11 @@ typedef int64_t (*i64_fn)(void);
 typedef uint64_t (*u64_fn)(void);
 typedef int64_t (*name_fn)(const char *);
 
-enum { F_MONO, F_REAL, F_TICKS, F_TPS, F_TLS, F_CPU, F_PAGE, F_PHYS, F_N };
+enum { F_MONO, F_REAL, F_TICKS, F_TPS, F_TLS, F_CPU, F_PAGE, F_PHYS, F_PRES, F_N };
 static const char *const fn_names[F_N] = {
     "rx_clock_get_monotonic", "rx_clock_get_realtime", "rx_ticks_get", "rx_ticks_per_second",
     "rx_thread_tls_base", "rx_cpu_features", "rx_system_get_page_size", "rx_system_get_physmem",
+    "rx_system_get_pressure_level",
 };
 static void *fns[F_N];
 static name_fn syscall_number_fn;
@@ -174,6 +175,7 @@ TRAMPOLINE(rxv_thread_tls_base, F_TLS, u64_fn)
 TRAMPOLINE(rxv_cpu_features, F_CPU, u64_fn)
 TRAMPOLINE(rxv_system_get_page_size, F_PAGE, u64_fn)
 TRAMPOLINE(rxv_system_get_physmem, F_PHYS, u64_fn)
+TRAMPOLINE(rxv_system_get_pressure_level, F_PRES, u64_fn)
 
 int64_t rxv_get_syscall_number(const char *name) {
     name_fn f = __atomic_load_n(&syscall_number_fn, __ATOMIC_ACQUIRE);

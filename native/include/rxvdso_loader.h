@@ -37,6 +37,7 @@ int64_t rxv_cpu_features(void);
 int64_t rxv_get_syscall_number(const char *name);
 int64_t rxv_system_get_page_size(void);
 int64_t rxv_system_get_physmem(void);
+int64_t rxv_system_get_pressure_level(void);
 
 /* Where the attached image and vvar are mapped (0 when detached). */
 uint64_t rxv_image_base(void);

@@ -311,6 +311,10 @@ void rx_vvar_set_physmem(void *page, uint64_t physmem_bytes) {
     __atomic_store_n(&as_vvar(page)->physmem_bytes, physmem_bytes, __ATOMIC_RELAXED);
 }
 
+void rx_vvar_set_pressure(void *page, uint32_t level) {
+    __atomic_store_n(&as_vvar(page)->memory_pressure, level, __ATOMIC_RELEASE);
+}
+
 int64_t rx_vvar_hammer(void *page, const volatile int *stop, uint64_t max_updates, uint32_t pause) {
     struct rx_vvar *v = as_vvar(page);
     if (v == NULL || stop == NULL)

@@ -190,3 +190,8 @@ uint64_t rx_system_get_physmem(void) {
     const struct rx_vvar *v = page();
     return LIKELY(v) ? LD(&v->physmem_bytes) : (uint64_t)(int64_t)RX_VDSO_ERR_BAD_STATE;
 }
+
+uint64_t rx_system_get_pressure_level(void) {
+    const struct rx_vvar *v = page();
+    return LIKELY(v) ? __atomic_load_n(&v->memory_pressure, __ATOMIC_ACQUIRE) : (uint64_t)(int64_t)RX_VDSO_ERR_BAD_STATE;
+}

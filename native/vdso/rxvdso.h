@@ -46,6 +46,8 @@ int64_t rx_get_syscall_number(const char *name);
 /* rx's page size and rxd's physical memory budget in bytes. */
 uint64_t rx_system_get_page_size(void);
 uint64_t rx_system_get_physmem(void);
+/* The RX_PRESSURE_* level rxd has in force now. */
+uint64_t rx_system_get_pressure_level(void);
 
 #ifdef __cplusplus
 }

@@ -100,7 +100,7 @@ struct rx_vvar {
     int64_t mono_base_ns;       /* [seq] rx monotonic ns at tick_base */
     uint64_t mult;              /* [seq] ns per tick << shift (slewed by rxd, see rxvvar_writer.c) */
     uint32_t shift;             /* [seq] */
-    uint32_t memory_pressure;   /* [atomic] 0 normal (levels come with the pressure issue) */
+    uint32_t memory_pressure;   /* [atomic] the RX_PRESSURE_* level in force (0 normal .. 4 out of memory) */
     int64_t realtime_offset_ns; /* [seq] realtime = monotonic + this (rx_clock_adjust_realtime) */
     uint64_t ticks_per_second;  /* [once] calibrated at rxd start (aarch64: cntfrq_el0) */
 

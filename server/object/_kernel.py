@@ -15,7 +15,7 @@ import trio
 from rxkernel.proto import PAGE_SIZE, RX_ERR_BAD_STATE, RX_ERR_NOT_FOUND, RX_ERR_WRONG_TYPE, RX_OBJ_TYPE_SYSTEM, RxError
 
 from ..base import KernelObject
-from ..vm import PhysicalMemory, VmContext, Vmo, new_root_vmo
+from ..vm import PhysicalMemory, Thresholds, VmContext, Vmo, new_root_vmo
 from ._futex import Futexes
 from ._job import Job
 from ._process import Process
@@ -31,8 +31,9 @@ class SystemResource(KernelObject):
 
 
 class Kernel:
-    def __init__(self, memory_bytes: int, ack_deadline: float = 5.0, clock_mode: str = "auto") -> None:
-        self.vm = VmContext(memory_bytes, ack_deadline)
+    def __init__(self, memory_bytes: int, ack_deadline: float = 5.0, clock_mode: str = "auto",
+                 pressure: Thresholds | None = None, pressure_hysteresis: float = 10.0) -> None:
+        self.vm = VmContext(memory_bytes, ack_deadline, pressure, pressure_hysteresis)
         # The vDSO image and vvar page every client maps; also rxd's own clock: vdso.monotonic_ns()
         # is what every client's rx_clock_get_monotonic() reads.
         self.vdso = Vdso(self.memory.total_pages * PAGE_SIZE, clock_mode)
@@ -53,6 +54,7 @@ class Kernel:
         for job in (self.root_job, self.default_job):
             self.register_job(job)
         self.futexes = Futexes(self.processes, self.vdso.monotonic_ns)  # deadlines are on the rx clock
+        self.vm.pressure.publish = self.vdso.set_pressure  # every client reads the level there
 
     @property
     def memory(self) -> PhysicalMemory:
@@ -67,6 +69,7 @@ class Kernel:
         futex words); until then it is skipped."""
         self.vm.collapses.nursery = nursery
         self.futexes.nursery = nursery
+        nursery.start_soon(self.vm.pressure.run)
 
     def new_koid(self) -> int:
         return next(self._koids)

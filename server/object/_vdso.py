@@ -95,6 +95,9 @@ class Vdso:
     def set_realtime_offset(self, offset_ns: int) -> None:
         lib.rx_vvar_set_realtime_offset(self._vvar, offset_ns)
 
+    def set_pressure(self, level: int) -> None:
+        lib.rx_vvar_set_pressure(self._vvar, level)
+
     @property
     def realtime_offset(self) -> int:
         return int(lib.rx_vvar_realtime_offset(self._vvar))

@@ -3,7 +3,7 @@ Zircon's lib/syscalls/ (ARCHITECTURE.md "Layers"). Each handler says which seman
 implements, validates every argument before it touches state, and raises RxError for the caller's
 mistakes; then it calls into object/ and vm/, which never call back up."""
 
-from . import _clock, _fork, _futex, _handle, _info, _job, _vmar, _vmo  # noqa: F401  (they register themselves)
+from . import _clock, _fork, _futex, _handle, _info, _job, _pressure, _vmar, _vmo  # noqa: F401  (they register themselves)
 from ._table import HANDLERS as HANDLERS
 from ._table import Call as Call
 from ._table import Handler as Handler

@@ -195,6 +195,10 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "cache_op_pages": c.cache_op_pages,
         "shootdowns": c.shootdowns,
         "clients_killed": c.clients_killed,
+        "pressure_level": kernel.vm.pressure.level,  # RX_PRESSURE_*, as the vvar has it
+        "pressure_transitions": kernel.vm.pressure.levels.transitions,
+        **{f"pressure_{name}_bytes": getattr(kernel.vm.pressure.levels.thresholds, name) << PAGE_SHIFT
+           for name in ("warning", "critical", "imminent_oom", "oom", "debounce")},
         "num_processes": len(kernel.processes),
         "num_vmos": len(kernel.vmos),
         "num_hidden_nodes": sum(1 for n in nodes if n.hidden),

@@ -1,8 +1,8 @@
 """Overcommit policy (Linux's vm.overcommit_memory, per job): what a new VMO promises.
 
-- RX_OVERCOMMIT_HEURISTIC (the default): a lazy VMO that could never fit (larger than the budget
-  or than the creator's job's effective commit limit) is refused at creation; anything else may
-  fail later, at a fault.
+- RX_OVERCOMMIT_HEURISTIC (the default): a lazy VMO that could never fit (larger than the whole
+  budget, as Linux's heuristic refuses more than RAM + swap; a job's limit is not considered, as
+  memcg's is not) is refused at creation; anything else may fail later, at a fault.
 - RX_OVERCOMMIT_ALWAYS: nothing is refused at creation.
 - RX_OVERCOMMIT_NEVER: a lazy VMO (or snapshot child) reserves its whole size at creation, against
   the budget and every limit on its creator's job's path, and fails with RX_ERR_NO_MEMORY if that
@@ -28,14 +28,10 @@ from ..vm import ChargeGroup, PhysicalMemory, Vmo, snapshot_locked
 
 def check_new_vmo(job: Job, memory: PhysicalMemory, pages: int) -> None:
     """HEURISTIC's refusal of a VMO that could never fit."""
-    if job.effective_overcommit() != RX_OVERCOMMIT_HEURISTIC:
-        return
-    limit = job.charge.effective_max_pages()
-    ceiling = min(memory.total_pages, limit) if limit is not None else memory.total_pages
-    if pages > ceiling:
-        what = "the memory budget" if ceiling == memory.total_pages else f"job {job.koid}'s effective commit limit"
-        raise RxError(RX_ERR_NO_MEMORY, f"a VMO of {pages * PAGE_SIZE} bytes could never fit {what} ({ceiling * PAGE_SIZE} bytes; "
-                      f"{OVERCOMMIT_NAMES[RX_OVERCOMMIT_HEURISTIC]} refuses it, RX_OVERCOMMIT_ALWAYS would not)")
+    if job.effective_overcommit() == RX_OVERCOMMIT_HEURISTIC and pages > memory.total_pages:
+        raise RxError(RX_ERR_NO_MEMORY, f"a VMO of {pages * PAGE_SIZE} bytes could never fit the memory budget "
+                      f"({memory.total_pages * PAGE_SIZE} bytes; {OVERCOMMIT_NAMES[RX_OVERCOMMIT_HEURISTIC]} refuses it, "
+                      "RX_OVERCOMMIT_ALWAYS would not)")
 
 
 def reserves(job: Job) -> bool:

@@ -16,6 +16,9 @@ from ._pagestore import PageStore as PageStore
 from ._charge import ChargeEvents as ChargeEvents
 from ._charge import ChargeGroup as ChargeGroup
 from ._pmm import Counters as Counters
+from ._pressure import Pressure as Pressure
+from ._pressure import PressureLevels as PressureLevels
+from ._pressure import Thresholds as Thresholds
 from ._pmm import PhysicalMemory as PhysicalMemory
 from ._storefds import drop_stores as drop_stores
 from ._throttle import throttle_high as throttle_high

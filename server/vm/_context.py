@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ._collapse import CollapseQueue
 from ._pmm import PhysicalMemory
+from ._pressure import Pressure, Thresholds
 from ._shootdown import Coherence
 
 if TYPE_CHECKING:
@@ -15,8 +16,13 @@ if TYPE_CHECKING:
 
 
 class VmContext:
-    def __init__(self, memory_bytes: int, ack_deadline: float) -> None:
+    def __init__(self, memory_bytes: int, ack_deadline: float, pressure: Thresholds | None = None,
+                 pressure_hysteresis: float = 10.0) -> None:
         self.memory = PhysicalMemory(memory_bytes)
+        memory = self.memory
+        thresholds = pressure if pressure is not None else Thresholds.of_budget(memory.total_pages)
+        self.pressure = Pressure(thresholds, pressure_hysteresis, lambda: memory.free_pages)
+        memory.on_free_changed = self.pressure.update
         self.coherence = Coherence(ack_deadline, self.memory.counters)
         self.collapses = CollapseQueue()
         # Every live VMO: a Vmo adds itself when made and leaves when its last reference goes.

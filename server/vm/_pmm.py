@@ -12,6 +12,7 @@ Event-loop only: every method runs to completion without awaiting.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from rxkernel.proto import PAGE_SIZE, RX_ERR_NO_MEMORY, RxError
 
@@ -40,6 +41,8 @@ class PhysicalMemory:
         # what is resident): a commit that is not one of those promises must fit beside them.
         self.reserved_pages = 0
         self.counters = Counters()
+        # Told after every change of committed pages (the pressure levels: VmContext sets it).
+        self.on_free_changed: Callable[[], None] = lambda: None
 
     @property
     def free_pages(self) -> int:
@@ -58,6 +61,8 @@ class PhysicalMemory:
         self.reserved_pages -= covered
         group.add_reserved(-covered)
         group.add(pages)
+        if pages:
+            self.on_free_changed()
 
     def reserve(self, pages: int, group: ChargeGroup) -> None:
         """Promise `pages` to `group` (an RX_OVERCOMMIT_NEVER VMO), or RX_ERR_NO_MEMORY."""
@@ -90,3 +95,5 @@ class PhysicalMemory:
         assert 0 <= pages <= self.committed_pages, (pages, self.committed_pages)
         self.committed_pages -= pages
         group.remove(pages)
+        if pages:
+            self.on_free_changed()
