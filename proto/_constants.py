@@ -75,6 +75,9 @@ RX_VM_MAP_OPTIONS = RX_VM_SPECIFIC | RX_VM_MAP_RANGE | RX_VM_MAP_RANDOM
 RX_PROP_JOB_COMMIT_MAX = 1000  # bytes, a multiple of the page size; 0 = no limit of its own
 RX_PROP_JOB_COMMIT_HIGH = 1001  # bytes; 0 = none
 RX_PROP_JOB_OVERCOMMIT = 1002  # an RX_OVERCOMMIT_* mode for VMOs its processes create (inherited)
+RX_PROP_JOB_KILL_ON_OOM = 15  # Zircon's number: 0 or 1; its processes are the OOM killer's first choice
+RX_PROP_JOB_OOM_GROUP = 1003  # 0 or 1: the OOM killer takes the whole job at once (memory.oom.group)
+RX_PROP_PROCESS_OOM_SCORE_ADJ = 1010  # -1000..1000 added to the badness; -1000: never chosen
 # Memory pressure levels (Zircon's system events, in order of severity; rx_system_get_pressure_level).
 RX_PRESSURE_NORMAL = 0
 RX_PRESSURE_WARNING = 1

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pressure-hysteresis", type=float, default=10.0, metavar="SECONDS",
                    help="seconds a lower pressure level waits after the last change before it is in force; worse "
                    "levels apply at once (default: 10.0)")
+    p.add_argument("--oom", default="kill", choices=["kill", "fail"],
+                   help="when a fault cannot be given memory: kill the process that frees most (never one with "
+                   "oom_score_adj -1000), or fail the fault (default: kill)")
     p.add_argument("--clock", default="auto", choices=["auto", "ticks", "syscall"],
                    help="the vDSO clock: CPU ticks, or a raw clock_gettime syscall (default: auto, ticks when they "
                    "are invariant)")
@@ -95,7 +98,7 @@ async def run(args: argparse.Namespace) -> None:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     kernel = Kernel(args.memory, ack_deadline=args.ack_deadline, clock_mode=args.clock,
-                    pressure=args.thresholds, pressure_hysteresis=args.pressure_hysteresis)
+                    pressure=args.thresholds, pressure_hysteresis=args.pressure_hysteresis, oom_kill=args.oom == "kill")
     server = Server(kernel, args.socket or default_socket_path())
     log = structlog.get_logger("rxd")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -28,10 +28,13 @@ class Job(KernelObject):
         self.parent = parent
         self.children: set[Job] = set()
         self.num_processes = 0  # live processes born in this job (the kernel's registry has them)
-        self.charge: ChargeGroup = charge if charge is not None else ChargeGroup(f"job {koid}", parent.charge if parent else None)
+        self.charge: ChargeGroup = charge if charge is not None else ChargeGroup(f"job {koid}", parent.charge if parent else None, koid)
+        self.charge.koid = koid
         # Its properties (rx_object_set_property): the limits, kept in self.charge, and the
         # overcommit mode (None: its parent's).
         self.overcommit: int | None = None
+        self.kill_on_oom = False  # RX_PROP_JOB_KILL_ON_OOM
+        self.oom_group = False  # RX_PROP_JOB_OOM_GROUP
         self.alive = True
         self.on_gone: Callable[[Job], None] | None = None  # the kernel forgets it
         if parent is not None:

@@ -18,6 +18,7 @@ from ..base import KernelObject
 from ..vm import PhysicalMemory, Thresholds, VmContext, Vmo, new_root_vmo
 from ._futex import Futexes
 from ._job import Job
+from ._oom import OomKiller
 from ._process import Process
 from ._tokens import ForkTickets, Tokens
 from ._vdso import Vdso
@@ -32,7 +33,7 @@ class SystemResource(KernelObject):
 
 class Kernel:
     def __init__(self, memory_bytes: int, ack_deadline: float = 5.0, clock_mode: str = "auto",
-                 pressure: Thresholds | None = None, pressure_hysteresis: float = 10.0) -> None:
+                 pressure: Thresholds | None = None, pressure_hysteresis: float = 10.0, oom_kill: bool = True) -> None:
         self.vm = VmContext(memory_bytes, ack_deadline, pressure, pressure_hysteresis)
         # The vDSO image and vvar page every client maps; also rxd's own clock: vdso.monotonic_ns()
         # is what every client's rx_clock_get_monotonic() reads.
@@ -53,6 +54,8 @@ class Kernel:
         self.jobs: dict[int, Job] = {}  # every live job by koid (the two above included)
         for job in (self.root_job, self.default_job):
             self.register_job(job)
+        self.oom = OomKiller(self.memory, self.processes, lambda g: self.jobs.get(g.koid), self.root_job, enabled=oom_kill)
+        self.vm.out_of_memory = self.oom
         self.futexes = Futexes(self.processes, self.vdso.monotonic_ns)  # deadlines are on the rx clock
         self.vm.pressure.publish = self.vdso.set_pressure  # every client reads the level there
 

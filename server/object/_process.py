@@ -46,6 +46,7 @@ class Process(KernelObject):
         super().__init__(koid)
         self.pid = pid
         self.job = job  # never changes; holds a reference on the job (add_process) until teardown
+        self.oom_score_adj = 0  # RX_PROP_PROCESS_OOM_SCORE_ADJ
         job.add_process()
         self.uid = uid
         self.pidfd = _open_pidfd(pid)

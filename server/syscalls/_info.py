@@ -166,6 +166,10 @@ def job_info(job: Job) -> dict[str, Any]:
         # memory.events
         "events_high": group.events.high,
         "events_max": group.events.max,
+        "events_oom": group.events.oom,  # faults that went to OOM handling at its limit
+        "events_oom_kill": group.events.oom_kill,  # processes killed for it
+        "kill_on_oom": int(job.kill_on_oom),
+        "oom_group": int(job.oom_group),
         "throttled_ns": group.throttled_ns,  # its processes' commits delayed above a commit_high
     }
 
@@ -195,6 +199,7 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "cache_op_pages": c.cache_op_pages,
         "shootdowns": c.shootdowns,
         "clients_killed": c.clients_killed,
+        "oom_kills": c.oom_kills,
         "pressure_level": kernel.vm.pressure.level,  # RX_PRESSURE_*, as the vvar has it
         "pressure_transitions": kernel.vm.pressure.levels.transitions,
         **{f"pressure_{name}_bytes": getattr(kernel.vm.pressure.levels.thresholds, name) << PAGE_SHIFT

@@ -22,14 +22,17 @@ from rxkernel.proto import (
     RX_ERR_OUT_OF_RANGE,
     RX_PROP_JOB_COMMIT_HIGH,
     RX_PROP_JOB_COMMIT_MAX,
+    RX_PROP_JOB_KILL_ON_OOM,
+    RX_PROP_JOB_OOM_GROUP,
     RX_PROP_JOB_OVERCOMMIT,
+    RX_PROP_PROCESS_OOM_SCORE_ADJ,
     RX_RIGHT_GET_PROPERTY,
     RX_RIGHT_SET_PROPERTY,
     RX_RIGHT_WRITE,
     RxError,
 )
 
-from ..object import Job
+from ..object import Job, Process
 from ._table import Call, syscall
 from ._validate import invalid
 
@@ -58,15 +61,32 @@ def _limit_pages(prop: int, value: int) -> int | None:
     return value >> PAGE_SHIFT or None
 
 
-@syscall
-async def rx_object_set_property(call: Call, handle: int, property: int, value: int) -> tuple[Any, ...]:
-    h = call.process.handles.get(handle, None, RX_RIGHT_SET_PROPERTY)
+def _property_name(obj: object, property: int) -> str:
     if property not in PROP_NAMES:
         raise RxError(RX_ERR_NOT_SUPPORTED, f"unknown property {property} (the properties are {', '.join(PROP_NAMES.values())})")
     name = PROP_NAMES[property]
-    if not isinstance(h.obj, Job):
-        raise RxError(RX_ERR_NOT_SUPPORTED, f"{name} is a job property, and the handle is a {h.obj.type_name}")
-    job, own = h.obj, call.process.job
+    kind, cls = ("process", Process) if property == RX_PROP_PROCESS_OOM_SCORE_ADJ else ("job", Job)
+    if not isinstance(obj, cls):
+        raise RxError(RX_ERR_NOT_SUPPORTED, f"{name} is a {kind} property, and the handle is a {getattr(obj, 'type_name', '?')}")
+    return name
+
+
+def _flag(name: str, value: int) -> bool:
+    if value not in (0, 1):
+        raise invalid(f"{name} is 0 or 1, not {value}")
+    return bool(value)
+
+
+@syscall
+async def rx_object_set_property(call: Call, handle: int, property: int, value: int) -> tuple[Any, ...]:
+    h = call.process.handles.get(handle, None, RX_RIGHT_SET_PROPERTY)
+    name = _property_name(h.obj, property)
+    own = call.process.job
+    if isinstance(h.obj, Process):
+        _set_oom_score_adj(call.process, h.obj, value)
+        return ()
+    assert isinstance(h.obj, Job)
+    job = h.obj
     if not job.is_below(own):
         where = "its own job" if job is own else "a job above or beside its own"
         raise RxError(RX_ERR_ACCESS_DENIED, f"a process may set {name} only on jobs below its own, and this is {where}")
@@ -75,9 +95,12 @@ async def rx_object_set_property(call: Call, handle: int, property: int, value: 
         if value not in OVERCOMMIT_NAMES:
             raise invalid(f"{name} is one of {', '.join(f'{n} ({v})' for v, n in OVERCOMMIT_NAMES.items())}, not {value}")
         job.overcommit = value  # for VMOs created from now on; its children inherit it
-        return ()
-    pages = _limit_pages(property, value)
-    if property == RX_PROP_JOB_COMMIT_MAX:
+    elif property == RX_PROP_JOB_KILL_ON_OOM:
+        job.kill_on_oom = _flag(name, value)
+    elif property == RX_PROP_JOB_OOM_GROUP:
+        job.oom_group = _flag(name, value)
+    elif property == RX_PROP_JOB_COMMIT_MAX:
+        pages = _limit_pages(property, value)
         assert job.parent is not None  # a job below the caller's has a parent
         ceiling = job.parent.charge.effective_max_pages()
         if ceiling is not None and (pages is None or pages > ceiling):
@@ -86,20 +109,40 @@ async def rx_object_set_property(call: Call, handle: int, property: int, value: 
         group.max_pages = pages  # (children with a higher limit of their own are held to this one)
     else:
         assert property == RX_PROP_JOB_COMMIT_HIGH
-        group.high_pages = pages
+        group.high_pages = _limit_pages(property, value)
     return ()
+
+
+def _set_oom_score_adj(caller: Process, target: Process, value: int) -> None:
+    """As Linux's oom_score_adj: -1000..1000 (the u64 on the wire carries it two's complement);
+    a process may raise its own (be chosen sooner), and set any value on processes in jobs below
+    its own."""
+    adj = value - (1 << 64) if value >= 1 << 63 else value
+    if not -1000 <= adj <= 1000:
+        raise RxError(RX_ERR_OUT_OF_RANGE, f"RX_PROP_PROCESS_OOM_SCORE_ADJ is -1000..1000, not {adj}")
+    if target is caller:
+        if adj < target.oom_score_adj:
+            raise RxError(RX_ERR_ACCESS_DENIED, "a process may only raise its own RX_PROP_PROCESS_OOM_SCORE_ADJ "
+                          "(its job's parent may lower it)")
+    elif not target.job.is_below(caller.job):
+        raise RxError(RX_ERR_ACCESS_DENIED, "a process may set RX_PROP_PROCESS_OOM_SCORE_ADJ of processes in jobs below its own only")
+    target.oom_score_adj = adj
 
 
 @syscall
 async def rx_object_get_property(call: Call, handle: int, property: int) -> tuple[Any, ...]:
     h = call.process.handles.get(handle, None, RX_RIGHT_GET_PROPERTY)
-    if property not in PROP_NAMES:
-        raise RxError(RX_ERR_NOT_SUPPORTED, f"unknown property {property} (the properties are {', '.join(PROP_NAMES.values())})")
-    if not isinstance(h.obj, Job):
-        raise RxError(RX_ERR_NOT_SUPPORTED, f"{PROP_NAMES[property]} is a job property, and the handle is a {h.obj.type_name}")
+    _property_name(h.obj, property)
+    if isinstance(h.obj, Process):
+        return (h.obj.oom_score_adj & ((1 << 64) - 1),)  # (two's complement in the u64)
+    assert isinstance(h.obj, Job)
+    job = h.obj
     if property == RX_PROP_JOB_OVERCOMMIT:
-        return (h.obj.effective_overcommit(),)  # (inherited, when it set none)
-    group = h.obj.charge
-    pages = group.max_pages if property == RX_PROP_JOB_COMMIT_MAX else group.high_pages
+        return (job.effective_overcommit(),)  # (inherited, when it set none)
+    if property == RX_PROP_JOB_KILL_ON_OOM:
+        return (int(job.kill_on_oom),)
+    if property == RX_PROP_JOB_OOM_GROUP:
+        return (int(job.oom_group),)
+    pages = job.charge.max_pages if property == RX_PROP_JOB_COMMIT_MAX else job.charge.high_pages
     assert property in (RX_PROP_JOB_COMMIT_MAX, RX_PROP_JOB_COMMIT_HIGH)
     return ((pages or 0) << PAGE_SHIFT,)

@@ -15,6 +15,7 @@ from ._mapping import Mapping as Mapping
 from ._pagestore import PageStore as PageStore
 from ._charge import ChargeEvents as ChargeEvents
 from ._charge import ChargeGroup as ChargeGroup
+from ._pmm import CommitRefused as CommitRefused
 from ._pmm import Counters as Counters
 from ._pressure import Pressure as Pressure
 from ._pressure import PressureLevels as PressureLevels

@@ -40,12 +40,13 @@ class ChargeEvents:
 
 class ChargeGroup:
     __slots__ = (
-        "name", "parent", "children", "charged_pages", "reserved_pages", "max_pages", "high_pages", "events", "retired",
-        "throttled_ns",
+        "name", "koid", "parent", "children", "charged_pages", "reserved_pages", "max_pages", "high_pages", "events",
+        "retired", "throttled_ns",
     )
 
-    def __init__(self, name: str, parent: ChargeGroup | None = None) -> None:
+    def __init__(self, name: str, parent: ChargeGroup | None = None, koid: int = 0) -> None:
         self.name = name  # for messages: "job 1034"
+        self.koid = koid  # its job's (0: not known yet, the root's until the kernel names it)
         self.parent = parent
         self.children: list[ChargeGroup] = []
         self.charged_pages = 0  # own pages plus every child's charge

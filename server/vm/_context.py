@@ -4,6 +4,7 @@ in vm/ needs to reach up to the kernel object that owns this."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ._collapse import CollapseQueue
@@ -11,8 +12,15 @@ from ._pmm import PhysicalMemory
 from ._pressure import Pressure, Thresholds
 from ._shootdown import Coherence
 
+from ._charge import ChargeGroup
+
 if TYPE_CHECKING:
+    from ._mapper import Mapper
     from ._vmo import Vmo
+
+
+async def _nothing_to_free(group: ChargeGroup | None, faulting: Mapper) -> bool:
+    return False
 
 
 class VmContext:
@@ -23,6 +31,9 @@ class VmContext:
         thresholds = pressure if pressure is not None else Thresholds.of_budget(memory.total_pages)
         self.pressure = Pressure(thresholds, pressure_hysteresis, lambda: memory.free_pages)
         memory.on_free_changed = self.pressure.update
+        # OOM handling, for a fault whose commit was refused: free memory for the group whose
+        # limit was hit (None: the budget) and say whether to retry. The kernel sets the killer.
+        self.out_of_memory: Callable[[ChargeGroup | None, Mapper], Awaitable[bool]] = _nothing_to_free
         self.coherence = Coherence(ack_deadline, self.memory.counters)
         self.collapses = CollapseQueue()
         # Every live VMO: a Vmo adds itself when made and leaves when its last reference goes.

@@ -34,6 +34,7 @@ from rxkernel.proto import (
 )
 
 from ..base import requires_lock
+from ._pmm import CommitRefused
 from ._storefds import send_stores
 from ._throttle import throttle_high
 
@@ -180,10 +181,20 @@ def _held_around(runs: list[Resolved], page: int) -> tuple[int, int]:
 
 
 async def _commit(process: Mapper, vmo: Vmo, m: Mapping, start: int, end: int, committed: list[int]) -> int:
-    try:
-        new, copied = await vmo.commit_locked(start, end, process.charge, exclude=m)
-    except RxError as e:
-        return e.status
+    while True:
+        try:
+            new, copied = await vmo.commit_locked(start, end, process.charge, exclude=m)
+            break
+        except CommitRefused as e:
+            # A fault goes to OOM handling (a syscall just fails): it frees memory for the limit
+            # that was hit, or says there is nothing left to free. Only a single page is worth
+            # it: a window that does not fit is retried as its one page first (_resolve_locked).
+            if end - start > 1 or not await vmo.vm.out_of_memory(e.group, process) or not process.alive:
+                return e.status
+            if not vmo.alive or process.aspace.find(m.base) is not m:
+                return e.status  # (the retry that follows maps whatever is there now)
+        except RxError as e:
+            return e.status
     committed[0] += new
     if copied:
         vmo.vm.memory.counters.cow_faults += 1

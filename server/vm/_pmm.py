@@ -19,6 +19,15 @@ from rxkernel.proto import PAGE_SIZE, RX_ERR_NO_MEMORY, RxError
 from ._charge import ChargeGroup, limit_words
 
 
+class CommitRefused(RxError):
+    """RX_ERR_NO_MEMORY from a commit: `group` is the charge group whose hard limit it would pass,
+    None for the budget (what OOM handling frees memory for)."""
+
+    def __init__(self, message: str, group: ChargeGroup | None) -> None:
+        super().__init__(RX_ERR_NO_MEMORY, message)
+        self.group = group
+
+
 @dataclasses.dataclass(slots=True)
 class Counters:
     page_faults: int = 0  # fault requests served (any outcome that mapped something)
@@ -27,6 +36,7 @@ class Counters:
     page_outs: int = 0
     shootdowns: int = 0  # control requests sent to clients
     clients_killed: int = 0  # clients that did not ack in time
+    oom_kills: int = 0  # processes the OOM killer ended
     cow_faults: int = 0  # write faults that split a shared page (copy-on-write)
     cow_pages_copied: int = 0  # pages copied by those splits (and by writes and commits to clones)
     cache_op_pages: int = 0  # resident pages walked by rx_vmo_op_range CACHE_* ops (line by line)
@@ -80,14 +90,14 @@ class PhysicalMemory:
         over = group.over_max(pages)
         if over is not None:
             over.events.max += 1
-            raise RxError(RX_ERR_NO_MEMORY, limit_words(over, pages, what))
+            raise CommitRefused(limit_words(over, pages, what), over)
         available = self.free_pages - self.reserved_pages
         if pages > available:
             held = f", {self.reserved_pages} more reserved" if self.reserved_pages else ""
-            raise RxError(
-                RX_ERR_NO_MEMORY,
+            raise CommitRefused(
                 f"{what} {pages} pages would pass the {self.total_pages * PAGE_SIZE} byte budget "
                 f"({self.free_pages} pages free{held})",
+                None,
             )
 
     def uncommit(self, pages: int, group: ChargeGroup) -> None:
