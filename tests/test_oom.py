@@ -45,7 +45,7 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def limited_job(rxd: Rxd, pages: int) -> int:
-    job = rxd.call("rx_job_create", rxd.call("rx_job_default"), 0)
+    job: int = rxd.call("rx_job_create", rxd.call("rx_job_default"), 0)
     rxd.call("rx_object_set_property", job, RX_PROP_JOB_COMMIT_MAX, pages * P)
     return job
 
