@@ -1,4 +1,4 @@
-"""`rxctl`: look at a running rxd. `rxctl stats | ps | vmos [--pid PID] | maps PID | jobs [--json]`."""
+"""`rxctl`: look at a running rxd. `rxctl stats | ps | vmos [--pid PID] | maps PID | jobs | pressure [--json]`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from rxkernel.proto import (
+    PRESSURE_NAMES,
     RX_ERR_NOT_FOUND,
     RX_INFO_KMEM_STATS,
     RX_INFO_PROCESS_MAPS,
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="every VMO (or one process's): size, committed bytes it reads (private, shared, scaled), mappings")
     vmos.add_argument("--pid", type=int, default=None, help="only the VMOs this process holds handles to or maps")
     sub.add_parser("jobs", parents=[common], help="the job tree: charges, commit limits, limit events, throttling")
+    sub.add_parser("pressure", parents=[common], help="the memory pressure level, its thresholds, and stall times (PSI)")
     maps = sub.add_parser("maps", parents=[common], help="one process's mappings, as pmap shows them")
     maps.add_argument("pid", type=int, help="the process (its OS pid, as rxctl ps lists it)")
     return p
@@ -83,7 +85,7 @@ def _query(args: argparse.Namespace) -> tuple[Any, int]:
         topic = RX_INFO_PROCESS_MAPS if args.command == "maps" else RX_INFO_PROCESS_VMOS
         return _stubs.rx_object_get_info(_process_handle(system, pid), topic), 0
     topic = {"stats": RX_INFO_KMEM_STATS, "ps": RX_INFO_SYSTEM_PROCESSES, "vmos": RX_INFO_SYSTEM_VMOS,
-             "jobs": RX_INFO_SYSTEM_JOBS}[args.command]
+             "jobs": RX_INFO_SYSTEM_JOBS, "pressure": RX_INFO_KMEM_STATS}[args.command]
     info = _stubs.rx_object_get_info(system, topic)
     if args.command == "ps":  # rxctl's own connection is not what anyone asks about
         me = _stubs.connect().process_koid
@@ -123,6 +125,20 @@ def _print_jobs(info: list[dict[str, Any]]) -> None:
                         ("throttled", "THROTTLED", False)], left=("job",)))
 
 
+def _print_pressure(kmem: dict[str, Any]) -> None:
+    """As /proc/pressure/memory reads, after the level and what puts each one in force."""
+    level = kmem["pressure_level"]
+    print(f"level {PRESSURE_NAMES.get(level, level)} ({kmem['pressure_transitions']} changes so far)")
+    print(f"free  {_size(kmem['free_bytes'])} of {_size(kmem['total_bytes'])} "
+          f"({_size(kmem['committed_bytes'])} committed, {_size(kmem['reserved_bytes'])} more reserved)")
+    names = (("warning", "WARNING"), ("critical", "CRITICAL"), ("imminent_oom", "IMMINENT_OOM"), ("oom", "OUT_OF_MEMORY"))
+    print("begins at free <= " + ", ".join(f"{title} {_size(kmem[f'pressure_{key}_bytes'])}" for key, title in names)
+          + f"; eases past the threshold + {_size(kmem['pressure_debounce_bytes'])}")
+    for kind in ("some", "full"):
+        print(f"{kind} avg10={kmem[f'stall_{kind}_avg10']:.2f} avg60={kmem[f'stall_{kind}_avg60']:.2f} "
+              f"avg300={kmem[f'stall_{kind}_avg300']:.2f} total={kmem[f'stall_{kind}_total_us']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -152,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(rows)} mappings, {total['size']} mapped, {total['mem_private_bytes']} private, {total['mem_shared_bytes']} shared")
     elif args.command == "jobs":
         _print_jobs(info)
+    elif args.command == "pressure":
+        _print_pressure(info)
     else:
         _print_vmos(info, system_committed, args.pid is None)
     return 0

@@ -433,6 +433,10 @@ def test_faults_above_commit_high_are_throttled_in_proportion(rxd: Rxd) -> None:
     assert free_info["throttled_ns"] == 0
     assert float(outs[0][0]) >= 0.79, outs[0]  # the client itself waited that long
     assert info(rxd, default)["throttled_ns"] == slow_info["throttled_ns"]  # counted up the tree
+    # PSI: the slow job's only process was stalled all that time (some and full); the free job never.
+    assert slow_info["stall_some_total_us"] >= 0.79e6 and slow_info["stall_full_total_us"] >= 0.79e6, slow_info
+    assert free_info["stall_some_total_us"] == 0
+    assert rxd.kmem()["stall_some_total_us"] >= slow_info["stall_some_total_us"]
 
 
 def test_rxctl_jobs_prints_the_tree(rxd: Rxd) -> None:

@@ -4,6 +4,7 @@ publishing them to every client through the vvar and to waiters."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -107,3 +108,32 @@ def test_rxd_refuses_bad_pressure_options() -> None:
         out = subprocess.run([sys.executable, "-c", "from rxkernel.server import main; main()", "--pressure", bad,
                               "--socket", "/tmp/rx-never-used.sock"], capture_output=True, text=True, timeout=30)
         assert out.returncode != 0 and "pressure" in out.stderr, (bad, out.stderr)
+
+
+def test_stall_clock_counts_some_and_full_and_decays_like_psi() -> None:
+    from rxkernel.server.vm import StallClock
+
+    s = 1_000_000_000
+    c = StallClock(now_ns=0)
+    c.change(0, tasks=2)
+    c.change(1 * s, stalled=1)  # one of two stalled for 1 s: some
+    c.change(2 * s, stalled=1)  # both for 0.5 s: some and full
+    c.change(int(2.5 * s), stalled=-2)
+    c.average(int(2.5 * s), int(2.5 * s))  # one period of 2.5 s with 1.5 s some, 0.5 s full
+    report = c.report(3 * s)
+    assert report["stall_some_total_us"] == 1_500_000 and report["stall_full_total_us"] == 500_000
+    some10 = 60.0 * (1 - math.exp(-0.2))
+    assert report["stall_some_avg10"] == round(some10, 2) and report["stall_full_avg10"] == round(20.0 * (1 - math.exp(-0.2)), 2)
+    assert report["stall_some_avg300"] < report["stall_some_avg60"] < report["stall_some_avg10"]
+    c.average(int(4.5 * s), 2 * s)  # a quiet period: the averages decay
+    assert c.report(int(4.5 * s))["stall_some_avg10"] < report["stall_some_avg10"]
+
+
+def test_rxctl_pressure_shows_level_thresholds_and_stalls() -> None:
+    with running_rxd(memory="4MiB") as rxd:
+        out = subprocess.run([sys.executable, "-c", "from rxkernel.client._rxctl import entry; entry()", "pressure"],
+                             env=rxd.env, capture_output=True, text=True, timeout=60)
+        lines = out.stdout.splitlines()
+        assert out.returncode == 0 and lines[0].startswith("level RX_PRESSURE_NORMAL"), out
+        assert "WARNING 616.0 KiB" in lines[2] and "OUT_OF_MEMORY 104.0 KiB" in lines[2], lines
+        assert lines[3].startswith("some avg10=0.00 avg60=0.00 avg300=0.00 total=") and lines[4].startswith("full avg10=")

@@ -227,7 +227,7 @@ class Server:
             if event is CLOSED:
                 return
             assert isinstance(event, FaultRequest)
-            reply = await resolve_fault(process, event.seq, event.addr, event.write)
+            reply = await resolve_fault(self.kernel.vm, process, event.seq, event.addr, event.write)
             await sock.send_all(conn.send(reply))
 
 

@@ -73,6 +73,7 @@ class Kernel:
         self.vm.collapses.nursery = nursery
         self.futexes.nursery = nursery
         nursery.start_soon(self.vm.pressure.run)
+        nursery.start_soon(self.vm.stalls.run)
 
     def new_koid(self) -> int:
         return next(self._koids)
@@ -83,6 +84,7 @@ class Kernel:
 
     def _job_gone(self, job: Job) -> None:
         self.jobs.pop(job.koid, None)
+        self.vm.stalls.forget(job.charge)
 
     def _job_of_hello(self, token: str | None) -> Job:
         """The job a new process is born in, with a reference the caller drops once the process
@@ -119,6 +121,7 @@ class Kernel:
             process = Process(self.new_koid(), pid, uid, job, self._process_gone)
         finally:
             job.drop_ref()
+        self.vm.stalls.joined(job.charge, 1)  # (PSI counts its tasks)
         process.add_ref()  # the kernel's own reference; dropped at teardown
         self.processes[process.koid] = process
         self.sessions[process.session] = process
@@ -133,6 +136,7 @@ class Kernel:
             self.fork_tickets.cancel(process, ticket)
         self.processes.pop(process.koid, None)
         self.sessions.pop(process.session, None)
+        self.vm.stalls.joined(process.job.charge, -1)
         process.job.remove_process()
 
     def new_vmo(self, size: int, options: int, capacity: int) -> Vmo:

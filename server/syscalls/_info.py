@@ -56,6 +56,7 @@ from rxkernel.proto import (
 from ..base import KernelObject
 from ..object import Job, Kernel, Process
 from ..vm import (
+    Stalls,
     Vmo,
     active_pages,
     live_nodes,
@@ -149,7 +150,7 @@ def process_maps(process: Process) -> list[dict[str, Any]]:
     return out
 
 
-def job_info(job: Job) -> dict[str, Any]:
+def job_info(job: Job, stalls: Stalls) -> dict[str, Any]:
     group = job.charge
     effective = group.effective_max_pages()
     return {
@@ -171,6 +172,7 @@ def job_info(job: Job) -> dict[str, Any]:
         "kill_on_oom": int(job.kill_on_oom),
         "oom_group": int(job.oom_group),
         "throttled_ns": group.throttled_ns,  # its processes' commits delayed above a commit_high
+        **stalls.report(group),  # PSI's some/full: avg10, avg60, avg300 (%), total (µs)
     }
 
 
@@ -210,6 +212,7 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "export_tokens": len(kernel.tokens),  # exported, not yet claimed
         "futex_waiters": kernel.futexes.waiting,  # threads blocked in rx_futex_wait now
         "futex_owner_died": kernel.futexes.owner_died,  # robust words taken from dead owners
+        **kernel.vm.stalls.report(memory.root),  # PSI's some/full for the whole system
     }
 
 
@@ -222,7 +225,7 @@ def system_processes(kernel: Kernel) -> list[dict[str, Any]]:
 
 
 def system_jobs(kernel: Kernel) -> list[dict[str, Any]]:
-    return [job_info(j) for j in kernel.root_job.subtree()]
+    return [job_info(j, kernel.vm.stalls) for j in kernel.root_job.subtree()]
 
 
 def system_vmos(kernel: Kernel) -> list[dict[str, Any]]:
@@ -243,7 +246,7 @@ def get_info(kernel: Kernel, obj: KernelObject, rights: int, topic: int) -> Any:
     if topic == RX_INFO_JOB:
         need(Job)
         assert isinstance(obj, Job)
-        return job_info(obj)
+        return job_info(obj, kernel.vm.stalls)
     if topic in (RX_INFO_TASK_STATS, RX_INFO_PROCESS_VMOS, RX_INFO_PROCESS_MAPS):
         need(Process)
         assert isinstance(obj, Process)

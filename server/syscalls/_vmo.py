@@ -99,7 +99,7 @@ async def rx_vmo_write(call: Call, handle: int, offset: int, data: bytes) -> tup
     async with vmo.lock:
         check_range(offset, len(data), vmo.size)  # the size may have changed while we waited
         new = await vmo.write_locked(offset, data, call.process.charge)
-    await throttle_high(call.process.charge, new)
+    await throttle_high(call.kernel.vm.stalls, call.process.charge, new)
     return ()
 
 
@@ -173,7 +173,7 @@ async def rx_vmo_op_range(call: Call, handle: int, op: int, offset: int, size: i
             await vmo.release_locked(start, end)
         else:
             await vmo.zero_locked(offset, size, call.process.charge)
-    await throttle_high(call.process.charge, new)  # (memory.high: after the lock, only this call waits)
+    await throttle_high(call.kernel.vm.stalls, call.process.charge, new)  # (memory.high: after the lock, only this call waits)
     return ()
 
 

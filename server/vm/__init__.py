@@ -18,6 +18,8 @@ from ._charge import ChargeGroup as ChargeGroup
 from ._pmm import CommitRefused as CommitRefused
 from ._pmm import Counters as Counters
 from ._pressure import Pressure as Pressure
+from ._psi import StallClock as StallClock
+from ._psi import Stalls as Stalls
 from ._pressure import PressureLevels as PressureLevels
 from ._pressure import Thresholds as Thresholds
 from ._pmm import PhysicalMemory as PhysicalMemory

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ._collapse import CollapseQueue
 from ._pmm import PhysicalMemory
 from ._pressure import Pressure, Thresholds
+from ._psi import Stalls
 from ._shootdown import Coherence
 
 from ._charge import ChargeGroup
@@ -31,6 +32,7 @@ class VmContext:
         thresholds = pressure if pressure is not None else Thresholds.of_budget(memory.total_pages)
         self.pressure = Pressure(thresholds, pressure_hysteresis, lambda: memory.free_pages)
         memory.on_free_changed = self.pressure.update
+        self.stalls = Stalls()  # PSI: time processes waited for memory, per charge group
         # OOM handling, for a fault whose commit was refused: free memory for the group whose
         # limit was hit (None: the budget) and say whether to retry. The kernel sets the killer.
         self.out_of_memory: Callable[[ChargeGroup | None, Mapper], Awaitable[bool]] = _nothing_to_free

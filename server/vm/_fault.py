@@ -39,6 +39,7 @@ from ._storefds import send_stores
 from ._throttle import throttle_high
 
 if TYPE_CHECKING:
+    from ._context import VmContext
     from ._cowpages import Resolved
     from ._mapper import Mapper
     from ._mapping import Mapping
@@ -52,10 +53,10 @@ def _prot(perms: int) -> int:
     return (_PROT_READ if perms & RX_VM_PERM_READ else 0) | (_PROT_WRITE if perms & RX_VM_PERM_WRITE else 0)
 
 
-async def resolve_fault(process: Mapper, seq: int, addr: int, write: bool) -> FaultReply:
+async def resolve_fault(vm: VmContext, process: Mapper, seq: int, addr: int, write: bool) -> FaultReply:
     committed = [0]  # pages this fault committed (over every retry)
     reply = await _resolve(process, seq, addr, write, committed)
-    await throttle_high(process.charge, committed[0])  # no lock held: only this fault waits
+    await throttle_high(vm.stalls, process.charge, committed[0])  # no lock held: only this fault waits
     return reply
 
 
@@ -189,7 +190,11 @@ async def _commit(process: Mapper, vmo: Vmo, m: Mapping, start: int, end: int, c
             # A fault goes to OOM handling (a syscall just fails): it frees memory for the limit
             # that was hit, or says there is nothing left to free. Only a single page is worth
             # it: a window that does not fit is retried as its one page first (_resolve_locked).
-            if end - start > 1 or not await vmo.vm.out_of_memory(e.group, process) or not process.alive:
+            if end - start > 1:
+                return e.status
+            with vmo.vm.stalls.stalled(process.charge):  # (PSI: waiting for memory)
+                freed = await vmo.vm.out_of_memory(e.group, process)
+            if not freed or not process.alive:
                 return e.status
             if not vmo.alive or process.aspace.find(m.base) is not m:
                 return e.status  # (the retry that follows maps whatever is there now)

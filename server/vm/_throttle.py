@@ -11,11 +11,12 @@ import time
 import trio
 
 from ._charge import ChargeGroup, high_delay
+from ._psi import Stalls
 
 
-async def throttle_high(group: ChargeGroup, pages: int) -> None:
+async def throttle_high(stalls: Stalls, group: ChargeGroup, pages: int) -> None:
     """Wait the penalty for `pages` just charged to `group`, and count it in every group on the
-    path (their throttled_ns)."""
+    path (their throttled_ns, and their stall times)."""
     if not pages:
         return
     delay = high_delay(group, pages)
@@ -23,7 +24,8 @@ async def throttle_high(group: ChargeGroup, pages: int) -> None:
         return
     start = time.monotonic_ns()
     try:
-        await trio.sleep(delay)
+        with stalls.stalled(group):
+            await trio.sleep(delay)
     finally:
         waited = time.monotonic_ns() - start
         for g in group.lineage():
