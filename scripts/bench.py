@@ -41,6 +41,8 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from rxtest import running_rxd  # noqa: E402
 
+from rxkernel.proto import RX_PROP_JOB_COMMIT_HIGH, RX_PROP_JOB_COMMIT_MAX, RX_RIGHT_SAME_RIGHTS  # noqa: E402
+
 import _bench_native  # noqa: E402  (beside this file: the C baselines, built on demand)
 
 # Client code that needs the C baselines starts with this: `bench` is their cffi lib.
@@ -502,11 +504,140 @@ def bench_memory(rxd: Any) -> dict[str, Any]:
     return {"committed_pages": pages, "rss_bytes_per_page": (after - before) / pages, "metadata_bytes_per_page": kmem["wired_bytes"] / pages}
 
 
+TOUCH_IN_JOB = """
+import json, sys
+import rxkernel.client as rx
+from rxkernel.native import lib
+size, rounds = int(sys.argv[1]), int(sys.argv[2])
+best = None
+for _ in range(rounds):
+    vmo = rx.rx_vmo_create(size)
+    addr = rx.rx_vmar_map(vmo, 0, size, rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE)
+    ns = lib.rx_touch(addr, size, 1)
+    best = ns if best is None else min(best, ns)
+    rx.rx_vmar_unmap(addr, size)
+    rx.rx_handle_close(vmo)
+print(json.dumps({"ns": best}))
+"""
+
+PRESSURE_WATCHER = """
+import json, sys
+import rxkernel.client as rx
+level = rx.rx_system_get_pressure_level()
+print("ready", flush=True)
+level = rx.rx_system_wait_pressure(level)
+print(json.dumps({"woke_ns": rx.rx_clock_get_monotonic(), "level": level}), flush=True)
+"""
+
+PRESSURE_TRIGGER = """
+import json, sys
+import rxkernel.client as rx
+pages = int(sys.argv[1])
+vmo = rx.rx_vmo_create(pages * 4096)
+rx.rx_vmo_write(vmo, 0, b"x" * ((pages - 1) * 4096))   # just short of the threshold
+print("primed", flush=True)
+sys.stdin.readline()
+t0 = rx.rx_clock_get_monotonic()
+rx.rx_vmo_write(vmo, (pages - 1) * 4096, b"x")          # the page that crosses it
+print(json.dumps({"t0_ns": t0, "t1_ns": rx.rx_clock_get_monotonic()}), flush=True)
+sys.stdin.readline()
+"""
+
+OOM_TOUCH = """
+import json, sys
+import rxkernel.client as rx
+from rxkernel.native import lib
+n = int(sys.argv[1])
+vmo = rx.rx_vmo_create(n * 4096)
+addr = rx.rx_vmar_map(vmo, 0, n * 4096, rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE, rx.RX_VM_MAP_RANDOM)
+lat = [lib.rx_touch(addr + i * 4096, 4096, 1) for i in range(n)]
+print("touched", json.dumps(lat), flush=True)
+sys.stdin.readline()
+"""
+
+
+def _in_job(rxd: Any, job: int, code: str, *args: str) -> subprocess.Popen[str]:
+    env = {**rxd.env, "RX_JOB": rxd.call("rx_handle_export", job, RX_RIGHT_SAME_RIGHTS)}
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def bench_charge_touch(rxd: Any, size: int, rounds: int) -> dict[str, Any]:
+    """First touch in the default job vs four jobs deep, each with a limit and a high mark that
+    are never reached: what charging through the tree costs per page."""
+    job = rxd.call("rx_job_default")
+    for _ in range(4):
+        job = rxd.call("rx_job_create", job, 0)
+        rxd.call("rx_object_set_property", job, RX_PROP_JOB_COMMIT_MAX, 2 * size)
+        rxd.call("rx_object_set_property", job, RX_PROP_JOB_COMMIT_HIGH, 2 * size)
+    shallow = client(rxd, TOUCH_IN_JOB, str(size), str(rounds))["ns"]
+    p = _in_job(rxd, job, TOUCH_IN_JOB, str(size), str(rounds))
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    deep = json.loads(out.strip().splitlines()[-1])["ns"]
+    pages = size // 4096
+    return {"default_us_per_page": shallow / pages / 1000, "deep_us_per_page": deep / pages / 1000, "ratio": deep / shallow}
+
+
+def bench_pressure_latency(waiters: int) -> dict[str, Any]:
+    """From the commit that crosses WARNING to each of `waiters` blocked clients waking with it."""
+    with running_rxd(memory="64MiB", extra=["--pressure-hysteresis", "0.05"]) as rxd:
+        procs = [rxd.spawn(PRESSURE_WATCHER) for _ in range(waiters)]
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        k = rxd.kmem()  # WARNING begins when free pages fall to its threshold: the last page crosses it
+        pages = (k["total_bytes"] - k["committed_bytes"] - k["pressure_warning_bytes"]) // 4096
+        trigger = rxd.spawn(PRESSURE_TRIGGER, str(pages))
+        assert trigger.stdout.readline().strip() == "primed"
+        time.sleep(0.2)  # every watcher is blocked in rxd by now
+        trigger.stdin.write("\n")
+        trigger.stdin.flush()
+        t = json.loads(trigger.stdout.readline())
+        woke = []
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            woke.append(json.loads(out.strip().splitlines()[-1])["woke_ns"])
+        trigger.communicate("\n", timeout=60)
+    lat = sorted((w - t["t0_ns"]) / 1e6 for w in woke)  # from the call that crossed it
+    return {"waiters": waiters, "p50_ms": lat[len(lat) // 2], "max_ms": lat[-1], "write_ms": (t["t1_ns"] - t["t0_ns"]) / 1e6}
+
+
+def bench_oom_path(rxd: Any) -> dict[str, Any]:
+    """A fault past a job's limit: from the fault to the retried commit, through the OOM killer."""
+    job = rxd.call("rx_job_create", rxd.call("rx_job_default"), 0)
+    rxd.call("rx_object_set_property", job, RX_PROP_JOB_COMMIT_MAX, 1024 * 4096)
+    hog = _in_job(rxd, job, OOM_TOUCH, "600")
+    assert hog.stdout.readline().startswith("touched")
+    faulter = _in_job(rxd, job, OOM_TOUCH, "600")
+    lat = json.loads(faulter.stdout.readline().split(" ", 1)[1])
+    faulter.communicate("\n", timeout=60)
+    hog.wait(60)
+    normal = sorted(lat)[len(lat) // 2]
+    worst = max(lat)
+    return {"oom_fault_ms": worst / 1e6, "normal_fault_us": normal / 1000, "ratio": worst / normal,
+            "hog_killed": hog.returncode == -9, "kills": rxd.kmem()["oom_kills"]}
+
+
+def rows_jobs(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    if c := results.get("charge_touch"):
+        rows.append(("first touch charged 4 jobs deep (limits, high) vs the default job", f"{c['deep_us_per_page']:.2f} µs/page",
+                     f"default job {c['default_us_per_page']:.2f} µs/page", f"{c['ratio']:.2f}×", "≈ 1.0×"))
+    if p := results.get("pressure_latency"):
+        rows.append((f"pressure change to {p['waiters']} waiting clients", f"p50 {p['p50_ms']:.2f} ms, max {p['max_ms']:.2f} ms",
+                     f"the 1-page write that crossed it: {p['write_ms']:.2f} ms", f"{p['max_ms'] / p['write_ms']:.1f}×", "milliseconds"))
+    if o := results.get("oom_path"):
+        rows.append(("OOM path: fault past the limit → victim killed → commit retried", f"{o['oom_fault_ms']:.2f} ms",
+                     f"an ordinary fault {o['normal_fault_us']:.0f} µs", f"{o['ratio']:.0f}×", "—"))
+    return rows
+
+
 CORE = ["first-touch", "fault-latency", "syscalls", "memory"]
 COW = ["snapshot", "cow-write", "rx-fork"]
 CLOCK = ["clock"]
 SYNC = ["mutex", "ring"]
-GROUPS = {"core": CORE, "cow": COW, "clock": CLOCK, "sync": SYNC, "all": CORE + COW + CLOCK + SYNC}
+JOBS = ["charge-touch", "pressure-latency", "oom-path"]
+GROUPS = {"core": CORE, "cow": COW, "clock": CLOCK, "sync": SYNC, "jobs": JOBS, "all": CORE + COW + CLOCK + SYNC + JOBS}
 
 
 def selected(names: list[str]) -> list[str]:
@@ -697,13 +828,21 @@ def main() -> None:
                 results["mutex"] = bench_mutex(rxd, 20_000 if quick else 200_000, 3 if quick else 5)
             if "ring" in run:
                 results["ring"] = bench_ring(rxd, 4, 4, 2000 if quick else 20_000, 1 if quick else 3)
+    if any(b in JOBS for b in run):
+        with running_rxd(memory="1GiB") as rxd:
+            if "charge-touch" in run:
+                results["charge_touch"] = bench_charge_touch(rxd, (32 if quick else 128) << 20, 1 if quick else 3)
+            if "oom-path" in run:
+                results["oom_path"] = bench_oom_path(rxd)
+        if "pressure-latency" in run:
+            results["pressure_latency"] = bench_pressure_latency(16)
     os.makedirs("bench-results", exist_ok=True)
     path = os.path.join("bench-results", time.strftime("bench-%Y%m%d-%H%M%S.json"))
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
     print("| benchmark | rx | baseline (same run) | ratio | target |")
     print("|---|---|---|---|---|")
-    for r in rows_core(results) + rows_cow(results) + rows_clock(results) + rows_sync(results):
+    for r in rows_core(results) + rows_cow(results) + rows_clock(results) + rows_sync(results) + rows_jobs(results):
         print("| " + " | ".join(r) + " |")
     if size_note:
         print(f"\nBenchmarks 5-7 at {size_note}; transparent hugepages: {results['machine']['transparent_hugepage']}.")
