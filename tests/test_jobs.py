@@ -34,7 +34,7 @@ from rxkernel.proto import (
     RX_VMO_OP_DECOMMIT,
     RxError,
 )
-from rxtest import RawClient, Rxd, running_rxd
+from rxtest import RawClient, Rxd, read_line, running_rxd
 
 P = PAGE_SIZE
 HEADER = "import rxkernel.client as rx, os, sys, json\nRW = rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE\n"
@@ -457,3 +457,62 @@ def test_rxctl_jobs_prints_the_tree(rxd: Rxd) -> None:
     human = rxctl("jobs").stdout.splitlines()
     assert human[0].split()[:2] == ["JOB", "CHARGED"]
     assert any(line.startswith(f"      {mine[2]} ") and "1.0 MiB" in line for line in human), human
+
+
+RACER = HEADER + """
+import random
+seed, rounds = int(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(seed)
+vmo = rx.rx_vmo_create(256 * 4096)
+committed = refused = 0
+done = set()
+for _ in range(rounds):
+    first = rng.randrange(256)
+    n = min(rng.randrange(1, 9), 256 - first)
+    new = len(set(range(first, first + n)) - done)
+    try:
+        rx.rx_vmo_write(vmo, first * 4096, b"r" * (n * 4096))
+    except rx.RxError as e:
+        assert e.status == rx.RX_ERR_NO_MEMORY, e
+        refused += 1
+        continue
+    done.update(range(first, first + n))
+    committed += new
+print(json.dumps({"committed": committed, "refused": refused}), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_sixteen_processes_in_four_jobs_racing_to_commit_are_charged_exactly(rxd: Rxd) -> None:
+    """A tree three deep (default - a - b, default - c - d), limits on a and c; four processes in
+    each of a, b, c, d commit at once. Every job's charge is then exactly what its subtree's
+    processes say they committed, no limit was passed, and each refusal was counted."""
+    default = rxd.call("rx_job_default")
+    a = rxd.call("rx_job_create", default, 0)
+    b = rxd.call("rx_job_create", a, 0)
+    c = rxd.call("rx_job_create", default, 0)
+    d = rxd.call("rx_job_create", c, 0)
+    rxd.call("rx_object_set_property", a, RX_PROP_JOB_COMMIT_MAX, 600 * P)
+    rxd.call("rx_object_set_property", c, RX_PROP_JOB_COMMIT_MAX, 900 * P)
+    jobs = {"a": a, "b": b, "c": c, "d": d}
+    procs = {name: [] for name in jobs}
+    for i in range(16):
+        name = "abcd"[i % 4]
+        env = {**rxd.env, "RX_JOB": rxd.call("rx_handle_export", jobs[name], RX_RIGHT_SAME_RIGHTS)}
+        procs[name].append(subprocess.Popen([sys.executable, "-c", RACER, str(i), "80"], env=env, text=True,
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    reports = {name: [json.loads(read_line(p, timeout=120)) for p in ps] for name, ps in procs.items()}
+    own = {name: sum(r["committed"] for r in rs) for name, rs in reports.items()}
+    refused = {name: sum(r["refused"] for r in rs) for name, rs in reports.items()}
+    got = {name: info(rxd, h) for name, h in jobs.items()}
+    assert got["b"]["charged_bytes"] == own["b"] * P and got["d"]["charged_bytes"] == own["d"] * P
+    assert got["a"]["charged_bytes"] == (own["a"] + own["b"]) * P <= 600 * P
+    assert got["c"]["charged_bytes"] == (own["c"] + own["d"]) * P <= 900 * P
+    assert got["a"]["events_max"] == refused["a"] + refused["b"] and got["c"]["events_max"] == refused["c"] + refused["d"]
+    assert refused["a"] + refused["b"] > 0, "the race should have met a's limit"
+    assert rxd.kmem()["committed_bytes"] == info(rxd, default)["charged_bytes"]
+    for ps in procs.values():
+        for p in ps:
+            p.communicate("\n", timeout=60)
+    rxd.wait_idle()
+    assert all(info(rxd, h)["charged_bytes"] == 0 for h in jobs.values())

@@ -10,6 +10,7 @@ from rxkernel.proto import (
     PAGE_SIZE,
     RX_INFO_JOB,
     RX_PROP_JOB_COMMIT_MAX,
+    RX_PROP_JOB_KILL_ON_OOM,
     RX_PROP_JOB_OOM_GROUP,
     RX_PROP_PROCESS_OOM_SCORE_ADJ,
     RX_RIGHT_SAME_RIGHTS,
@@ -103,3 +104,16 @@ def test_an_oom_group_job_goes_whole(rxd: Rxd) -> None:
     assert read_line(faulter) == "touched" and finish(faulter)[0] == 0
     assert [h.wait(30) for h in hogs] == [-signal.SIGKILL, -signal.SIGKILL]
     assert rxd.call("rx_object_get_info", job, RX_INFO_JOB)["events_oom_kill"] == 2
+
+
+def test_kill_on_oom_jobs_are_chosen_first(rxd: Rxd) -> None:
+    job = limited_job(rxd, 96)
+    marked = rxd.call("rx_job_create", job, 0)
+    rxd.call("rx_object_set_property", marked, RX_PROP_JOB_KILL_ON_OOM, 1)
+    assert rxd.call("rx_object_get_property", marked, RX_PROP_JOB_KILL_ON_OOM) == 1
+    big, _ = start(rxd, job, 50)  # bigger, but not in a KILL_ON_OOM job
+    small, _ = start(rxd, marked, 10)
+    assert read_line(big) == "touched" and read_line(small) == "touched"
+    faulter, _ = start(rxd, job, 40)  # 60 + 40 > 96
+    assert read_line(faulter) == "touched" and finish(faulter)[0] == 0
+    assert small.wait(30) == -signal.SIGKILL and finish(big)[0] == 0
