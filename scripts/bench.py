@@ -39,7 +39,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from rxtest import running_rxd  # noqa: E402
+from rxtest import read_line, running_rxd  # noqa: E402
 
 from rxkernel.proto import RX_PROP_JOB_COMMIT_HIGH, RX_PROP_JOB_COMMIT_MAX, RX_RIGHT_SAME_RIGHTS  # noqa: E402
 
@@ -584,15 +584,16 @@ def bench_pressure_latency(waiters: int) -> dict[str, Any]:
     with running_rxd(memory="64MiB", extra=["--pressure-hysteresis", "0.05"]) as rxd:
         procs = [rxd.spawn(PRESSURE_WATCHER) for _ in range(waiters)]
         for p in procs:
-            assert p.stdout.readline().strip() == "ready"
+            read_line(p, "ready")
         k = rxd.kmem()  # WARNING begins when free pages fall to its threshold: the last page crosses it
         pages = (k["total_bytes"] - k["committed_bytes"] - k["pressure_warning_bytes"]) // 4096
         trigger = rxd.spawn(PRESSURE_TRIGGER, str(pages))
-        assert trigger.stdout.readline().strip() == "primed"
+        read_line(trigger, "primed")
         time.sleep(0.2)  # every watcher is blocked in rxd by now
+        assert trigger.stdin is not None
         trigger.stdin.write("\n")
         trigger.stdin.flush()
-        t = json.loads(trigger.stdout.readline())
+        t = json.loads(read_line(trigger))
         woke = []
         for p in procs:
             out, err = p.communicate(timeout=60)
@@ -607,9 +608,9 @@ def bench_oom_path(rxd: Any) -> dict[str, Any]:
     job = rxd.call("rx_job_create", rxd.call("rx_job_default"), 0)
     rxd.call("rx_object_set_property", job, RX_PROP_JOB_COMMIT_MAX, 1024 * 4096)
     hog = _in_job(rxd, job, OOM_TOUCH, "600")
-    assert hog.stdout.readline().startswith("touched")
+    assert read_line(hog).startswith("touched")
     faulter = _in_job(rxd, job, OOM_TOUCH, "600")
-    lat = json.loads(faulter.stdout.readline().split(" ", 1)[1])
+    lat = json.loads(read_line(faulter).split(" ", 1)[1])
     faulter.communicate("\n", timeout=60)
     hog.wait(60)
     normal = sorted(lat)[len(lat) // 2]

@@ -495,7 +495,7 @@ def test_sixteen_processes_in_four_jobs_racing_to_commit_are_charged_exactly(rxd
     rxd.call("rx_object_set_property", a, RX_PROP_JOB_COMMIT_MAX, 600 * P)
     rxd.call("rx_object_set_property", c, RX_PROP_JOB_COMMIT_MAX, 900 * P)
     jobs = {"a": a, "b": b, "c": c, "d": d}
-    procs = {name: [] for name in jobs}
+    procs: dict[str, list[subprocess.Popen[str]]] = {name: [] for name in jobs}
     for i in range(16):
         name = "abcd"[i % 4]
         env = {**rxd.env, "RX_JOB": rxd.call("rx_handle_export", jobs[name], RX_RIGHT_SAME_RIGHTS)}
