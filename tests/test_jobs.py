@@ -516,3 +516,51 @@ def test_sixteen_processes_in_four_jobs_racing_to_commit_are_charged_exactly(rxd
             p.communicate("\n", timeout=60)
     rxd.wait_idle()
     assert all(info(rxd, h)["charged_bytes"] == 0 for h in jobs.values())
+
+
+CHURNER = HEADER + """
+import threading, time
+vmo = rx.rx_vmo_create(64 * 4096)
+view = rx.rx_view(rx.rx_vmar_map(vmo, 0, 64 * 4096, RW), 64 * 4096)
+view[0:64 * 4096] = b"c" * (64 * 4096)
+word_vmo = rx.rx_vmo_create(4096)
+addr_of_word = rx.rx_vmar_map(word_vmo, 0, 4096, RW)
+threading.Thread(target=lambda: rx.rx_futex_wait(addr_of_word, 0), daemon=True).start()  # never woken
+print("churning", flush=True)
+i = 0
+while True:  # snapshots, writes into them and into the original, until killed
+    child = rx.rx_vmo_create_child(vmo, rx.RX_VMO_CHILD_SNAPSHOT, 0, 64 * 4096)
+    rx.rx_vmo_write(child, (i % 64) * 4096, b"k" * 4096)
+    view[(i * 7 % 64) * 4096] = i & 0xFF
+    rx.rx_handle_close(child)
+    i += 1
+"""
+
+
+@pytest.mark.parametrize("mode", ["heuristic", "never"])
+def test_kills_during_snapshots_and_futex_waits_leave_charges_exact(rxd: Rxd, mode: str) -> None:
+    import random
+    import time
+
+    default = rxd.call("rx_job_default")
+    job = rxd.call("rx_job_create", default, 0)
+    rxd.call("rx_object_set_property", job, RX_PROP_JOB_COMMIT_MAX, 1024 * P)
+    if mode == "never":
+        from rxkernel.proto import RX_OVERCOMMIT_NEVER, RX_PROP_JOB_OVERCOMMIT
+        rxd.call("rx_object_set_property", job, RX_PROP_JOB_OVERCOMMIT, RX_OVERCOMMIT_NEVER)
+    rng = random.Random(11)
+    for _ in range(6):
+        env = {**rxd.env, "RX_JOB": rxd.call("rx_handle_export", job, RX_RIGHT_SAME_RIGHTS)}
+        p = subprocess.Popen([sys.executable, "-c", CHURNER], env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert read_line(p) == "churning"
+        time.sleep(rng.uniform(0.05, 0.3))
+        p.kill()
+        p.wait(30)
+    rxd.wait_for(lambda: rxd.kmem()["num_processes"] == 1, "the victims' teardown")
+    rxd.wait_idle()
+    k = rxd.kmem()
+    assert k["reserved_bytes"] == 0 and k["futex_waiters"] == 0 and k["num_hidden_nodes"] == 0, k
+    got = info(rxd, job)
+    assert got["charged_bytes"] == 0 and got["reserved_bytes"] == 0 and got["num_processes"] == 0, got
+    assert info(rxd, default)["charged_bytes"] == 0

@@ -117,3 +117,33 @@ def test_kill_on_oom_jobs_are_chosen_first(rxd: Rxd) -> None:
     faulter, _ = start(rxd, job, 40)  # 60 + 40 > 96
     assert read_line(faulter) == "touched" and finish(faulter)[0] == 0
     assert small.wait(30) == -signal.SIGKILL and finish(big)[0] == 0
+
+
+STEADY = """
+import sys, time, rxkernel.client as rx
+vmo = rx.rx_vmo_create(4096)
+print("started", 0, flush=True)
+worst, end = 0.0, time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    t = time.monotonic()
+    rx.rx_vmo_get_size(vmo)
+    worst = max(worst, time.monotonic() - t)
+print(worst, flush=True)
+"""
+
+
+def test_the_killer_never_stalls_other_clients(rxd: Rxd) -> None:
+    steady = subprocess.Popen([sys.executable, "-c", STEADY, "4"], env=rxd.env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    read_line(steady)
+    job = limited_job(rxd, 256)
+    for _ in range(3):  # OOM kills, one after another
+        hog, _ = start(rxd, job, 150)
+        assert read_line(hog) == "touched"
+        faulter, _ = start(rxd, job, 150)
+        assert read_line(faulter) == "touched" and finish(faulter)[0] == 0
+        assert hog.wait(30) == -signal.SIGKILL
+    worst = float(read_line(steady, timeout=60))
+    assert steady.wait(30) == 0
+    assert worst < 1.0, f"a client elsewhere waited {worst:.3f} s for a syscall during OOM kills"
+    assert rxd.kmem()["oom_kills"] == 3
