@@ -192,6 +192,7 @@ from ._stubs import (
     rx_object_set_property as rx_object_set_property,
     rx_job_create as rx_job_create,
     rx_job_default as rx_job_default,
+    rx_job_wait_events as rx_job_wait_events,
     rx_object_get_info as rx_object_get_info,
     rx_fork_prepare as rx_fork_prepare,
     rx_fork_claim as rx_fork_claim,

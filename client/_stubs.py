@@ -282,6 +282,14 @@ def rx_job_create(parent: int, options: int = 0) -> int:
     return int(_call("rx_job_create", parent, options)[0])
 
 
+def rx_job_wait_events(job: int, known_total: int, deadline_ns: int | None = None) -> int:
+    """Block this thread until the job's memory events total (events_high + events_max +
+    events_oom + events_oom_kill of RX_INFO_JOB) differs from `known_total`, or until
+    `deadline_ns`; returns the total then. A job watcher's way to hear it passed COMMIT_HIGH."""
+    deadline = RX_TIME_INFINITE if deadline_ns is None else deadline_ns
+    return int(_thread_call("rx_job_wait_events", job, known_total, deadline)[0])
+
+
 def rx_object_set_property(handle: int, prop: int, value: int) -> None:
     """Set a property (RX_RIGHT_SET_PROPERTY): RX_PROP_JOB_COMMIT_MAX (a hard limit on the job's
     committed bytes: past it, commits fail with RX_ERR_NO_MEMORY), RX_PROP_JOB_COMMIT_HIGH (past

@@ -74,6 +74,8 @@ SYSCALLS: Final[tuple[Syscall, ...]] = (
     # Jobs: the caller's own, and a child of a job (WRITE on the parent handle).
     _s(70, "rx_job_default", "", "handle"),
     _s(71, "rx_job_create", "parent:handle options:u32", "handle"),
+    # Block (on the thread channel) until the job's events total (high+max+oom+oom_kill) differs.
+    _s(72, "rx_job_wait_events", "job:handle known_total:u64 deadline:i64", "u64"),
     # Memory pressure: block (on the thread channel) until the level differs from known_level.
     _s(61, "rx_system_wait_pressure", "known_level:u32 deadline:i64", "u32"),
     # The vDSO's clock: realtime = monotonic + offset, set here and seen by every process through

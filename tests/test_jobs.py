@@ -564,3 +564,25 @@ def test_kills_during_snapshots_and_futex_waits_leave_charges_exact(rxd: Rxd, mo
     got = info(rxd, job)
     assert got["charged_bytes"] == 0 and got["reserved_bytes"] == 0 and got["num_processes"] == 0, got
     assert info(rxd, default)["charged_bytes"] == 0
+
+
+WATCH_JOB = HEADER + """
+job = rx.rx_handle_import(sys.argv[1])
+known = rx.rx_object_get_info(job, rx.RX_INFO_JOB)["events_total"]
+print("watching", known, flush=True)
+print(rx.rx_job_wait_events(job, known), flush=True)
+"""
+
+
+def test_a_watcher_hears_the_job_pass_its_high_mark(rxd: Rxd) -> None:
+    job = rxd.call("rx_job_create", rxd.call("rx_job_default"), 0)
+    rxd.call("rx_object_set_property", job, RX_PROP_JOB_COMMIT_HIGH, 4 * P)
+    watcher = rxd.spawn(WATCH_JOB, rxd.call("rx_handle_export", job, RX_RIGHT_SAME_RIGHTS))
+    assert read_line(watcher) == "watching 0"
+    member = RawClient(rxd.socket, job=rxd.call("rx_handle_export", job, RX_RIGHT_SAME_RIGHTS))
+    vmo = member.call("rx_vmo_create", 8 * P, 0)
+    member.call("rx_vmo_write", vmo, 0, b"x" * (4 * P))  # at the mark, not past it: nothing
+    member.call("rx_vmo_write", vmo, 4 * P, b"x" * P)  # past it: a high event
+    assert int(read_line(watcher)) >= 1 and watcher.wait(30) == 0
+    assert info(rxd, job)["events_high"] >= 1
+    member.close()

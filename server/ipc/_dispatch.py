@@ -30,7 +30,7 @@ from ._stream import Stream
 log = structlog.get_logger("rxd")
 
 # What a thread channel serves; everything else keeps the one-at-a-time order of the main channel.
-THREAD_SYSCALLS = frozenset({"rx_futex_wait", "rx_futex_wake", "rx_futex_requeue", "rx_system_wait_pressure"})
+THREAD_SYSCALLS = frozenset({"rx_futex_wait", "rx_futex_wake", "rx_futex_requeue", "rx_system_wait_pressure", "rx_job_wait_events"})
 
 
 async def serve_request(kernel: Kernel, sock: Stream, conn: Connection, process: Process, req: Request, thread: bool = False) -> None:

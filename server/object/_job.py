@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import trio
+
 from rxkernel.proto import RX_OBJ_TYPE_JOB, RX_OVERCOMMIT_HEURISTIC
 
 from ..base import KernelObject
@@ -33,6 +35,8 @@ class Job(KernelObject):
         # Its properties (rx_object_set_property): the limits, kept in self.charge, and the
         # overcommit mode (None: its parent's).
         self.overcommit: int | None = None
+        self._events_changed = trio.Event()  # replaced each time one of its events is raised
+        self.charge.events.listener = self._raised
         self.kill_on_oom = False  # RX_PROP_JOB_KILL_ON_OOM
         self.oom_group = False  # RX_PROP_JOB_OOM_GROUP
         self.alive = True
@@ -43,6 +47,18 @@ class Job(KernelObject):
 
     def __repr__(self) -> str:
         return f"<Job {self.koid} charged={self.charge.charged_pages}>"
+
+    def _raised(self) -> None:
+        self._events_changed.set()
+        self._events_changed = trio.Event()
+
+    async def wait_events(self, known_total: int, deadline: float) -> int:
+        """Its events' total (high + max + oom + oom_kill) once it differs from `known_total`, or
+        at `deadline` (trio time) whatever it is: how a watcher acts before COMMIT_MAX is met."""
+        with trio.move_on_at(deadline):
+            while self.charge.events.total == known_total:
+                await self._events_changed.wait()
+        return self.charge.events.total
 
     def effective_overcommit(self) -> int:
         """Its own RX_PROP_JOB_OVERCOMMIT, else the nearest ancestor's, else HEURISTIC."""

@@ -70,7 +70,7 @@ class OomKiller:
         domain = self.domain(group)
         events = group.events if group is not None else None
         if events is not None:
-            events.oom += 1
+            events.count("oom")
         if not self.enabled:
             return False
         candidates = self.candidates(domain)
@@ -92,13 +92,13 @@ class OomKiller:
             p.kill()
             self.memory.counters.oom_kills += 1
             if events is not None:
-                events.oom_kill += 1
+                events.count("oom_kill")
         if faulter_chosen:
             log.warning("out of memory: the faulting process is the one to go", pid=faulting.pid, koid=faulting.koid,
                         domain_job=domain.koid, badness=round(self.badness(victim) * PAGE_SIZE) if victim is faulting else None)
             self.memory.counters.oom_kills += 1
             if events is not None:
-                events.oom_kill += 1
+                events.count("oom_kill")
             return False
         # Their pages went with their teardown (what other processes still map stays); let the
         # chains they leave collapse before the commit is retried.

@@ -169,6 +169,7 @@ def job_info(job: Job, stalls: Stalls) -> dict[str, Any]:
         "events_max": group.events.max,
         "events_oom": group.events.oom,  # faults that went to OOM handling at its limit
         "events_oom_kill": group.events.oom_kill,  # processes killed for it
+        "events_total": group.events.total,  # what rx_job_wait_events waits to change
         "kill_on_oom": int(job.kill_on_oom),
         "oom_group": int(job.oom_group),
         "throttled_ns": group.throttled_ns,  # its processes' commits delayed above a commit_high

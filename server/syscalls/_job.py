@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
+
 from rxkernel.proto import (
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -27,8 +29,10 @@ from rxkernel.proto import (
     RX_PROP_JOB_OVERCOMMIT,
     RX_PROP_PROCESS_OOM_SCORE_ADJ,
     RX_RIGHT_GET_PROPERTY,
+    RX_RIGHT_INSPECT,
     RX_RIGHT_SET_PROPERTY,
     RX_RIGHT_WRITE,
+    RX_TIME_INFINITE,
     RxError,
 )
 
@@ -53,6 +57,17 @@ async def rx_job_create(call: Call, parent: int, options: int) -> tuple[Any, ...
     if not h.obj.alive:
         raise RxError(RX_ERR_ACCESS_DENIED, "the parent job is gone")
     return (call.process.handles.add(call.kernel.new_job(h.obj), RX_DEFAULT_JOB_RIGHTS),)
+
+
+@syscall
+async def rx_job_wait_events(call: Call, job: int, known_total: int, deadline: int) -> tuple[Any, ...]:
+    """Wait until the job's memory.events total (events_high + events_max + events_oom +
+    events_oom_kill in RX_INFO_JOB) differs from `known_total`, or `deadline` (rx monotonic ns);
+    the handle needs INSPECT. A `high` event is how a watcher hears the job passed COMMIT_HIGH."""
+    h = call.process.handles.get(job, Job, RX_RIGHT_INSPECT)
+    assert isinstance(h.obj, Job)
+    at = trio.current_time() + (deadline - call.kernel.vdso.monotonic_ns()) / 1e9 if deadline != RX_TIME_INFINITE else float("inf")
+    return (await h.obj.wait_events(known_total, at),)
 
 
 def _limit_pages(prop: int, value: int) -> int | None:

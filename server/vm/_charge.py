@@ -21,7 +21,7 @@ Event-loop only: nothing here awaits.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from rxkernel.proto import PAGE_SIZE
 
@@ -30,12 +30,23 @@ from ._pagemap import CHUNK_PAGES, CHUNK_SHIFT
 
 @dataclasses.dataclass(slots=True)
 class ChargeEvents:
-    """memory.events: how often each limit was met (counted in the group whose limit it was)."""
+    """memory.events: how often each limit was met (counted in the group whose limit it was).
+    Each one is raised with `count`, which tells the listener (the job's waiters)."""
 
     high: int = 0  # commits that left the charge above high_pages
     max: int = 0  # commits refused (or sent to OOM handling) at max_pages
     oom: int = 0  # times OOM handling ran for this group's limit
     oom_kill: int = 0  # processes killed by it
+    listener: Callable[[], None] | None = None
+
+    def count(self, kind: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if self.listener is not None:
+            self.listener()
+
+    @property
+    def total(self) -> int:
+        return self.high + self.max + self.oom + self.oom_kill
 
 
 class ChargeGroup:
@@ -105,7 +116,7 @@ class ChargeGroup:
         for group in self.lineage():
             group.charged_pages += pages
             if count_events and group.high_pages is not None and group.charged_pages > group.high_pages:
-                group.events.high += 1
+                group.events.count("high")
 
     def remove(self, pages: int) -> None:
         for group in list(self.lineage()):

@@ -89,7 +89,7 @@ class PhysicalMemory:
         assert pages >= 0, pages
         over = group.over_max(pages)
         if over is not None:
-            over.events.max += 1
+            over.events.count("max")
             raise CommitRefused(limit_words(over, pages, what), over)
         available = self.free_pages - self.reserved_pages
         if pages > available:
