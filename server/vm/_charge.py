@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 from rxkernel.proto import PAGE_SIZE
 
-from ._pagemap import CHUNK_PAGES, CHUNK_SHIFT
+from ._pagemap import CHUNK_PAGES, CHUNK_SHIFT, pieces
 
 
 @dataclasses.dataclass(slots=True)
@@ -219,20 +219,12 @@ class ChargeMap:
                 return self._slot(ancestor)
         raise AssertionError("unreachable: a lineage ends at the root")
 
-    def _pieces(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-        while start < end:
-            index = start >> CHUNK_SHIFT
-            base = index << CHUNK_SHIFT
-            stop = min(end, base + CHUNK_PAGES)
-            yield index, start - base, stop - base
-            start = stop
-
     def assign(self, start: int, end: int, group: ChargeGroup) -> ChargeGroup:
         """Pages [start, end), all newly committed, are charged to `group`. Returns the group that
         holds the charge (see the module note on full tables)."""
         slot, holder = self._slot(group)
         byte = bytes([slot])
-        for index, lo, hi in self._pieces(start, end):
+        for index, lo, hi in pieces(start, end):
             chunk = self._chunks.get(index)
             if chunk is None:
                 chunk = self._chunks[index] = bytearray(CHUNK_PAGES)
@@ -243,7 +235,7 @@ class ChargeMap:
     def clear(self, start: int, end: int) -> dict[ChargeGroup, int]:
         """Pages [start, end) are no longer committed: how many were charged to each group."""
         out: dict[ChargeGroup, int] = {}
-        for index, lo, hi in self._pieces(start, end):
+        for index, lo, hi in pieces(start, end):
             chunk = self._chunks.get(index)
             if chunk is None:
                 continue
@@ -260,22 +252,6 @@ class ChargeMap:
                 del self._chunks[index]
         return out
 
-    def groups_in(self, start: int, end: int) -> dict[ChargeGroup, int]:
-        """How many of pages [start, end) are charged to each group (nothing changes)."""
-        out: dict[ChargeGroup, int] = {}
-        for index, lo, hi in self._pieces(start, end):
-            chunk = self._chunks.get(index)
-            if chunk is None:
-                continue
-            for slot in range(1, len(self._groups)):
-                if self._pages[slot]:
-                    n = chunk.count(bytes([slot]), lo, hi)
-                    if n:
-                        group = self._groups[slot]
-                        assert group is not None
-                        out[group] = out.get(group, 0) + n
-        return out
-
     def totals(self) -> dict[ChargeGroup, int]:
         """Every group this store's pages are charged to, with how many."""
         return {g: self._pages[s] for s, g in enumerate(self._groups) if g is not None and self._pages[s]}
@@ -283,7 +259,7 @@ class ChargeMap:
     def runs_by_group(self, start: int, end: int) -> Iterator[tuple[int, int, ChargeGroup]]:
         """Maximal runs of [start, end) charged to one group (uncommitted pages skipped)."""
         run: tuple[int, int, int] | None = None
-        for index, lo, hi in self._pieces(start, end):
+        for index, lo, hi in pieces(start, end):
             base = index << CHUNK_SHIFT
             chunk = self._chunks.get(index)
             pos = lo

@@ -17,6 +17,16 @@ _ZERO = b"\x00"
 _ONE = b"\x01"
 
 
+def pieces(start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """Split pages [start, end) at chunk boundaries: (chunk index, offset in chunk, end in chunk)."""
+    while start < end:
+        index = start >> CHUNK_SHIFT
+        base = index << CHUNK_SHIFT
+        stop = min(end, base + CHUNK_PAGES)
+        yield index, start - base, stop - base
+        start = stop
+
+
 class PageMap:
     """A set of page indices in [0, 2**40 / 4096), with counts and runs over ranges."""
 
@@ -34,19 +44,10 @@ class PageMap:
         chunk = self._chunks.get(page >> CHUNK_SHIFT)
         return chunk is not None and chunk[page & (CHUNK_PAGES - 1)] == 1
 
-    def _pieces(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-        """Split [start, end) at chunk boundaries: (chunk index, offset in chunk, end in chunk)."""
-        while start < end:
-            index = start >> CHUNK_SHIFT
-            base = index << CHUNK_SHIFT
-            stop = min(end, base + CHUNK_PAGES)
-            yield index, start - base, stop - base
-            start = stop
-
     def count(self, start: int, end: int) -> int:
         """How many pages in [start, end) are set."""
         total = 0
-        for index, lo, hi in self._pieces(start, end):
+        for index, lo, hi in pieces(start, end):
             chunk = self._chunks.get(index)
             if chunk is not None:
                 total += chunk.count(_ONE, lo, hi)
@@ -55,7 +56,7 @@ class PageMap:
     def set_range(self, start: int, end: int, value: bool) -> int:
         """Set or clear [start, end); returns how many pages changed state."""
         changed = 0
-        for index, lo, hi in self._pieces(start, end):
+        for index, lo, hi in pieces(start, end):
             chunk = self._chunks.get(index)
             if chunk is None:
                 if not value:
@@ -73,7 +74,7 @@ class PageMap:
     def runs(self, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
         """Maximal runs (run_start, run_end, is_set) covering [start, end) in order."""
         run_start, run_value = start, None
-        for index, lo, hi in self._pieces(start, end):
+        for index, lo, hi in pieces(start, end):
             base = index << CHUNK_SHIFT
             chunk = self._chunks.get(index)
             pos = lo
