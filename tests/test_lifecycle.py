@@ -133,3 +133,49 @@ print(n, worst)
         assert big.returncode == 0, err
         n, worst = small.stdout.split()
         assert int(n) > 100 and float(worst) < 0.25, (n, worst, out)
+
+
+# A client leaving (rx.disconnect(), an exit) closes its control channel a moment before its main
+# one; a shootdown that finds the control channel gone in that moment must not SIGKILL a client
+# that is going away by itself. Here the moment is stretched to 0.5 s (under the ack deadline).
+LEAVER = HEADER + """
+from rxkernel.native import lib
+vmo = rx.rx_handle_import(sys.argv[1])
+view = rx.rx_view(rx.rx_vmar_map(vmo, 0, 1 << 20, RW), 1 << 20)
+assert view[0] == 0          # zero page mapped: a commit of page 0 must take it away from us
+lib.rx_control_stop()        # what rx.disconnect() does first
+print("leaving", flush=True)
+time.sleep(float(sys.argv[2]))
+rx.disconnect()
+print("gone", flush=True)
+"""
+
+
+def test_a_client_leaving_during_a_shootdown_is_not_killed() -> None:
+    with running_rxd(ack_deadline=5.0) as rxd:
+        vmo = rxd.call("rx_vmo_create", 1 << 20, 0)
+        leaver = rxd.spawn(LEAVER, rxd.call("rx_handle_export", vmo, RX_RIGHT_SAME_RIGHTS), "0.5")
+        assert leaver.stdout is not None and leaver.stdout.readline().strip() == "leaving"
+        time.sleep(0.1)  # rxd has seen the control channel end
+        t0 = time.monotonic()
+        rxd.call("rx_vmo_write", vmo, 0, b"x")  # commits page 0: a shootdown of the leaver's zero page
+        elapsed = time.monotonic() - t0
+        out, err = leaver.communicate(timeout=20)
+        assert leaver.returncode == 0 and out.strip() == "gone", (leaver.returncode, out, err)
+        assert rxd.kmem()["clients_killed"] == 0
+        assert elapsed < 4, elapsed  # it waited for the leaver to go, not for the deadline
+        assert rxd.call("rx_vmo_read", vmo, 0, 1) == b"x"
+
+
+def test_a_client_that_keeps_mappings_without_a_control_channel_is_killed_at_the_deadline() -> None:
+    with running_rxd(ack_deadline=1.0) as rxd:
+        vmo = rxd.call("rx_vmo_create", 1 << 20, 0)
+        stayer = rxd.spawn(LEAVER, rxd.call("rx_handle_export", vmo, RX_RIGHT_SAME_RIGHTS), "600")
+        assert stayer.stdout is not None and stayer.stdout.readline().strip() == "leaving"
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        rxd.call("rx_vmo_write", vmo, 0, b"x")
+        elapsed = time.monotonic() - t0
+        assert stayer.wait(10) == -signal.SIGKILL
+        assert 0.9 < elapsed < 10, elapsed
+        assert rxd.kmem()["clients_killed"] == 1

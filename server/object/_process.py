@@ -60,6 +60,7 @@ class Process(KernelObject):
         self.fork_tickets: set[str] = set()  # rx.fork() tickets its child has not claimed yet
         self.cancel_scopes: set[trio.CancelScope] = set()  # one per live channel task
         self.thread_channels = 0  # open thread channels (capped: each is an fd in rxd)
+        self._gone = trio.Event()  # set by teardown
         self._on_gone = on_gone
 
     def __repr__(self) -> str:
@@ -90,11 +91,15 @@ class Process(KernelObject):
                 pass
         self.teardown("killed")
 
+    async def wait_gone(self) -> None:
+        await self._gone.wait()
+
     def teardown(self, why: str) -> None:
         """The process is gone: drop everything it held. Idempotent; no awaits."""
         if not self.alive:
             return
         self.alive = False
+        self._gone.set()
         log.info("process gone", pid=self.pid, koid=self.koid, why=why, mappings=len(self.aspace), handles=len(self.handles))
         for m in self.aspace:
             self.remove_mapping(m)

@@ -19,6 +19,8 @@ ControlRanges = list[tuple[int, ...]]
 class ControlPort(Protocol):
     """rxd's end of a client's control channel (WIRE.md "Control channel")."""
 
+    closed: bool  # the channel ended (EOF, an error, the process's teardown): no ack will come
+
     async def request(self, op: int, ranges: ControlRanges, fds: list[int] | None = None) -> bool:
         """Send one request and wait for its ack; False if the channel died or the client refused."""
         ...
@@ -52,6 +54,10 @@ class Mapper(Protocol):
 
     def kill(self) -> None:
         """SIGKILL the client and tear it down now (its mappings go, so operations complete)."""
+        ...
+
+    async def wait_gone(self) -> None:
+        """Return once the process has been torn down (at once if it has)."""
         ...
 
     def forget_store(self, store: PageStore) -> None:
