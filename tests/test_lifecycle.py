@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -179,3 +180,41 @@ def test_a_client_that_keeps_mappings_without_a_control_channel_is_killed_at_the
         assert stayer.wait(10) == -signal.SIGKILL
         assert 0.9 < elapsed < 10, elapsed
         assert rxd.kmem()["clients_killed"] == 1
+
+
+# Played by a raw client in a process of its own (rxd may kill it): a mapping whose zero page it
+# faulted in, then a write of its own that must take that zero page away from it, which its
+# control channel never acks.
+OWN_SHOOTDOWN = """
+import sys, msgpack
+sys.path.insert(0, sys.argv[2])
+from rxtest import RawClient
+from rxkernel.proto import CHANNEL_CONTROL, CHANNEL_FAULT, SYSCALL_NUMBERS
+c = RawClient(sys.argv[1])
+control, fault = c.side_channel(CHANNEL_CONTROL), c.side_channel(CHANNEL_FAULT)
+vmo = c.call("rx_vmo_create", 4096, 0)
+addr = 0x7E0000000000
+c.call("rx_vmar_map", vmo, 0, 4096, 3, 0, addr)
+fault.sendall(msgpack.packb([1, addr, 0]))          # a read fault: the zero page
+assert msgpack.unpackb(fault.recv(1 << 16))[1] == 0
+c.send_raw(msgpack.packb([9, SYSCALL_NUMBERS["rx_vmo_write"], vmo, 0, b"x"]))
+print("writing", flush=True)
+control.recv(1 << 16)                               # the INVALIDATE, never acked
+print("invalidate", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_client_killed_while_its_own_call_waits_for_its_ack_is_gone_at_once() -> None:
+    """Its teardown cannot wait for its main channel's task: that task is the one waiting."""
+    with running_rxd(ack_deadline=5.0) as rxd:
+        proc = rxd.spawn(OWN_SHOOTDOWN, rxd.socket, os.path.dirname(os.path.abspath(__file__)))
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "writing"
+        assert proc.stdout.readline().strip() == "invalidate", proc.stderr.read() if proc.stderr else ""
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        rxd.wait_for(lambda: rxd.kmem()["num_processes"] == 1, "the killed client to be gone", timeout=20)
+        assert time.monotonic() - t0 < 2, "rxd waited for the ack deadline"
+        assert rxd.kmem()["clients_killed"] == 0, "it was dead already: nothing for rxd to kill"

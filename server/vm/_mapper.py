@@ -56,8 +56,12 @@ class Mapper(Protocol):
         """SIGKILL the client and tear it down now (its mappings go, so operations complete)."""
         ...
 
-    async def wait_gone(self) -> None:
-        """Return once the process has been torn down (at once if it has)."""
+    def hung_up(self) -> bool:
+        """The client has exited or closed its main channel, whether or not rxd has read that far."""
+        ...
+
+    def teardown(self, why: str) -> None:
+        """The client is gone: drop everything it held (idempotent)."""
         ...
 
     def forget_store(self, store: PageStore) -> None:

@@ -61,10 +61,12 @@ class Coherence:
                     if control is None or control.closed:
                         # Lost, not refused: a client that exits, is killed or disconnects closes
                         # its control channel a moment before its main one, and rxd may see them
-                        # in either order. It has until the deadline to be torn down; one still
-                        # here then keeps mappings nobody can take away, and is killed.
+                        # in either order. Ask the client itself, not its main channel's task
+                        # (that task may be this very call): once it has hung up, it is torn
+                        # down here; one still there at the deadline keeps mappings nobody can
+                        # take away, and is killed.
                         lost = True
-                        await process.wait_gone()
+                        await self._until_hung_up(process)
                     else:
                         refused = True
                     break
@@ -75,6 +77,14 @@ class Coherence:
             if refused or lost:
                 reason = "refused a shootdown" if refused else "lost its control channel and stayed"
             self.kill(process, reason)
+
+    @staticmethod
+    async def _until_hung_up(process: Mapper) -> None:
+        pause = 0.001
+        while process.alive and not process.hung_up():
+            await trio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        process.teardown("hung up")
 
     def kill(self, process: Mapper, reason: str) -> None:
         log.warning("killing client", pid=process.pid, koid=process.koid, reason=reason, deadline=self.ack_deadline)
