@@ -104,6 +104,7 @@ from rxkernel.proto import (
     RX_VMO_OP_DECOMMIT,
     RX_VMO_OP_ZERO,
     RX_VMO_RESIZABLE,
+    BY_NUMBER,
     SYSCALL_NUMBERS,
     SYSCALLS,
     Connection,
@@ -803,6 +804,7 @@ def wellbehaved_main(seed: int) -> None:
 _VMO_RESULTS = {4, 6, 10, 16}  # syscalls whose result is a handle, maybe a VMO's
 _MAP_BASE = 0x7E0000000000  # where the fuzzer tells rxd it maps (it never touches these)
 _TOKEN_RESULTS = {5, 40}  # ... a token or a ticket
+_NOT_TO_MUTATE = {SYSCALL_NUMBERS["rx_futex_wait"], SYSCALL_NUMBERS["rx_fork_cancel"], SYSCALL_NUMBERS["rx_fork_claim"]}
 _FUTEX_WAIT = SYSCALL_NUMBERS["rx_futex_wait"]
 _SMALL = [0, 1, 2, 3, 4, 7, 8, 16, 31, 32, 63, 64, 100, 255, 256, 4095, 4096, 4097, 8192, 12288, 1 << 16, 1 << 20, 1 << 24]
 _HUGE = [(1 << 40) - 4096, 1 << 40, (1 << 40) + 4096, 1 << 47, (1 << 63) - 1, 1 << 63, (1 << 64) - 4096, (1 << 64) - 1]
@@ -978,9 +980,9 @@ class Fuzzer:
         handle of this connection, valid option bits, an address it maps) so requests get past
         validation into the handlers; sometimes any value of the kind; sometimes any value."""
         r = rng.random()
-        if r < 0.15:
+        if r < 0.1:
             return self.value(rng)
-        if r < 0.65:
+        if r < 0.8:
             meaningful = self.meaningful(rng, name, ctx)
             if meaningful is not None:
                 return meaningful
@@ -1030,8 +1032,10 @@ class Fuzzer:
             return rng.choice([RX_VM_PERM_READ, RX_VM_PERM_READ | RX_VM_PERM_WRITE, RX_VM_PERM_WRITE, 0])
         if name == "topic":
             return rng.choice(list(INFO_TOPIC_NAMES))
-        if name in ("size", "length", "offset", "vmo_offset"):
-            return pages * PAGE + (rng.choice([0, 0, 0, 1, 100]) if name in ("offset", "length") else 0)
+        if name in ("offset", "vmo_offset"):
+            return rng.choice([0, 0, 0, pages]) * PAGE + (rng.choice([0, 0, 0, 1, 100]) if name == "offset" else 0)
+        if name in ("size", "length"):
+            return pages * PAGE + (rng.choice([0, 0, 0, 1, 100]) if name == "length" else 0)
         if name in ("addr", "requeue_addr"):
             if ctx["maps"] and rng.random() < 0.8:
                 base, length = rng.choice(ctx["maps"])
@@ -1048,6 +1052,23 @@ class Fuzzer:
         return None
 
     def request(self, rng: random.Random, rid: int, ctx: dict[str, list[Any]], thread: bool) -> tuple[list[Any], int]:
+        if ctx["ok"] and rng.random() < 0.35:
+            # A request that succeeded on this connection, one argument changed: deep in a
+            # handler, one step off the path that works.
+            known, *changed = rng.choice(ctx["ok"])
+            if changed:
+                i = rng.randrange(len(changed))
+                spec = BY_NUMBER.get(known)
+                kind = spec.args[i][1] if spec is not None and i < len(spec.args) else "u64"
+                old = changed[i]
+                r = rng.random()
+                if type(old) is int and r < 0.4:
+                    changed[i] = min(max(old + rng.choice([-4096, -1, 1, 4096, PAGE * 255]), -(1 << 63)), (1 << 64) - 1)
+                elif r < 0.8:
+                    changed[i] = self.arg(rng, spec.args[i][0] if spec is not None and i < len(spec.args) else "", kind, ctx)
+                else:
+                    changed[i] = self.value(rng)
+            return [rid, known, *changed], known
         r = rng.random()
         if thread and r < 0.7:
             number: Any = rng.choice([50, 51, 52])
@@ -1157,7 +1178,9 @@ class Fuzzer:
 
     @staticmethod
     def learn(number: int, frame: list[Any], result: tuple[Any, ...], ctx: dict[str, list[Any]]) -> None:
-        """What a successful reply gives later requests to use."""
+        """What a successful reply gives later requests to use (and the request itself, to mutate)."""
+        if len(ctx["ok"]) < 64 and number not in _NOT_TO_MUTATE and len(frame) > 2:
+            ctx["ok"].append(frame[1:])
         value = result[0] if result else None
         if type(value) is int and number in (1, 2, *_VMO_RESULTS):
             ctx["handles"].append(value)
@@ -1197,7 +1220,7 @@ class Fuzzer:
 
     @staticmethod
     def new_ctx(first_id: int) -> dict[str, list[Any]]:
-        return {"handles": [], "vmos": [], "system": [], "tokens": [], "maps": [], "next_id": [first_id]}
+        return {"handles": [], "vmos": [], "system": [], "tokens": [], "maps": [], "ok": [], "next_id": [first_id]}
 
     def scene_main(self, rng: random.Random) -> None:
         peer = _Peer(self.path, CHANNEL_MAIN)
@@ -1207,6 +1230,8 @@ class Fuzzer:
             if hello.status != 0:
                 raise ChaosFailure(f"main hello refused: {status_name(hello.status)}")
             ctx = self.new_ctx(rng.choice([1, 0, 1 << 63]))
+            for _ in range(rng.choice([0, 1, 1, 2])):  # something for handle arguments to name
+                self.call(peer, ctx, [SYSCALL_NUMBERS["rx_vmo_create"], rng.choice([1, 4, 64]) * PAGE, rng.choice([0, 0, RX_VMO_RESIZABLE])])
             if self.requests(rng, peer, ctx, rng.randint(0, 128)) and rng.random() < 0.6:
                 self.breaker(rng, peer, "a main channel")
         finally:
