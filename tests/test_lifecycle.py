@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -133,3 +134,87 @@ print(n, worst)
         assert big.returncode == 0, err
         n, worst = small.stdout.split()
         assert int(n) > 100 and float(worst) < 0.25, (n, worst, out)
+
+
+# A client leaving (rx.disconnect(), an exit) closes its control channel a moment before its main
+# one; a shootdown that finds the control channel gone in that moment must not SIGKILL a client
+# that is going away by itself. Here the moment is stretched to 0.5 s (under the ack deadline).
+LEAVER = HEADER + """
+from rxkernel.native import lib
+vmo = rx.rx_handle_import(sys.argv[1])
+view = rx.rx_view(rx.rx_vmar_map(vmo, 0, 1 << 20, RW), 1 << 20)
+assert view[0] == 0          # zero page mapped: a commit of page 0 must take it away from us
+lib.rx_control_stop()        # what rx.disconnect() does first
+print("leaving", flush=True)
+time.sleep(float(sys.argv[2]))
+rx.disconnect()
+print("gone", flush=True)
+"""
+
+
+def test_a_client_leaving_during_a_shootdown_is_not_killed() -> None:
+    with running_rxd(ack_deadline=5.0) as rxd:
+        vmo = rxd.call("rx_vmo_create", 1 << 20, 0)
+        leaver = rxd.spawn(LEAVER, rxd.call("rx_handle_export", vmo, RX_RIGHT_SAME_RIGHTS), "0.5")
+        assert leaver.stdout is not None and leaver.stdout.readline().strip() == "leaving"
+        time.sleep(0.1)  # rxd has seen the control channel end
+        t0 = time.monotonic()
+        rxd.call("rx_vmo_write", vmo, 0, b"x")  # commits page 0: a shootdown of the leaver's zero page
+        elapsed = time.monotonic() - t0
+        out, err = leaver.communicate(timeout=20)
+        assert leaver.returncode == 0 and out.strip() == "gone", (leaver.returncode, out, err)
+        assert rxd.kmem()["clients_killed"] == 0
+        assert elapsed < 4, elapsed  # it waited for the leaver to go, not for the deadline
+        assert rxd.call("rx_vmo_read", vmo, 0, 1) == b"x"
+
+
+def test_a_client_that_keeps_mappings_without_a_control_channel_is_killed_at_the_deadline() -> None:
+    with running_rxd(ack_deadline=1.0) as rxd:
+        vmo = rxd.call("rx_vmo_create", 1 << 20, 0)
+        stayer = rxd.spawn(LEAVER, rxd.call("rx_handle_export", vmo, RX_RIGHT_SAME_RIGHTS), "600")
+        assert stayer.stdout is not None and stayer.stdout.readline().strip() == "leaving"
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        rxd.call("rx_vmo_write", vmo, 0, b"x")
+        elapsed = time.monotonic() - t0
+        assert stayer.wait(10) == -signal.SIGKILL
+        assert 0.9 < elapsed < 10, elapsed
+        assert rxd.kmem()["clients_killed"] == 1
+
+
+# Played by a raw client in a process of its own (rxd may kill it): a mapping whose zero page it
+# faulted in, then a write of its own that must take that zero page away from it, which its
+# control channel never acks.
+OWN_SHOOTDOWN = """
+import sys, msgpack
+sys.path.insert(0, sys.argv[2])
+from rxtest import RawClient
+from rxkernel.proto import CHANNEL_CONTROL, CHANNEL_FAULT, SYSCALL_NUMBERS
+c = RawClient(sys.argv[1])
+control, fault = c.side_channel(CHANNEL_CONTROL), c.side_channel(CHANNEL_FAULT)
+vmo = c.call("rx_vmo_create", 4096, 0)
+addr = 0x7E0000000000
+c.call("rx_vmar_map", vmo, 0, 4096, 3, 0, addr)
+fault.sendall(msgpack.packb([1, addr, 0]))          # a read fault: the zero page
+assert msgpack.unpackb(fault.recv(1 << 16))[1] == 0
+c.send_raw(msgpack.packb([9, SYSCALL_NUMBERS["rx_vmo_write"], vmo, 0, b"x"]))
+print("writing", flush=True)
+control.recv(1 << 16)                               # the INVALIDATE, never acked
+print("invalidate", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_client_killed_while_its_own_call_waits_for_its_ack_is_gone_at_once() -> None:
+    """Its teardown cannot wait for its main channel's task: that task is the one waiting."""
+    with running_rxd(ack_deadline=5.0) as rxd:
+        proc = rxd.spawn(OWN_SHOOTDOWN, rxd.socket, os.path.dirname(os.path.abspath(__file__)))
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "writing"
+        assert proc.stdout.readline().strip() == "invalidate", proc.stderr.read() if proc.stderr else ""
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        rxd.wait_for(lambda: rxd.kmem()["num_processes"] == 1, "the killed client to be gone", timeout=20)
+        assert time.monotonic() - t0 < 2, "rxd waited for the ack deadline"
+        assert rxd.kmem()["clients_killed"] == 0, "it was dead already: nothing for rxd to kill"

@@ -137,8 +137,10 @@ print(n, flush=True)
 def test_commit_whose_caller_dies_still_takes_zero_pages_away() -> None:
     """rxd tears the committer down while its commit allocates (it stops acking, and a shootdown
     on another VMO kills it): the commit task is cancelled mid-way, and the pages it counted must
-    still have lost their zero-page mappings elsewhere."""
-    with running_rxd(memory="8GiB", ack_deadline=1.0) as rxd:
+    still have lost their zero-page mappings elsewhere. (A client whose control channel ended
+    has until the ack deadline to go away before it is killed: the deadline is short, so the kill
+    lands while the 4 GiB commit, ~1.7 s here, is still allocating.)"""
+    with running_rxd(memory="8GiB", ack_deadline=0.5) as rxd:
         reader = rxd.spawn(HEADER + """
 v = rx.rx_vmo_create(4 << 30)
 view = rx.rx_view(rx.rx_vmar_map(v, 0, 4096, rx.RX_VM_PERM_READ), 4096)

@@ -167,6 +167,7 @@ class Server:
                     "vvar_size": self.kernel.vdso.vvar_size,
                 }
                 await sock.send_all(conn.send(HelloReply(RX_OK, info)), self.kernel.vdso.fds)
+                process.main_channel = sock.sock
                 while True:
                     event = await _next_event(sock, conn)
                     if event is CLOSED:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 import signal
+import socket
 from collections.abc import Callable
 
 import structlog
@@ -65,6 +67,7 @@ class Process(KernelObject):
         self.fork_tickets: set[str] = set()  # rx.fork() tickets its child has not claimed yet
         self.cancel_scopes: set[trio.CancelScope] = set()  # one per live channel task
         self.thread_channels = 0  # open thread channels (capped: each is an fd in rxd)
+        self.main_channel: socket.socket | None = None  # set once the hello is answered
         self._on_gone = on_gone
 
     def __repr__(self) -> str:
@@ -100,6 +103,22 @@ class Process(KernelObject):
                 pass
         self.teardown("killed")
 
+    def hung_up(self) -> bool:
+        """The client exited (its pidfd is readable) or closed its main channel (EOF, with no
+        request unread before it), whether or not the main channel's task has got that far."""
+        if not self.alive:
+            return True
+        if self.pidfd >= 0 and select.select([self.pidfd], [], [], 0)[0]:
+            return True
+        if self.main_channel is None:
+            return False
+        try:
+            return self.main_channel.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
     def teardown(self, why: str) -> None:
         """The process is gone: drop everything it held. Idempotent; no awaits."""
         if not self.alive:
@@ -118,6 +137,7 @@ class Process(KernelObject):
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
+        self.main_channel = None
         self.drop_ref()  # the kernel's own reference, taken at creation
 
 

@@ -20,6 +20,8 @@ ControlRanges = list[tuple[int, ...]]
 class ControlPort(Protocol):
     """rxd's end of a client's control channel (WIRE.md "Control channel")."""
 
+    closed: bool  # the channel ended (EOF, an error, the process's teardown): no ack will come
+
     async def request(self, op: int, ranges: ControlRanges, fds: list[int] | None = None) -> bool:
         """Send one request and wait for its ack; False if the channel died or the client refused."""
         ...
@@ -58,6 +60,14 @@ class Mapper(Protocol):
 
     def kill(self) -> None:
         """SIGKILL the client and tear it down now (its mappings go, so operations complete)."""
+        ...
+
+    def hung_up(self) -> bool:
+        """The client has exited or closed its main channel, whether or not rxd has read that far."""
+        ...
+
+    def teardown(self, why: str) -> None:
+        """The client is gone: drop everything it held (idempotent)."""
         ...
 
     def forget_store(self, store: PageStore) -> None:

@@ -52,18 +52,39 @@ class Coherence:
                     nursery.start_soon(self._shootdown_one, process, ranges, op)
 
     async def _shootdown_one(self, process: Mapper, ranges: ControlRanges, op: int) -> None:
-        ok = True
+        refused = lost = False
         with trio.move_on_after(self.ack_deadline) as scope:
             for i in range(0, len(ranges), MAX_RANGES_PER_REQUEST):
                 self.counters.shootdowns += 1
                 control = process.control
                 if control is None or not await control.request(op, ranges[i : i + MAX_RANGES_PER_REQUEST]):
-                    ok = False
+                    if control is None or control.closed:
+                        # Lost, not refused: a client that exits, is killed or disconnects closes
+                        # its control channel a moment before its main one, and rxd may see them
+                        # in either order. Ask the client itself, not its main channel's task
+                        # (that task may be this very call): once it has hung up, it is torn
+                        # down here; one still there at the deadline keeps mappings nobody can
+                        # take away, and is killed.
+                        lost = True
+                        await self._until_hung_up(process)
+                    else:
+                        refused = True
                     break
         if not process.alive:
             return  # it died meanwhile; its teardown already dropped its mappings
-        if scope.cancelled_caught or not ok:
-            self.kill(process, "did not ack in time" if scope.cancelled_caught else "refused or lost its control channel")
+        if scope.cancelled_caught or refused:
+            reason = "did not ack in time"
+            if refused or lost:
+                reason = "refused a shootdown" if refused else "lost its control channel and stayed"
+            self.kill(process, reason)
+
+    @staticmethod
+    async def _until_hung_up(process: Mapper) -> None:
+        pause = 0.001
+        while process.alive and not process.hung_up():
+            await trio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        process.teardown("hung up")
 
     def kill(self, process: Mapper, reason: str) -> None:
         log.warning("killing client", pid=process.pid, koid=process.koid, reason=reason, deadline=self.ack_deadline)
