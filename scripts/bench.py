@@ -624,7 +624,7 @@ def rows_jobs(results: dict[str, Any]) -> list[tuple[str, ...]]:
     if c := results.get("charge_touch"):
         rows.append(("first touch charged 4 jobs deep (limits, high) vs the default job", f"{c['deep_us_per_page']:.2f} µs/page",
                      f"default job {c['default_us_per_page']:.2f} µs/page", f"{c['ratio']:.2f}×", "≈ 1.0×"))
-    if p := results.get("pressure_latency"):
+    for p in results.get("pressure_latency", []):
         rows.append((f"pressure change to {p['waiters']} waiting clients", f"p50 {p['p50_ms']:.2f} ms, max {p['max_ms']:.2f} ms",
                      f"the 1-page write that crossed it: {p['write_ms']:.2f} ms", f"{p['max_ms'] / p['write_ms']:.1f}×", "milliseconds"))
     if o := results.get("oom_path"):
@@ -836,7 +836,7 @@ def main() -> None:
             if "oom-path" in run:
                 results["oom_path"] = bench_oom_path(rxd)
         if "pressure-latency" in run:
-            results["pressure_latency"] = bench_pressure_latency(16)
+            results["pressure_latency"] = [bench_pressure_latency(n) for n in (1, 16)]
     os.makedirs("bench-results", exist_ok=True)
     path = os.path.join("bench-results", time.strftime("bench-%Y%m%d-%H%M%S.json"))
     with open(path, "w") as f:
