@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import collections
 import dataclasses
 import json
 import math
@@ -172,6 +173,15 @@ def region_page_consistent(data: bytes, who: int, page: int) -> bool:
     return set(q[0::3]) == {who + 1} and set(q[2::3]) == {page}
 
 
+def describe_page(data: bytes) -> str:
+    """What a survivor page that failed region_page_consistent holds instead, in a few words."""
+    if not any(data):
+        return "all zeros"
+    q = array.array("Q", data[: 170 * 24])
+    return (f"owner fields {sorted(set(q[0::3]))[:4]}, generations {sorted(set(q[1::3]))[:4]}, "
+            f"page fields {sorted(set(q[2::3]))[:4]}, first bytes {data[:16].hex()}")
+
+
 def gift_bytes(pseed: int, size: int) -> bytes:
     return random.Random(pseed).randbytes(size)
 
@@ -234,9 +244,10 @@ class Victim:
         self.s: Any = None
         self.sm: Any = None
         self.lock: Any = None
+        self.history: collections.deque[str] = collections.deque(maxlen=12)
 
     def fail(self, what: str) -> NoReturn:
-        raise ChaosFailure(f"victim {self.id} (seed {self.spec['seed']}): {what}")
+        raise ChaosFailure(f"victim {self.id} (seed {self.spec['seed']}): {what}\n  its last operations: {' '.join(self.history)}")
 
     # -- the life ---------------------------------------------------------------------------------
 
@@ -263,7 +274,9 @@ class Victim:
         n_ops = self.rng.randint(5, 40) if self.finish else 1 << 30
         end = time.monotonic() + 300
         for _ in range(n_ops):
-            self.rng.choices(fns, weights)[0]()
+            op = self.rng.choices(fns, weights)[0]
+            self.history.append(op.__name__[3:])
+            op()
             if time.monotonic() > end:
                 self.fail("still alive after 300 s: the driver should have killed it")
         for own in self.own:
@@ -532,10 +545,16 @@ class Victim:
         who = self.rng.randrange(2)
         p = self.rng.randrange(REGION_PAGES)
         lo = (REGION_FIRST[who] + p) * PAGE
-        if not region_page_consistent(bytes(self.sm.view[lo : lo + PAGE]), who, p):
-            self.fail(f"page {p} of survivor {who}'s region, mapped, is not its pattern")
-        if not region_page_consistent(self.s.read(lo, PAGE), who, p):
-            self.fail(f"page {p} of survivor {who}'s region, rx_vmo_read, is not its pattern")
+        mapped = bytes(self.sm.view[lo : lo + PAGE])
+        if not region_page_consistent(mapped, who, p):
+            read = self.s.read(lo, PAGE)
+            again = bytes(self.sm.view[lo : lo + PAGE])
+            self.fail(f"page {p} of survivor {who}'s region (S page {lo // PAGE}), mapped at {self.sm.addr + lo:#x}, is "
+                      f"not its pattern: {describe_page(mapped)}; rx_vmo_read then: {describe_page(read)}; mapped again: "
+                      f"{describe_page(again)}")
+        read = self.s.read(lo, PAGE)
+        if not region_page_consistent(read, who, p):
+            self.fail(f"page {p} of survivor {who}'s region, rx_vmo_read, is not its pattern: {describe_page(read)}")
 
 
 # ================================================================================================
@@ -1068,7 +1087,7 @@ class Fuzzer:
                     changed[i] = self.arg(rng, spec.args[i][0] if spec is not None and i < len(spec.args) else "", kind, ctx)
                 else:
                     changed[i] = self.value(rng)
-            return [rid, known, *changed], known
+            return [rid, known, *self.bounded(known, changed)], known
         r = rng.random()
         if thread and r < 0.7:
             number: Any = rng.choice([50, 51, 52])
@@ -1086,7 +1105,20 @@ class Fuzzer:
         if spec is not None and spec.number == _FUTEX_WAIT and len(args) == 4 and type(args[2]) is int:
             # a wait that could block: a deadline at most 100 ms off (the reply then comes)
             args[2] = min(args[2], time.monotonic_ns() + 10**8) if rng.random() < 0.9 else args[2]
-        return [rid, number, *args], number if type(number) is int else -1
+        return [rid, number, *(self.bounded(number, args) if spec is not None else args)], number if type(number) is int else -1
+
+    @staticmethod
+    def bounded(number: int, args: list[Any]) -> list[Any]:
+        """No u64 between 64 MiB and 16 GiB: one such size could commit gigabytes of rxd's budget
+        (an eager create, a commit, a prefaulted map), which is rxd doing its job but would make
+        the well-behaved client's next fault fail for want of memory. Smaller and far bigger
+        sizes, and every other kind of value, stay."""
+        spec = BY_NUMBER.get(number)
+        if spec is None:
+            return args
+        kinds = [kind for _, kind in spec.args]
+        return [1 << 26 if i < len(kinds) and kinds[i] == "u64" and type(a) is int and 1 << 26 < a < 1 << 34 else a
+                for i, a in enumerate(args)]
 
     # -- a connection -------------------------------------------------------------------------------
 
