@@ -586,3 +586,27 @@ def test_a_watcher_hears_the_job_pass_its_high_mark(rxd: Rxd) -> None:
     assert int(read_line(watcher)) >= 1 and watcher.wait(30) == 0
     assert info(rxd, job)["events_high"] >= 1
     member.close()
+
+
+@pytest.mark.parametrize("call", ["rx_job_wait_events", "rx_system_wait_pressure"])
+def test_a_thread_that_leaves_mid_wait_frees_its_wait(rxd: Rxd, call: str) -> None:
+    """Blocking waits watch their thread channel: a thread that goes away does not leave a task
+    and an fd in rxd until an infinite deadline."""
+    import time
+
+    import msgpack
+
+    from rxkernel.proto import CHANNEL_THREAD, RX_TIME_INFINITE, SYSCALL_NUMBERS
+
+    member = RawClient(rxd.socket)
+    job = member.call("rx_job_default")
+    fds = rxd.fd_count()
+    for _ in range(5):
+        sock = member.side_channel(CHANNEL_THREAD)
+        args = (job, 0, RX_TIME_INFINITE) if call == "rx_job_wait_events" else (0, RX_TIME_INFINITE)
+        sock.sendall(msgpack.packb([1, SYSCALL_NUMBERS[call], *args]))  # a request frame (proto/WIRE.md)
+        time.sleep(0.05)  # (rxd is waiting now)
+        sock.close()
+    rxd.wait_for(lambda: rxd.fd_count() == fds, "the waits' channels to close in rxd", timeout=10)
+    assert "Traceback" not in rxd.log_text()
+    member.close()

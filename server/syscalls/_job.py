@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import trio
-
 from rxkernel.proto import (
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -32,11 +30,11 @@ from rxkernel.proto import (
     RX_RIGHT_INSPECT,
     RX_RIGHT_SET_PROPERTY,
     RX_RIGHT_WRITE,
-    RX_TIME_INFINITE,
     RxError,
 )
 
 from ..object import Job, Process
+from ._blocking import trio_deadline, wait_on_channel
 from ._table import Call, syscall
 from ._validate import invalid
 
@@ -65,9 +63,10 @@ async def rx_job_wait_events(call: Call, job: int, known_total: int, deadline: i
     events_oom_kill in RX_INFO_JOB) differs from `known_total`, or `deadline` (rx monotonic ns);
     the handle needs INSPECT. A `high` event is how a watcher hears the job passed COMMIT_HIGH."""
     h = call.process.handles.get(job, Job, RX_RIGHT_INSPECT)
-    assert isinstance(h.obj, Job)
-    at = trio.current_time() + (deadline - call.kernel.vdso.monotonic_ns()) / 1e9 if deadline != RX_TIME_INFINITE else float("inf")
-    return (await h.obj.wait_events(known_total, at),)
+    target = h.obj
+    assert isinstance(target, Job)
+    at = trio_deadline(call, deadline)
+    return (await wait_on_channel(call, lambda: target.wait_events(known_total, at)),)
 
 
 def _limit_pages(prop: int, value: int) -> int | None:
