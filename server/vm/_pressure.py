@@ -57,17 +57,17 @@ class Thresholds:
             debounce=max(1, oom_pages // 50),
         )
 
-    def ceiling(self, level: int) -> int:
-        """Free pages at or below which `level` (or a worse one) is in force."""
-        ceilings: dict[int, int] = {RX_PRESSURE_WARNING: self.warning, RX_PRESSURE_CRITICAL: self.critical,
-                                    RX_PRESSURE_IMMINENT_OOM: self.imminent_oom, RX_PRESSURE_OUT_OF_MEMORY: self.oom}
-        return ceilings[level]
-
     def level_of(self, free_pages: int) -> int:
-        """The level free memory alone puts in force (no debounce, no hysteresis)."""
-        for level in (RX_PRESSURE_OUT_OF_MEMORY, RX_PRESSURE_IMMINENT_OOM, RX_PRESSURE_CRITICAL, RX_PRESSURE_WARNING):
-            if free_pages <= self.ceiling(level):
-                return level
+        """The level free memory alone puts in force (no debounce, no hysteresis). On every
+        commit: plain comparisons, nothing built."""
+        if free_pages <= self.oom:
+            return RX_PRESSURE_OUT_OF_MEMORY
+        if free_pages <= self.imminent_oom:
+            return RX_PRESSURE_IMMINENT_OOM
+        if free_pages <= self.critical:
+            return RX_PRESSURE_CRITICAL
+        if free_pages <= self.warning:
+            return RX_PRESSURE_WARNING
         return RX_PRESSURE_NORMAL
 
 
