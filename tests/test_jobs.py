@@ -610,3 +610,16 @@ def test_a_thread_that_leaves_mid_wait_frees_its_wait(rxd: Rxd, call: str) -> No
     rxd.wait_for(lambda: rxd.fd_count() == fds, "the waits' channels to close in rxd", timeout=10)
     assert "Traceback" not in rxd.log_text()
     member.close()
+
+
+def test_job_syscalls_refuse_handles_of_the_wrong_kind(rxd: Rxd) -> None:
+    vmo = rxd.call("rx_vmo_create", P, 0)
+    for name, args in (("rx_job_create", (vmo, 0)), ("rx_job_wait_events", (vmo, 0, 0))):
+        with pytest.raises(RxError) as e:
+            rxd.call(name, *args)
+        assert e.value.status == RX_ERR_WRONG_TYPE and "not a job" in str(e.value), (name, e.value)
+    with pytest.raises(RxError) as e:
+        rxd.call("rx_job_wait_events", 0x777, 0, 0)
+    assert e.value.status == RX_ERR_BAD_HANDLE
+    job = rxd.call("rx_job_default")
+    assert rxd.call("rx_job_wait_events", job, 12345, 0) == 0  # differs already: at once, with the total
