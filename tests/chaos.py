@@ -825,6 +825,8 @@ _MAP_BASE = 0x7E0000000000  # where the fuzzer tells rxd it maps (it never touch
 _TOKEN_RESULTS = {5, 40}  # ... a token or a ticket
 _NOT_TO_MUTATE = {SYSCALL_NUMBERS["rx_futex_wait"], SYSCALL_NUMBERS["rx_fork_cancel"], SYSCALL_NUMBERS["rx_fork_claim"]}
 _FUTEX_WAIT = SYSCALL_NUMBERS["rx_futex_wait"]
+# The waits that block their thread channel, and where their deadline argument is.
+_BLOCKING = {_FUTEX_WAIT: 2, SYSCALL_NUMBERS["rx_system_wait_pressure"]: 1, SYSCALL_NUMBERS["rx_job_wait_events"]: 2}
 _SMALL = [0, 1, 2, 3, 4, 7, 8, 16, 31, 32, 63, 64, 100, 255, 256, 4095, 4096, 4097, 8192, 12288, 1 << 16, 1 << 20, 1 << 24]
 _HUGE = [(1 << 40) - 4096, 1 << 40, (1 << 40) + 4096, 1 << 47, (1 << 63) - 1, 1 << 63, (1 << 64) - 4096, (1 << 64) - 1]
 _U32 = [0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 31, 32, 0x7F, 0xFF, 1 << 16, (1 << 30) - 1, 1 << 30, 1 << 31, (1 << 32) - 1]
@@ -1102,9 +1104,10 @@ class Fuzzer:
             args = [self.arg(rng, name, kind, ctx) for name, kind in spec.args]
         else:
             args = [self.value(rng) for _ in range(rng.randrange(7))]
-        if spec is not None and spec.number == _FUTEX_WAIT and len(args) == 4 and type(args[2]) is int:
+        at = _BLOCKING.get(spec.number) if spec is not None else None
+        if spec is not None and at is not None and len(args) == len(spec.args) and type(args[at]) is int:
             # a wait that could block: a deadline at most 100 ms off (the reply then comes)
-            args[2] = min(args[2], time.monotonic_ns() + 10**8) if rng.random() < 0.9 else args[2]
+            args[at] = min(args[at], time.monotonic_ns() + 10**8) if rng.random() < 0.9 else args[at]
         return [rid, number, *(self.bounded(number, args) if spec is not None else args)], number if type(number) is int else -1
 
     @staticmethod
@@ -1184,7 +1187,7 @@ class Fuzzer:
                 self.stats.frames += 1
                 batch.append((rid, number, frame))
                 sent += 1
-                if number == _FUTEX_WAIT:
+                if number in _BLOCKING:
                     break  # nothing may follow a wait on its channel
             sent += 1 if not batch else 0
             if not batch:
@@ -1192,10 +1195,10 @@ class Fuzzer:
             peer.sock.sendall(data)
             for rid, number, frame in batch:
                 try:
-                    event = peer.next_event(2 if number == _FUTEX_WAIT else 20)
+                    event = peer.next_event(2 if number in _BLOCKING else 20)
                 except TimeoutError:
-                    if number == _FUTEX_WAIT:
-                        return False  # a wait on a word that holds `expected`: blocked, as it should be
+                    if number in _BLOCKING:
+                        return False  # a wait that blocks (a word that holds `expected`, a level that stays): as it should
                     raise ChaosFailure(f"no reply within 20 s to {frame!r:.300}") from None
                 if event is CLOSED:
                     raise ChaosFailure(f"rxd closed the connection instead of answering {frame!r:.300}")
