@@ -5,3 +5,4 @@ from ._locks import CHECK_LOCKS as CHECK_LOCKS
 from ._locks import FastLock as FastLock
 from ._locks import requires_lock as requires_lock
 from ._refcount import KernelObject as KernelObject
+from ._sleepers import Sleepers as Sleepers

@@ -11,13 +11,14 @@ always the sum over its subtree.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 import trio
 
 from rxkernel.proto import RX_OBJ_TYPE_JOB, RX_OVERCOMMIT_HEURISTIC
 
-from ..base import KernelObject
+from ..base import KernelObject, Sleepers
 from ..vm import ChargeGroup
 
 
@@ -35,7 +36,7 @@ class Job(KernelObject):
         # Its properties (rx_object_set_property): the limits, kept in self.charge, and the
         # overcommit mode (None: its parent's).
         self.overcommit: int | None = None
-        self._events_changed = trio.Event()  # replaced each time one of its events is raised
+        self._watchers = Sleepers()  # rx_job_wait_events callers: all wake at each event
         self.charge.events.listener = self._raised
         self.kill_on_oom = False  # RX_PROP_JOB_KILL_ON_OOM
         self.oom_group = False  # RX_PROP_JOB_OOM_GROUP
@@ -49,15 +50,14 @@ class Job(KernelObject):
         return f"<Job {self.koid} charged={self.charge.charged_pages}>"
 
     def _raised(self) -> None:
-        self._events_changed.set()
-        self._events_changed = trio.Event()
+        self._watchers.wake_all()
 
-    async def wait_events(self, known_total: int, deadline: float) -> int:
+    async def wait_events(self, known_total: int, deadline: float, channel: socket.socket | None) -> int:
         """Its events' total (high + max + oom + oom_kill) once it differs from `known_total`, or
-        at `deadline` (trio time) whatever it is: how a watcher acts before COMMIT_MAX is met."""
-        with trio.move_on_at(deadline):
-            while self.charge.events.total == known_total:
-                await self._events_changed.wait()
+        at `deadline` (trio time) whatever it is: how a watcher acts before COMMIT_MAX is met.
+        The caller's thread `channel` is where it sleeps (base.Sleepers)."""
+        while self.charge.events.total == known_total and trio.current_time() < deadline:
+            await self._watchers.sleep(channel, deadline)
         return self.charge.events.total
 
     def effective_overcommit(self) -> int:

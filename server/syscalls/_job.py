@@ -34,7 +34,7 @@ from rxkernel.proto import (
 )
 
 from ..object import Job, Process
-from ._blocking import trio_deadline, wait_on_channel
+from ._blocking import trio_deadline
 from ._table import Call, syscall
 from ._validate import invalid
 
@@ -66,7 +66,7 @@ async def rx_job_wait_events(call: Call, job: int, known_total: int, deadline: i
     target = h.obj
     assert isinstance(target, Job)
     at = trio_deadline(call, deadline)
-    return (await wait_on_channel(call, lambda: target.wait_events(known_total, at)),)
+    return (await target.wait_events(known_total, at, call.channel),)
 
 
 def _limit_pages(prop: int, value: int) -> int | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from rxkernel.proto import PRESSURE_NAMES, RX_ERR_INVALID_ARGS, RxError
 
-from ._blocking import trio_deadline, wait_on_channel
+from ._blocking import trio_deadline
 from ._table import Call, syscall
 
 
@@ -21,4 +21,4 @@ async def rx_system_wait_pressure(call: Call, known_level: int, deadline: int) -
         raise RxError(RX_ERR_INVALID_ARGS, f"known_level {known_level} is not a level ({', '.join(PRESSURE_NAMES.values())})")
     pressure = call.kernel.vm.pressure
     at = trio_deadline(call, deadline)
-    return (await wait_on_channel(call, lambda: pressure.wait_change(known_level, at)),)
+    return (await pressure.wait_change(known_level, at, call.channel),)

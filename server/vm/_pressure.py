@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import socket
 from collections.abc import Callable
 
 import trio
@@ -31,6 +32,8 @@ from rxkernel.proto import (
     RX_PRESSURE_OUT_OF_MEMORY,
     RX_PRESSURE_WARNING,
 )
+
+from ..base import Sleepers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +119,7 @@ class Pressure:
         self._free_pages = free_pages
         self.levels = PressureLevels(thresholds, hysteresis_s, self._now())
         self.publish: Callable[[int], None] = lambda level: None
-        self._changed = trio.Event()  # replaced at each change: waiters of the old level wake
+        self._sleepers = Sleepers()  # rx_system_wait_pressure callers: all wake at a change
         self._recheck = trio.Event()  # a new easing is pending: run() rechecks its deadline
 
     def _now(self) -> float:
@@ -137,17 +140,15 @@ class Pressure:
         pending = self.levels.pending
         if self.levels.observe(self._free_pages(), self._now()):
             self.publish(self.levels.level)
-            self._changed.set()
-            self._changed = trio.Event()
+            self._sleepers.wake_all()
         if self.levels.pending is not None and self.levels.pending != pending:
             self._recheck.set()
 
-    async def wait_change(self, known: int, deadline: float) -> int:
+    async def wait_change(self, known: int, deadline: float, channel: socket.socket | None) -> int:
         """The level, once it differs from `known` (at once if it does), or at `deadline` (trio
-        time) whatever it is."""
-        with trio.move_on_at(deadline):
-            while self.levels.level == known:
-                await self._changed.wait()
+        time) whatever it is. The caller's thread `channel` is where it sleeps (base.Sleepers)."""
+        while self.levels.level == known and trio.current_time() < deadline:
+            await self._sleepers.sleep(channel, deadline)
         return self.levels.level
 
     async def run(self) -> None:
