@@ -137,3 +137,40 @@ def test_rxctl_pressure_shows_level_thresholds_and_stalls() -> None:
         assert out.returncode == 0 and lines[0].startswith("level RX_PRESSURE_NORMAL"), out
         assert "WARNING 616.0 KiB" in lines[2] and "OUT_OF_MEMORY 104.0 KiB" in lines[2], lines
         assert lines[3].startswith("some avg10=0.00 avg60=0.00 avg300=0.00 total=") and lines[4].startswith("full avg10=")
+
+
+async def test_sleepers_wake_together_time_out_and_leave_when_their_channel_speaks() -> None:
+    """base.Sleepers, in one event loop: what each blocking wait is built on."""
+    import socket
+
+    import trio
+
+    from rxkernel.server.base import Sleepers
+
+    sleepers = Sleepers()
+    woken: list[str] = []
+
+    async def sleep(name: str, channel: socket.socket | None, deadline: float = math.inf) -> None:
+        try:
+            await sleepers.sleep(channel, deadline)
+            woken.append(name)
+        except trio.BrokenResourceError:
+            woken.append(name + " broken")
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sleep, "a", None)
+            nursery.start_soon(sleep, "b", ours)
+            nursery.start_soon(sleep, "late", None, trio.current_time() + 0.05)
+            await trio.sleep(0.1)
+            assert woken == ["late"] and len(sleepers) == 2  # the deadline, alone
+            sleepers.wake_all()
+            await trio.sleep(0.01)
+            assert sorted(woken) == ["a", "b", "late"] and len(sleepers) == 0
+            nursery.start_soon(sleep, "c", ours)
+            await trio.sleep(0.01)
+            theirs.close()  # the thread went away
+            await trio.sleep(0.05)
+        assert woken[-1] == "c broken" and len(sleepers) == 0
