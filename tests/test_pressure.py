@@ -79,7 +79,7 @@ def test_levels_reach_every_client_through_the_vvar_and_wake_waiters() -> None:
     """1024 pages of budget: warning at 154 free, critical at 77, imminent at 31, oom at 26."""
     with running_rxd(memory="4MiB", extra=["--pressure-hysteresis", "0.3"]) as rxd:
         watchers = [subprocess.Popen([sys.executable, "-c", WATCHER, "3"], env=rxd.env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
         for w in watchers:
             assert read_line(w).split() == ["ready", str(RX_PRESSURE_NORMAL)]
         vmo = rxd.call("rx_vmo_create", 1024 * P, 0)
