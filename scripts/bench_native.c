@@ -7,11 +7,14 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,10 +30,15 @@
 int64_t rx_bench_anon_first_touch(uint64_t length);
 
 /* Bare C baseline: iterations round trips of 24-byte request/reply over a socketpair with an
- * echo pthread; with_mmap adds one mmap(MAP_FIXED|MAP_POPULATE) of a 4 KiB memfd page per
+ * echo process (forked; it only echoes and _exits); with_mmap adds one mmap(MAP_FIXED|MAP_POPULATE) of a 4 KiB memfd page per
  * iteration (the cost of applying a fault reply). Total ns or -errno; out_ns (may be NULL) gets
  * each iteration's latency. */
 int64_t rx_bench_socket_roundtrip(int iterations, int with_mmap, int64_t *out_ns);
+
+/* The C ceiling for syscalls/s: a forked epoll echo server and `clients` forked C clients, each
+ * doing 24-byte round trips over its own Unix socket for duration_ns. out[0] gets the calls of
+ * all clients, out[1] the wall ns, out[2] the server's CPU ns (user + system). 0 or -errno. */
+int64_t rx_bench_echo_rate(int clients, int64_t duration_ns, int64_t *out);
 
 /* A loop of n trylock/unlock pairs (no wake) on the Mutex word at addr (rxsync.h), for the
  * benchmark's C baseline: nanoseconds. */
@@ -69,11 +77,87 @@ static int read_all(int fd, uint8_t *p, size_t n) {
     return 0;
 }
 
-static void *bench_echo(void *arg) {
-    int fd = *(int *)arg;
+static void bench_echo(int fd) {
     uint8_t m[RX_BENCH_MSG];
     while (read_all(fd, m, sizeof m) == 0 && send_all(fd, m, sizeof m) == 0) {}
-    return NULL;
+}
+
+/* The echo server of rx_bench_echo_rate: one epoll loop over every client's socket, as rxd has
+ * one event loop; each readable socket gets its bytes back. Until every client hung up. */
+static void echo_server(int *fds, int n) {
+    int ep = epoll_create1(0), open_ = n;
+    for (int i = 0; i < n; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fds[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+    }
+    struct epoll_event evs[64];
+    uint8_t buf[4096];
+    while (open_ > 0) {
+        int k = epoll_wait(ep, evs, 64, -1);
+        for (int i = 0; i < k; i++) {
+            int fd = evs[i].data.fd;
+            ssize_t got = read(fd, buf, sizeof buf);
+            if (got <= 0) {
+                epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                close(fd);
+                open_--;
+            } else if (send_all(fd, buf, (size_t)got) < 0) {
+                open_ = 0;
+            }
+        }
+    }
+}
+
+int64_t rx_bench_echo_rate(int clients, int64_t duration_ns, int64_t *out) {
+    if (clients <= 0 || clients > 1024) return -EINVAL;
+    int (*sv)[2] = calloc((size_t)clients, sizeof *sv), counts[2], go[2];
+    pid_t *kids = calloc((size_t)clients, sizeof *kids);
+    if (!sv || !kids || pipe(counts) < 0 || pipe(go) < 0) return -ENOMEM;
+    int *server_fds = calloc((size_t)clients, sizeof *server_fds);
+    for (int i = 0; i < clients; i++) {
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]) < 0) return -errno;
+        server_fds[i] = sv[i][1];
+    }
+    pid_t server = fork();
+    if (server == 0) {
+        for (int i = 0; i < clients; i++) close(sv[i][0]);
+        echo_server(server_fds, clients);
+        _exit(0);
+    }
+    for (int i = 0; i < clients; i++) close(sv[i][1]);
+    for (int i = 0; i < clients; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) {
+            char c;
+            if (read(go[0], &c, 1) != 1) _exit(1); /* every client starts together */
+            uint8_t m[RX_BENCH_MSG] = {0};
+            int64_t calls = 0, end = now_ns() + duration_ns;
+            while (now_ns() < end) {
+                if (send_all(sv[i][0], m, sizeof m) < 0 || read_all(sv[i][0], m, sizeof m) < 0) break;
+                calls++;
+            }
+            if (write(counts[1], &calls, sizeof calls) != sizeof calls) _exit(1);
+            _exit(0);
+        }
+    }
+    for (int i = 0; i < clients; i++) close(sv[i][0]);
+    int64_t t0 = now_ns(), total = 0;
+    for (int i = 0; i < clients; i++)
+        if (write(go[1], "g", 1) != 1) return -EIO;
+    for (int i = 0; i < clients; i++) {
+        int64_t c;
+        if (read_all(counts[0], (uint8_t *)&c, sizeof c) == 0) total += c;
+    }
+    int64_t wall = now_ns() - t0;
+    for (int i = 0; i < clients; i++) waitpid(kids[i], NULL, 0);
+    struct rusage ru;
+    wait4(server, NULL, 0, &ru);
+    out[0] = total;
+    out[1] = wall;
+    out[2] = ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 + ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+    close(counts[0]); close(counts[1]); close(go[0]); close(go[1]);
+    free(sv); free(kids); free(server_fds);
+    return 0;
 }
 
 int64_t rx_bench_socket_roundtrip(int iterations, int with_mmap, int64_t *out_ns) {
@@ -90,15 +174,15 @@ int64_t rx_bench_socket_roundtrip(int iterations, int with_mmap, int64_t *out_ns
             goto out_fds;
         }
     }
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t peer;
-    int e = pthread_create(&peer, NULL, bench_echo, &sv[1]);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (e) {
-        rc = -e;
+    pid_t peer = fork();
+    if (peer < 0) {
+        rc = -errno;
         goto out_fds;
+    }
+    if (peer == 0) {
+        close(sv[0]);
+        bench_echo(sv[1]);
+        _exit(0);
     }
     uint8_t m[RX_BENCH_MSG] = {0};
     int64_t total0 = now_ns();
@@ -114,7 +198,7 @@ int64_t rx_bench_socket_roundtrip(int iterations, int with_mmap, int64_t *out_ns
     }
     total = now_ns() - total0;
     shutdown(sv[0], SHUT_RDWR); /* the echo peer sees EOF */
-    pthread_join(peer, NULL);
+    waitpid(peer, NULL, 0);
 out_fds:
     if (scratch != MAP_FAILED) munmap(scratch, RX_PAGE_SIZE);
     if (memfd >= 0) close(memfd);
