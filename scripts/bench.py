@@ -540,8 +540,7 @@ def bench_syscalls(rxd: Any, clients: int, seconds: float) -> dict[str, Any]:
 
 def quantiles(xs: list[float]) -> dict[str, float]:
     xs = sorted(xs)
-    q = lambda f: xs[min(len(xs) - 1, int(len(xs) * f))]  # noqa: E731
-    return {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999)}
+    return {name: xs[min(len(xs) - 1, int(len(xs) * f))] for name, f in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))}
 
 
 def bench_syscall_latency(rxd: Any, n: int) -> dict[str, Any]:
