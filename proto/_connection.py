@@ -67,8 +67,9 @@ _FAULT_OP_WIDTH = 6
 
 
 def _ints(frame: list[Any], what: str) -> list[int]:
-    if not all(type(x) is int for x in frame):
-        raise RemoteProtocolError(f"{what} must be an array of integers")
+    for x in frame:
+        if type(x) is not int:
+            raise RemoteProtocolError(f"{what} must be an array of integers")
     return frame
 
 
@@ -105,6 +106,8 @@ class Connection:
 
     def next_event(self) -> Event | _Sentinel:
         """The next complete event, NEED_DATA, or CLOSED once the peer closed cleanly."""
+        if self._consumed == self._fed and not self._eof:
+            return NEED_DATA  # nothing buffered: no need to let the unpacker raise OutOfData
         try:
             frame = self._unpacker.unpack()
         except msgpack.OutOfData:

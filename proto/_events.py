@@ -65,8 +65,11 @@ class Request:
     args: tuple[Any, ...]
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.id) and 0 <= self.id < 1 << 64, "request id must be a u64")
-        _require(_is_int(self.number), "syscall number must be an int")
+        # (Inline, not _require: two of these are made for every syscall.)
+        if type(self.id) is not int or not 0 <= self.id < 1 << 64:
+            raise RxError(RX_ERR_INVALID_ARGS, "request id must be a u64")
+        if type(self.number) is not int:
+            raise RxError(RX_ERR_INVALID_ARGS, "syscall number must be an int")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,8 +81,10 @@ class Reply:
     result: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.id) and 0 <= self.id < 1 << 64, "reply id must be a u64")
-        _require(_is_int(self.status) and self.status <= 0, "status must be an int <= 0")
+        if type(self.id) is not int or not 0 <= self.id < 1 << 64:
+            raise RxError(RX_ERR_INVALID_ARGS, "reply id must be a u64")
+        if type(self.status) is not int or self.status > 0:
+            raise RxError(RX_ERR_INVALID_ARGS, "status must be an int <= 0")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ class ChargeEvents:
 class ChargeGroup:
     __slots__ = (
         "name", "koid", "parent", "children", "charged_pages", "reserved_pages", "max_pages", "high_pages", "events",
-        "retired", "throttled_ns",
+        "retired", "throttled_ns", "_path",
     )
 
     def __init__(self, name: str, parent: ChargeGroup | None = None, koid: int = 0) -> None:
@@ -69,18 +69,18 @@ class ChargeGroup:
         self.events = ChargeEvents()
         self.retired = False  # its job is gone; it leaves the tree with its last charged page
         self.throttled_ns = 0  # time its processes' commits were delayed above a high_pages (its own or an ancestor's)
+        # This group, then each ancestor up to the root: walked on every commit, and a group's
+        # parent never changes while it is in the tree (it leaves childless, _leave).
+        self._path: tuple[ChargeGroup, ...] = (self, *parent._path) if parent is not None else (self,)
         if parent is not None:
             parent.children.append(self)
 
     def __repr__(self) -> str:
         return f"<ChargeGroup {self.name} charged={self.charged_pages} max={self.max_pages}>"
 
-    def lineage(self) -> Iterator[ChargeGroup]:
+    def lineage(self) -> tuple[ChargeGroup, ...]:
         """This group, then each ancestor up to the root."""
-        group: ChargeGroup | None = self
-        while group is not None:
-            yield group
-            group = group.parent
+        return self._path
 
     def living(self) -> ChargeGroup:
         """This group, or (its job gone) its nearest ancestor whose job lives: where new pages go.
@@ -98,14 +98,14 @@ class ChargeGroup:
     def over_max(self, pages: int) -> ChargeGroup | None:
         """The group (this one or an ancestor) whose hard limit `pages` more would pass (counting
         what is charged and what is reserved), or None."""
-        for group in self.lineage():
+        for group in self._path:
             if group.max_pages is not None and group.charged_pages + group.reserved_pages + pages > group.max_pages:
                 return group
         return None
 
     def add_reserved(self, pages: int) -> None:
         """`pages` more (or, negative, fewer) reserved here and in every ancestor."""
-        for group in self.lineage():
+        for group in self._path:
             group.reserved_pages += pages
             assert group.reserved_pages >= 0, group
             if group.retired and not group.charged_pages and not group.reserved_pages:
@@ -113,13 +113,13 @@ class ChargeGroup:
 
     def add(self, pages: int, count_events: bool = True) -> None:
         """Charge `pages` here and in every ancestor (the caller checked the limits)."""
-        for group in self.lineage():
+        for group in self._path:
             group.charged_pages += pages
             if count_events and group.high_pages is not None and group.charged_pages > group.high_pages:
                 group.events.count("high")
 
     def remove(self, pages: int) -> None:
-        for group in list(self.lineage()):
+        for group in self._path:
             assert group.charged_pages >= pages, (group, pages)
             group.charged_pages -= pages
             if group.retired and not group.charged_pages and not group.reserved_pages:
@@ -146,6 +146,7 @@ class ChargeGroup:
         if self.parent is not None:
             self.parent.children.remove(self)
             self.parent = None
+            self._path = (self,)
 
 
 MAX_HIGH_DELAY = 2.0  # seconds: memcg's MEMCG_MAX_HIGH_DELAY_JIFFIES

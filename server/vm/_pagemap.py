@@ -7,7 +7,7 @@ for the 256 MiB stretches of a VMO where any page was ever set. Runs are found w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from ._runs import Runs
 
@@ -17,14 +17,23 @@ _ZERO = b"\x00"
 _ONE = b"\x01"
 
 
-def pieces(start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """Split pages [start, end) at chunk boundaries: (chunk index, offset in chunk, end in chunk)."""
+def pieces(start: int, end: int) -> Sequence[tuple[int, int, int]]:
+    """Split pages [start, end) at chunk boundaries: (chunk index, offset in chunk, end in chunk).
+    Nearly every range is inside one chunk (a fault window, a write): that case builds no loop."""
+    index = start >> CHUNK_SHIFT
+    if start >= end:
+        return ()
+    if (end - 1) >> CHUNK_SHIFT == index:
+        base = index << CHUNK_SHIFT
+        return ((index, start - base, end - base),)
+    out = []
     while start < end:
         index = start >> CHUNK_SHIFT
         base = index << CHUNK_SHIFT
         stop = min(end, base + CHUNK_PAGES)
-        yield index, start - base, stop - base
+        out.append((index, start - base, stop - base))
         start = stop
+    return out
 
 
 class PageMap:

@@ -68,8 +68,9 @@ class PhysicalMemory:
         assert 0 <= covered <= pages and covered <= group.reserved_pages, (pages, covered, group)
         self._check(pages - covered, group, "committing")
         self.committed_pages += pages
-        self.reserved_pages -= covered
-        group.add_reserved(-covered)
+        if covered:
+            self.reserved_pages -= covered
+            group.add_reserved(-covered)
         group.add(pages)
         if pages:
             self.on_free_changed()
