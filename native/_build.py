@@ -7,7 +7,7 @@ Layout (each .c file says at its top what it owns):
             block: cffi gets `#define NAME ...` for each of its RX_* macros and reads the values
             from the compiled header
   client/   what runs in every rx client process (the trap, its tables, the control thread, ...)
-  server/   what only rxd calls (store I/O, cache ops, the vvar writer)
+  server/   what only rxd calls (store I/O, cache ops, the vvar writer, page maps)
   vdso/     the vDSO image (not part of this extension: _build_vdso.py)
   pyext/    the _rxlock CPython type (setup.py)
 The extension is every .c file of client/ and server/.

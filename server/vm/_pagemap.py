@@ -1,20 +1,25 @@
 """Compact per-page state: one byte per page in sparse 64 KiB chunks (ARCHITECTURE.md "Page state").
 
 Linux spends 64 bytes of `struct page` per 4 KiB page; a PageMap spends one byte per page, and only
-for the 256 MiB stretches of a VMO where any page was ever set. Runs are found with bytearray.find
-(C speed), so scanning a 512-page fault window costs a handful of calls, not 512 Python steps.
+for the 256 MiB stretches of a VMO where any page was ever set. The bytes are in C memory
+(native/server/pagemap.c) so that rxd's C side can read the same state Python keeps; counts and
+runs are found there, so scanning a 512-page fault window is one call, not 512 Python steps.
+`pieces` splits ranges the same way for the maps still kept in Python (ChargeMap).
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator, Sequence
+
+from rxkernel.native import ffi, lib
 
 from ._runs import Runs
 
 CHUNK_SHIFT = 16
 CHUNK_PAGES = 1 << CHUNK_SHIFT
-_ZERO = b"\x00"
-_ONE = b"\x01"
+_RUNS_PER_CALL = 64
+_RUN_BUFFER = ffi.new("uint64_t[]", 3 * _RUNS_PER_CALL)  # rxd's one thread reuses it
 
 
 def pieces(start: int, end: int) -> Sequence[tuple[int, int, int]]:
@@ -37,73 +42,70 @@ def pieces(start: int, end: int) -> Sequence[tuple[int, int, int]]:
 
 
 class PageMap:
-    """A set of page indices in [0, 2**40 / 4096), with counts and runs over ranges."""
+    """A set of page indices in [0, 2**40 / 4096), with counts and runs over ranges. The bytes
+    live in C (native/server/pagemap.c), where rxd's C side can read them too; `handle` is the
+    map's C pointer."""
 
-    __slots__ = ("_chunks", "count_set")
+    __slots__ = ("handle",)
 
     def __init__(self) -> None:
-        self._chunks: dict[int, bytearray] = {}
-        self.count_set = 0  # invariant: the number of set pages over all chunks
+        handle = lib.rx_pagemap_new()
+        if handle == ffi.NULL:
+            raise MemoryError("rxd could not allocate a page map")
+        self.handle = ffi.gc(handle, lib.rx_pagemap_free)
+
+    @property
+    def count_set(self) -> int:
+        """The number of set pages over all chunks."""
+        return int(self.handle.count_set)
 
     @property
     def memory_bytes(self) -> int:
-        return len(self._chunks) * CHUNK_PAGES
+        return int(self.handle.allocated) * CHUNK_PAGES
 
     def get(self, page: int) -> bool:
-        chunk = self._chunks.get(page >> CHUNK_SHIFT)
-        return chunk is not None and chunk[page & (CHUNK_PAGES - 1)] == 1
+        return bool(lib.rx_pagemap_get(self.handle, page))
 
     def count(self, start: int, end: int) -> int:
         """How many pages in [start, end) are set."""
-        total = 0
-        for index, lo, hi in pieces(start, end):
-            chunk = self._chunks.get(index)
-            if chunk is not None:
-                total += chunk.count(_ONE, lo, hi)
-        return total
+        return int(lib.rx_pagemap_count(self.handle, start, end))
 
     def set_range(self, start: int, end: int, value: bool) -> int:
         """Set or clear [start, end); returns how many pages changed state."""
-        changed = 0
-        for index, lo, hi in pieces(start, end):
-            chunk = self._chunks.get(index)
-            if chunk is None:
-                if not value:
-                    continue
-                chunk = self._chunks[index] = bytearray(CHUNK_PAGES)
-            before = chunk.count(_ONE, lo, hi)
-            chunk[lo:hi] = (_ONE if value else _ZERO) * (hi - lo)
-            delta = (hi - lo - before) if value else before
-            changed += delta
-            if not value and chunk.find(_ONE) < 0:
-                del self._chunks[index]  # the chunk is empty again: give its memory back
-        self.count_set += changed if value else -changed
+        changed = int(lib.rx_pagemap_set_range(self.handle, start, end, 1 if value else 0))
+        if changed < 0:
+            if changed == -errno.ENOMEM:
+                raise MemoryError("rxd could not allocate a page map chunk")
+            raise ValueError(f"pages [{start}, {end}) are outside a page map")
         return changed
 
     def runs(self, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
         """Maximal runs (run_start, run_end, is_set) covering [start, end) in order."""
-        run_start, run_value = start, None
-        for index, lo, hi in pieces(start, end):
-            base = index << CHUNK_SHIFT
-            chunk = self._chunks.get(index)
-            pos = lo
-            while pos < hi:
-                value = chunk is not None and chunk[pos] == 1
-                if chunk is None:
-                    nxt = hi
-                else:
-                    nxt = chunk.find(_ZERO if value else _ONE, pos, hi)
-                    if nxt < 0:
-                        nxt = hi
-                if run_value is None:
-                    run_value = value
-                elif value != run_value:
-                    yield run_start, base + pos, run_value
-                    run_start, run_value = base + pos, value
-                pos = nxt
-        if run_value is not None:
-            yield run_start, end, run_value
+        while start < end:
+            n = lib.rx_pagemap_runs(self.handle, start, end, _RUN_BUFFER, _RUNS_PER_CALL)
+            if n == 1:  # the common case: a window in one state
+                b = _RUN_BUFFER
+                yield b[0], b[1], bool(b[2])
+                return
+            # Unpacked before yielding: the buffer is shared by every map (rxd's one thread).
+            v = ffi.unpack(_RUN_BUFFER, 3 * n)
+            yield from zip(v[0::3], v[1::3], map(bool, v[2::3]))
+            if n < _RUNS_PER_CALL:
+                return
+            start = v[-2]
 
     def runs_of(self, start: int, end: int, value: bool = True) -> Runs:
         """The runs of [start, end) that are set (or, with value False, clear)."""
-        return [(s, e) for s, e, v in self.runs(start, end) if v == value]
+        out: Runs = []
+        want = 1 if value else 0
+        while start < end:
+            n = lib.rx_pagemap_runs(self.handle, start, end, _RUN_BUFFER, _RUNS_PER_CALL)
+            if n == 1:
+                b = _RUN_BUFFER
+                return [*out, (b[0], b[1])] if b[2] == want else out
+            v = ffi.unpack(_RUN_BUFFER, 3 * n)
+            out += [(v[i], v[i + 1]) for i in range(0, 3 * n, 3) if v[i + 2] == want]
+            if n < _RUNS_PER_CALL:
+                return out
+            start = v[-2]
+        return out

@@ -1,0 +1,48 @@
+/* rxpagemap.h — rxd's compact per-page state (server/vm/_pagemap.py drives it): a set of page
+ * indices kept as one byte per page in 64 Ki-page chunks allocated only where a page was ever
+ * set, in C memory so that a C thread of rxd can read it as well as Python (ARCHITECTURE.md
+ * "Where the time goes, and the fast path"). Server side only.
+ *
+ * Who may touch a map: the holder of the lock that guards its owner (a store's or a node's tree
+ * lock, ARCHITECTURE.md "Locks"); nothing here locks. Pages are < RX_PAGEMAP_PAGES.
+ * Conventions as rxnative.h: a value >= 0 on success, -errno on failure.
+ */
+#ifndef RXPAGEMAP_H
+#define RXPAGEMAP_H
+
+#include <stdint.h>
+
+/* cdef-begin */
+
+#define RX_PAGEMAP_CHUNK_SHIFT 16
+#define RX_PAGEMAP_PAGES 268435456 /* 2^40 bytes of pages: the largest VMO offset rx allows */
+
+struct rx_pagemap {
+    uint8_t **chunks;   /* chunks[i]: pages [i << 16, (i + 1) << 16), 1 = set; NULL: none set */
+    uint32_t *counts;   /* set pages per chunk */
+    uint32_t nchunks;   /* entries in chunks/counts (grown on demand) */
+    uint32_t allocated; /* chunks allocated */
+    uint64_t count_set; /* set pages in all */
+};
+
+/* A new empty map, or NULL (no memory). */
+struct rx_pagemap *rx_pagemap_new(void);
+void rx_pagemap_free(struct rx_pagemap *m);
+
+int rx_pagemap_get(const struct rx_pagemap *m, uint64_t page);
+
+/* Set pages in [start, end). */
+uint64_t rx_pagemap_count(const struct rx_pagemap *m, uint64_t start, uint64_t end);
+
+/* Set (value 1) or clear (0) [start, end): how many pages changed, or -ENOMEM (nothing
+ * changed) / -EINVAL (out of range). A chunk left empty is freed. */
+int64_t rx_pagemap_set_range(struct rx_pagemap *m, uint64_t start, uint64_t end, int value);
+
+/* The maximal runs covering [start, end), in order, as (run_start, run_end, is_set) triples
+ * into out (room for max_runs): how many were written. When the room runs out before end, the
+ * last run written ends where the next call should start. */
+int rx_pagemap_runs(const struct rx_pagemap *m, uint64_t start, uint64_t end, uint64_t *out, int max_runs);
+
+/* cdef-end */
+
+#endif /* RXPAGEMAP_H */
