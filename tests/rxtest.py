@@ -101,6 +101,7 @@ class RawClient:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(30)
         self.sock.connect(path)
+        self.path = path  # (not getpeername(): that names where rxd bound, before its rename)
         self.conn = Connection(Role.CLIENT, kind=CHANNEL_MAIN)
         self.sock.sendall(self.conn.send(Hello(CHANNEL_MAIN, None, job)))
         hello = self._event()
@@ -123,7 +124,7 @@ class RawClient:
         side itself (decides what to fault, and when or whether to ack)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(30)
-        sock.connect(self.sock.getpeername())
+        sock.connect(self.path)
         conn = Connection(Role.CLIENT, kind=kind)
         assert self.info is not None
         sock.sendall(conn.send(Hello(kind, self.info["session"])))

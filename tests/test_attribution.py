@@ -88,6 +88,24 @@ def test_an_at_least_on_write_child_shares_its_parents_pages(rxd: Rxd) -> None:
     unattributed(rxd)
 
 
+def test_closing_a_slices_parent_frees_what_no_slice_shows(rxd: Rxd) -> None:
+    """Found by the hypothesis test below: the parent's pages outside every slice's window stayed
+    committed, attributed to nobody, once the parent's handle closed."""
+    before = rxd.kmem()["committed_bytes"]
+    parent = rxd.call("rx_vmo_create", 4 * P, 0)
+    rxd.call("rx_vmo_write", parent, 0, b"x" * (4 * P))
+    left = rxd.call("rx_vmo_create_child", parent, RX_VMO_CHILD_SLICE, 0, P)
+    right = rxd.call("rx_vmo_create_child", parent, RX_VMO_CHILD_SLICE, 2 * P, P)
+    rxd.call("rx_handle_close", parent)
+    assert rxd.kmem()["committed_bytes"] - before == 2 * P  # pages 0 and 2; 1 and 3 went
+    assert vmo_figures(rxd, left) == (P, 0, Fraction(P)) and unattributed(rxd) == 0
+    assert rxd.call("rx_vmo_read", right, 0, 1) == b"x"
+    rxd.call("rx_handle_close", left)
+    assert rxd.kmem()["committed_bytes"] - before == P
+    rxd.call("rx_handle_close", right)
+    assert rxd.kmem()["committed_bytes"] == before
+
+
 @pytest.fixture(scope="module")
 def shared_rxd() -> Iterator[Rxd]:
     with running_rxd() as server:

@@ -16,10 +16,10 @@ its parent's storage at an offset. A slot holds a page object (shared by identit
 snapshots that copied it), None (never written, or zeroed: reads as zero and costs nothing), or a
 Follow link (an at-least-on-write child's unwritten page: read the parent's slot, whatever it holds
 now). A write always installs a fresh page object in the written slot, so whoever shared the old
-one keeps it. A storage some live VMO stands on reaches every slot it has (a slice keeps its whole
-parent's storage alive, as Zircon's slices hold their parent); a storage nothing stands on any
-more reaches nothing by itself, but at-least-on-write children still read through it. Committed
-pages = distinct page objects reachable from live storages.
+one keeps it. A live VMO reaches the slots of its own window and, through Follow links, what its
+at-least-on-write ancestors' slots hold; nothing else is reachable. So a slice does not keep the
+rest of its closed parent's pages (Zircon's slices hold their whole parent; rx frees what no VMO
+can read, as everywhere else). Committed pages = distinct page objects reachable from live VMOs.
 
 A SNAPSHOT of a VMO that reads through to a live VMO (an at-least-on-write child, or anything
 below one, while that parent lives) has no point in time to copy: rxd refuses it with
@@ -244,11 +244,12 @@ class MVmo:
 
 def committed_pages(vmos: list[MVmo]) -> int:
     reached: set[int] = set()
-    for storage in {id(v.storage): v.storage for v in vmos if v.alive}.values():
-        for slot in storage.slots:
-            page = resolve(slot)
-            if page is not None:
-                reached.add(id(page))
+    for v in vmos:
+        if v.alive:
+            for slot in v.storage.slots[v.offset : v.offset + v.pages]:  # its window, nothing more
+                page = resolve(slot)
+                if page is not None:
+                    reached.add(id(page))
     return len(reached)
 
 

@@ -623,3 +623,18 @@ def test_job_syscalls_refuse_handles_of_the_wrong_kind(rxd: Rxd) -> None:
     assert e.value.status == RX_ERR_BAD_HANDLE
     job = rxd.call("rx_job_default")
     assert rxd.call("rx_job_wait_events", job, 12345, 0) == 0  # differs already: at once, with the total
+
+
+def test_a_reservation_filled_after_its_job_went_is_charged_up_to_the_root() -> None:
+    """A review found it: filling the last of a retired group's reservation emptied the group
+    before the charge was added, so it left the tree and only it was charged."""
+    from rxkernel.server.vm import PhysicalMemory
+    from rxkernel.server.vm._charge import ChargeGroup
+
+    memory = PhysicalMemory(1 << 30)
+    job = ChargeGroup("job", ChargeGroup("parent", memory.root))
+    memory.reserve(10, job)
+    job.retire()  # the job went; an RX_OVERCOMMIT_NEVER VMO still holds its promise
+    memory.commit(10, job, covered=10)
+    assert memory.root.charged_pages == memory.committed_pages == 10
+    assert memory.root.reserved_pages == memory.reserved_pages == 0

@@ -40,8 +40,7 @@ static uint64_t count_bytes(const uint8_t *c, uint32_t lo, uint32_t hi) {
 }
 
 uint64_t rx_pagemap_count(const struct rx_pagemap *m, uint64_t start, uint64_t end) {
-    if (end > RX_PAGEMAP_PAGES) end = RX_PAGEMAP_PAGES;
-    uint64_t n = 0;
+    uint64_t n = 0; /* (pages past the last chunk, even past RX_PAGEMAP_PAGES, are clear) */
     while (start < end) {
         uint64_t index = start >> RX_PAGEMAP_CHUNK_SHIFT, base = index << RX_PAGEMAP_CHUNK_SHIFT;
         uint64_t stop = end < base + CHUNK_PAGES ? end : base + CHUNK_PAGES;
@@ -77,7 +76,16 @@ int64_t rx_pagemap_set_range(struct rx_pagemap *m, uint64_t start, uint64_t end,
         if (grow(m, last + 1) < 0) return -ENOMEM;
         for (uint64_t i = start >> RX_PAGEMAP_CHUNK_SHIFT; i <= last; i++) {
             if (!m->chunks[i]) {
-                if (!(m->chunks[i] = calloc(CHUNK_PAGES, 1))) return -ENOMEM;
+                if (!(m->chunks[i] = calloc(CHUNK_PAGES, 1))) {
+                    for (uint64_t j = start >> RX_PAGEMAP_CHUNK_SHIFT; j < i; j++) { /* undo: nothing changed */
+                        if (m->chunks[j] && !m->counts[j]) {
+                            free(m->chunks[j]);
+                            m->chunks[j] = NULL;
+                            m->allocated--;
+                        }
+                    }
+                    return -ENOMEM;
+                }
                 m->allocated++;
             }
         }
@@ -118,8 +126,7 @@ static uint32_t run_end(const uint8_t *c, uint32_t pos, uint32_t hi, uint8_t v) 
 }
 
 int rx_pagemap_runs(const struct rx_pagemap *m, uint64_t start, uint64_t end, uint64_t *out, int max_runs) {
-    if (end > RX_PAGEMAP_PAGES) end = RX_PAGEMAP_PAGES;
-    int n = 0;
+    int n = 0; /* (pages past the last chunk, even past RX_PAGEMAP_PAGES, are clear) */
     uint64_t run_start = start;
     int run_value = -1;
     while (start < end) {

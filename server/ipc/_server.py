@@ -8,6 +8,7 @@ only; an exception in a handler becomes RX_ERR_INTERNAL for that request and a l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -92,13 +93,23 @@ class Server:
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         prepare_socket_path(self.socket_path)
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bound and listening under a temporary name, then renamed into place: a client that
+        # sees the path can connect (bind makes the file before listen makes it connectable).
+        staging = self.socket_path + ".new"
+        if len(staging.encode()) >= 108:  # (sun_path's limit: no room for the suffix)
+            staging = self.socket_path
+        with contextlib.suppress(FileNotFoundError):
+            if staging != self.socket_path:
+                os.unlink(staging)
         old_umask = os.umask(0o177)
         try:
-            await listener.bind(self.socket_path)
+            await listener.bind(staging)
         finally:
             os.umask(old_umask)
-        os.chmod(self.socket_path, 0o600)
+        os.chmod(staging, 0o600)
         listener.listen(512)
+        if staging != self.socket_path:
+            os.rename(staging, self.socket_path)
         log.info("rxd listening", socket=self.socket_path, memory_bytes=self.kernel.memory.total_pages * PAGE_SIZE)
         try:
             async with trio.open_nursery() as nursery:

@@ -77,6 +77,12 @@ def release_node(node: CowPages) -> None:
     can reach any more (pages no visible node resolves to, nodes nothing stands on or reads
     through) and never awaits; a lock holder that awaited acks re-checks the nodes it relies on
     afterwards (collapse_locked's `unchanged`, commit's and snapshot's `alive` checks)."""
+    if not node.hidden:
+        # Other VMOs still stand on it (a slice, or the VMO a slice was cut from): what none of
+        # their windows shows and no clone reads is garbage now, here and above.
+        node.free_unseen()
+        free_unseen_above(node, 0, node.parent_limit)
+        return
     while node.hidden:
         parent = node.parent
         if node.children:

@@ -138,27 +138,32 @@ class CowPages:
                         queue.append((c, s, e, d + c.parent_offset))
 
     def seen(self, start: int, end: int) -> Runs:
-        """Pages of [start, end) that some visible node resolves to this node (for a visible
-        node: all of them)."""
-        if self.fronts:
-            return [(start, end)]
+        """Pages of [start, end) that some VMO resolves to this node: through its own window of
+        this node, or of a descendant that reads through to it."""
         found: Runs = []
         for n, lo, hi, d in self.see_through(start, end):
-            if n.fronts:
-                found = merge_runs([*found, (lo + d, hi + d)])
+            # A VMO sees only its window of its node: a slice of part of it, the VMO all of it.
+            shown = [(max(lo, w0), min(hi, w1)) for w0, w1 in n.windows() if max(lo, w0) < min(hi, w1)]
+            if shown:
+                found = merge_runs([*found, *((a + d, b + d) for a, b in shown)])
                 if found == [(start, end)]:
                     break  # all of it is seen: no need to visit the rest of the subtree
         return found
 
+    def windows(self) -> Runs:
+        """The node pages its VMOs show (each VMO its [node_offset, + size) window), merged."""
+        return merge_runs([(v.node_offset, v.node_offset + v.size_pages) for v in self.fronts])
+
     def unseen_committed(self, start: int, end: int) -> Runs:
         """Committed pages of [start, end) no visible node can read: garbage to free."""
-        committed = [] if self.fronts else self.store.committed.runs_of(start, end)
+        committed = self.store.committed.runs_of(start, end)
         if not committed:  # (seen() walks the whole subtree: not for nothing)
             return []
         return subtract_runs(committed, merge_runs([r for s, e in committed for r in self.seen(s, e)]))
 
     def free_unseen(self, start: int = 0, end: int | None = None) -> int:
-        """Free every committed page of this hidden node in [start, end) that no one can read.
+        """Free every committed page of this node in [start, end) that no one can read (a hidden
+        node's, or one outside every window of a visible node's VMOs: a slice's parent closed).
         No client maps such a page (only readers of a page ever map it), so no shootdown; that
         is also why release_node may call it without the tree lock (see there)."""
         if end is None:

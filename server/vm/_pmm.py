@@ -68,10 +68,10 @@ class PhysicalMemory:
         assert 0 <= covered <= pages and covered <= group.reserved_pages, (pages, covered, group)
         self._check(pages - covered, group, "committing")
         self.committed_pages += pages
+        group.add(pages)  # first: a retired group emptied of its reservation must not leave the tree
         if covered:
             self.reserved_pages -= covered
             group.add_reserved(-covered)
-        group.add(pages)
         if pages:
             self.on_free_changed()
 
