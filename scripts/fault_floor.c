@@ -1,4 +1,4 @@
-/* fault_floor.c — what the two fault transports cost with no decision in them (issue 12: measure
+/* fault_floor.c — what the two fault transports cost with no decision in them (measure
  * before choosing). Not part of rxkernel. Build and run:
  *     gcc -O2 -o /tmp/fault_floor scripts/fault_floor.c && /tmp/fault_floor 5000
  * (userfaultfd needs root here, or vm.unprivileged_userfaultfd=1.)
