@@ -43,8 +43,9 @@ uint64_t rx_pagemap_count(const struct rx_pagemap *m, uint64_t start, uint64_t e
     uint64_t n = 0; /* (pages past the last chunk, even past RX_PAGEMAP_PAGES, are clear) */
     while (start < end) {
         uint64_t index = start >> RX_PAGEMAP_CHUNK_SHIFT, base = index << RX_PAGEMAP_CHUNK_SHIFT;
+        if (index >= m->nchunks) break; /* nothing is set past the directory */
         uint64_t stop = end < base + CHUNK_PAGES ? end : base + CHUNK_PAGES;
-        const uint8_t *c = chunk_of(m, index);
+        const uint8_t *c = m->chunks[index];
         if (c) n += count_bytes(c, (uint32_t)(start - base), (uint32_t)(stop - base));
         start = stop;
     }
@@ -131,12 +132,13 @@ int rx_pagemap_runs(const struct rx_pagemap *m, uint64_t start, uint64_t end, ui
     int run_value = -1;
     while (start < end) {
         uint64_t index = start >> RX_PAGEMAP_CHUNK_SHIFT, base = index << RX_PAGEMAP_CHUNK_SHIFT;
-        uint64_t stop = end < base + CHUNK_PAGES ? end : base + CHUNK_PAGES;
         const uint8_t *c = chunk_of(m, index);
-        uint32_t pos = (uint32_t)(start - base), hi = (uint32_t)(stop - base);
+        /* Past the directory everything is clear: one step to `end`, not one per chunk. */
+        uint64_t stop = index >= m->nchunks ? end : (end < base + CHUNK_PAGES ? end : base + CHUNK_PAGES);
+        uint64_t pos = start - base, hi = stop - base;
         while (pos < hi) {
             int v = c != NULL && c[pos];
-            uint32_t next = c ? run_end(c, pos, hi, (uint8_t)v) : hi;
+            uint64_t next = c ? run_end(c, (uint32_t)pos, (uint32_t)hi, (uint8_t)v) : hi; /* (c: within one chunk) */
             if (run_value < 0) {
                 run_value = v;
             } else if (v != run_value) {

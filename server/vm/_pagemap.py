@@ -79,33 +79,33 @@ class PageMap:
             raise ValueError(f"pages [{start}, {end}) are outside a page map")
         return changed
 
+    def _batch(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """The runs of [start, end) from one call into C: all of them, or the first
+        _RUNS_PER_CALL (the last one's end is where the next batch starts)."""
+        n = lib.rx_pagemap_runs(self.handle, start, end, _RUN_BUFFER, _RUNS_PER_CALL)
+        if n == 1:  # the common case: a window in one state
+            return [(_RUN_BUFFER[0], _RUN_BUFFER[1], _RUN_BUFFER[2])]
+        v = ffi.unpack(_RUN_BUFFER, 3 * n)  # copied out: the buffer is shared (rxd's one thread)
+        return list(zip(v[0::3], v[1::3], v[2::3]))
+
     def runs(self, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
         """Maximal runs (run_start, run_end, is_set) covering [start, end) in order."""
         while start < end:
-            n = lib.rx_pagemap_runs(self.handle, start, end, _RUN_BUFFER, _RUNS_PER_CALL)
-            if n == 1:  # the common case: a window in one state
-                b = _RUN_BUFFER
-                yield b[0], b[1], bool(b[2])
+            batch = self._batch(start, end)
+            for s, e, v in batch:
+                yield s, e, bool(v)
+            if len(batch) < _RUNS_PER_CALL:
                 return
-            # Unpacked before yielding: the buffer is shared by every map (rxd's one thread).
-            v = ffi.unpack(_RUN_BUFFER, 3 * n)
-            yield from zip(v[0::3], v[1::3], map(bool, v[2::3]))
-            if n < _RUNS_PER_CALL:
-                return
-            start = v[-2]
+            start = batch[-1][1]
 
     def runs_of(self, start: int, end: int, value: bool = True) -> Runs:
         """The runs of [start, end) that are set (or, with value False, clear)."""
         out: Runs = []
         want = 1 if value else 0
         while start < end:
-            n = lib.rx_pagemap_runs(self.handle, start, end, _RUN_BUFFER, _RUNS_PER_CALL)
-            if n == 1:
-                b = _RUN_BUFFER
-                return [*out, (b[0], b[1])] if b[2] == want else out
-            v = ffi.unpack(_RUN_BUFFER, 3 * n)
-            out += [(v[i], v[i + 1]) for i in range(0, 3 * n, 3) if v[i + 2] == want]
-            if n < _RUNS_PER_CALL:
-                return out
-            start = v[-2]
+            batch = self._batch(start, end)
+            out += [(s, e) for s, e, v in batch if v == want]
+            if len(batch) < _RUNS_PER_CALL:
+                break
+            start = batch[-1][1]
         return out
