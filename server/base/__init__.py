@@ -6,3 +6,4 @@ from ._locks import FastLock as FastLock
 from ._locks import requires_lock as requires_lock
 from ._refcount import KernelObject as KernelObject
 from ._sleepers import Sleepers as Sleepers
+from ._sleepers import hung_up as hung_up

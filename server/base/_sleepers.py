@@ -1,4 +1,5 @@
-"""Sleepers: client threads parked on their own channels until a wake, a deadline or EOF.
+"""Sleepers: client threads parked on their own channels until a wake, a deadline or EOF; and
+hung_up, the check that a channel's peer closed it, without reading a byte.
 
 A blocking syscall (rx_system_wait_pressure, rx_job_wait_events) is served on the calling
 thread's own channel, and nothing may arrive there while it waits. So the channel's task parks on
@@ -15,6 +16,17 @@ import math
 import socket
 
 import trio
+
+
+def hung_up(channel: socket.socket) -> bool:
+    """The peer closed `channel` (EOF with nothing unread before it) or it broke; without
+    reading anything, so a request that arrived first stays for its reader."""
+    try:
+        return channel.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 class Sleepers:

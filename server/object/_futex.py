@@ -62,7 +62,7 @@ from rxkernel.proto import (
     RxError,
 )
 
-from ..base import requires_lock
+from ..base import hung_up, requires_lock
 from ..vm import ChargeGroup, CowPages, Vmo
 
 if TYPE_CHECKING:
@@ -89,14 +89,7 @@ class Waiter:
         """The waiting thread's channel is closed (its process may be dead, not yet torn down)."""
         if not self.process.alive:
             return True
-        if self.channel is None:
-            return False
-        try:
-            return self.channel.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
+        return self.channel is not None and hung_up(self.channel)
 
 
 class Futexes:

@@ -23,7 +23,7 @@ import trio
 
 from rxkernel.proto import RX_OBJ_TYPE_PROCESS, SESSION_TOKEN_BYTES
 
-from ..base import KernelObject
+from ..base import KernelObject, hung_up
 from ..vm import (
     ChargeGroup,
     AddressSpace,
@@ -110,14 +110,7 @@ class Process(KernelObject):
             return True
         if self.pidfd >= 0 and select.select([self.pidfd], [], [], 0)[0]:
             return True
-        if self.main_channel is None:
-            return False
-        try:
-            return self.main_channel.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
+        return self.main_channel is not None and hung_up(self.main_channel)
 
     def teardown(self, why: str) -> None:
         """The process is gone: drop everything it held. Idempotent; no awaits."""
