@@ -7,10 +7,12 @@ Layout (each .c file says at its top what it owns):
             block: cffi gets `#define NAME ...` for each of its RX_* macros and reads the values
             from the compiled header
   client/   what runs in every rx client process (the trap, its tables, the control thread, ...)
-  server/   what only rxd calls (store I/O, cache ops, the vvar writer, page maps)
+  server/   what only rxd calls (store I/O, cache ops, the vvar writer, page maps, the fault
+            fast path)
+  common/   what both sides use (the msgpack codec)
   vdso/     the vDSO image (not part of this extension: _build_vdso.py)
   pyext/    the _rxlock CPython type (setup.py)
-The extension is every .c file of client/ and server/.
+The extension is every .c file of client/, server/ and common/.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def _headers() -> list[str]:
 
 
 def _sources() -> list[str]:
-    paths = sorted(glob.glob(os.path.join(_HERE, "client", "*.c")) + glob.glob(os.path.join(_HERE, "server", "*.c")))
+    paths = sorted(p for part in ("client", "server", "common") for p in glob.glob(os.path.join(_HERE, part, "*.c")))
     # setuptools rejects absolute source paths; relative to the cwd works from any directory.
     return [os.path.relpath(p) for p in paths]
 

@@ -68,16 +68,30 @@ class RangeList(Generic[R]):
         i = bisect.bisect_left(self._bases, r.base)
         self._bases.insert(i, r.base)
         self._items.insert(i, r)
+        self._inserted(i, r)
         return True
 
     def remove(self, r: R) -> None:
         i = bisect.bisect_left(self._bases, r.base)
         assert self._items[i] is r, (r, self._items[i])
         del self._bases[i], self._items[i]
+        self._removed(i)
 
     def clear(self) -> None:
         self._bases.clear()
         self._items.clear()
+        self._cleared()
+
+    # Told of every change of the order, for a subclass that keeps a copy of it (rxd's fault fast
+    # path keeps one in C): record r is now at index i / the record at i left / all left.
+    def _inserted(self, i: int, r: R) -> None:
+        pass
+
+    def _removed(self, i: int) -> None:
+        pass
+
+    def _cleared(self) -> None:
+        pass
 
     def cut(self, start: int, end: int) -> list[R]:
         """Split records so that none crosses `start` or `end`; returns those inside [start, end),
@@ -90,6 +104,7 @@ class RangeList(Generic[R]):
                     i = bisect.bisect_left(self._bases, r.base)
                     self._bases.insert(i + 1, upper.base)
                     self._items.insert(i + 1, upper)
+                    self._inserted(i + 1, upper)
                     if at == start:
                         r = upper
             out.append(r)

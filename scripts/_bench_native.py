@@ -22,10 +22,12 @@ import cffi
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "scripts", "bench_native.c")
 NATIVE = os.path.join(ROOT, "native")
-# rxsync.c gives the Mutex baseline the library's own trylock/unlock; wire.c the round trip's
-# socket I/O (send_all), so the C baseline sends the way the fault channels do.
-LINKED = [os.path.join(NATIVE, "client", "rxsync.c"), os.path.join(NATIVE, "client", "wire.c")]
-HEADERS = [*(os.path.join(NATIVE, "include", h) for h in ("rxsync.h", "rxwire.h")), os.path.join(NATIVE, "client", "internal.h")]
+# rxsync.c gives the Mutex baseline the library's own trylock/unlock; wire.c (over the msgpack
+# codec) the round trip's socket I/O (send_all), so the C baseline sends the way the fault
+# channels do.
+LINKED = [os.path.join(NATIVE, *p) for p in (("client", "rxsync.c"), ("client", "wire.c"), ("common", "msgpack.c"))]
+HEADERS = [*(os.path.join(NATIVE, "include", h) for h in ("rxsync.h", "rxwire.h", "rxmsgpack.h")),
+           os.path.join(NATIVE, "client", "internal.h")]
 CACHE = os.path.join(ROOT, "build", "bench-native")
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import resource
 import signal
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock", default="auto", choices=["auto", "ticks", "syscall"],
                    help="the vDSO clock: CPU ticks, or a raw clock_gettime syscall (default: auto, ticks when they "
                    "are invariant)")
+    p.add_argument("--fault-path", default=os.environ.get("RXD_FAULT_PATH", "fast"), choices=["fast", "trio"],
+                   help="fast: a C thread answers the faults it can decide alone and hands the rest to trio; "
+                   "trio: every fault is decided in Python (default: fast, or $RXD_FAULT_PATH)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="least severe log events written to stderr (default: info)")
     p.add_argument("--log-format", default="console", choices=["console", "json"],
@@ -99,7 +103,7 @@ async def run(args: argparse.Namespace) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     kernel = Kernel(args.memory, ack_deadline=args.ack_deadline, clock_mode=args.clock,
                     pressure=args.thresholds, pressure_hysteresis=args.pressure_hysteresis, oom_kill=args.oom == "kill")
-    server = Server(kernel, args.socket or default_socket_path())
+    server = Server(kernel, args.socket or default_socket_path(), fast_faults=args.fault_path == "fast")
     log = structlog.get_logger("rxd")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:

@@ -6,7 +6,7 @@
  *                 the trap counters, rx_touch
  *   diag.c        the one line a refused or impossible fault prints before the process dies
  *   faultchan.c   the fault-channel slots: connect + hello, one request/reply round trip
- *   wire.c        the wire codec (msgpack arrays of integers, the token bin) and socket I/O
+ *   wire.c        socket I/O over the msgpack codec (common/msgpack.c, rxmsgpack.h)
  *   apply.c       the apply lock and the sequence numbers it guards; emptying a range
  *   maptab.c      the mapping table; address reservations
  *   storetab.c    the store table
@@ -44,6 +44,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rxmsgpack.h"
 #include "rxwire.h"
 
 #pragma GCC visibility push(hidden)
@@ -97,12 +98,6 @@ void rx_unreachable(uint64_t addr);
 void rx_no_longer_mapped(uint64_t addr, int why); /* why: rx_map_lookup's 2, 3 or 4 */
 
 /* ---- wire.c (async-signal-safe) ------------------------------------------------------------------ */
-
-/* Encoders write at p (room enough: at most 9 bytes per integer) and return the bytes used. */
-size_t mp_put_array(uint8_t *p, uint32_t n);
-size_t mp_put_int(uint8_t *p, int64_t v);
-size_t mp_put_uint(uint8_t *p, uint64_t u);
-size_t mp_put_bin(uint8_t *p, const uint8_t *data, uint8_t n);
 
 /* send() all of it, without SIGPIPE. 0 or -1. */
 int send_all(int fd, const uint8_t *p, size_t n);

@@ -43,6 +43,9 @@
 #define RX_VM_PERM_WRITE 2
 #define RX_VM_PERMS 3
 
+/* The rx_vmar_map option that turns fault-around off (rxd's fault fast path reads it). */
+#define RX_VM_MAP_RANDOM (1 << 20)
+
 /* ---- fault channel (proto/_events.py, proto/_connection.py) --------------------------------- */
 
 /* Request [seq, addr, flags]: flags bit 0 is a write access. */

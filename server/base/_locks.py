@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import trio
 
@@ -26,13 +26,17 @@ class FastLock:
     """A fair lock for trio tasks whose uncontended acquire does not visit the scheduler (trio's
     Lock always does, and also registers a parking-lot breaker on every acquire). Waiters queue
     in a ParkingLot and a release hands the lock straight to the first of them, as trio.Lock
-    does; callers reach a checkpoint soon after anyway (their next I/O)."""
+    does; callers reach a checkpoint soon after anyway (their next I/O).
 
-    __slots__ = ("_owner", "_lot")
+    `word`, when given (a C int32_t*), is 1 while any task holds the lock and 0 while it is
+    free: rxd's fault thread reads it (rxfastfault.h) and leaves a locked tree to trio."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_owner", "_lot", "word")
+
+    def __init__(self, word: Any = None) -> None:
         self._owner: trio.lowlevel.Task | None = None
         self._lot = trio.lowlevel.ParkingLot()
+        self.word = word
 
     def locked(self) -> bool:
         return self._owner is not None
@@ -45,6 +49,8 @@ class FastLock:
         task = trio.lowlevel.current_task()
         if self._owner is None and not self._lot:
             self._owner = task
+            if self.word is not None:
+                self.word[0] = 1
             return
         if self._owner is task:
             raise RuntimeError("attempt to re-acquire an already held FastLock")
@@ -58,6 +64,8 @@ class FastLock:
             (self._owner,) = self._lot.unpark(count=1)
         else:
             self._owner = None
+            if self.word is not None:
+                self.word[0] = 0
 
     async def __aenter__(self) -> None:
         await self.acquire()

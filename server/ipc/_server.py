@@ -44,6 +44,7 @@ from ..object import Kernel, Process
 from ..vm import resolve_fault
 from ._control import ControlChannel
 from ._dispatch import serve_request
+from ._fastfaults import FaultServer
 from ._stream import Stream
 
 log = structlog.get_logger("rxd")
@@ -86,9 +87,11 @@ def prepare_socket_path(path: str) -> None:
 
 
 class Server:
-    def __init__(self, kernel: Kernel, socket_path: str) -> None:
+    def __init__(self, kernel: Kernel, socket_path: str, fast_faults: bool = True) -> None:
         self.kernel = kernel
         self.socket_path = socket_path
+        # The fault fast path (_fastfaults.py), or None: every fault is decided in Python.
+        self.faults = FaultServer(kernel.vm) if fast_faults else None
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         prepare_socket_path(self.socket_path)
@@ -113,6 +116,8 @@ class Server:
         log.info("rxd listening", socket=self.socket_path, memory_bytes=self.kernel.memory.total_pages * PAGE_SIZE)
         try:
             async with trio.open_nursery() as nursery:
+                if self.faults is not None:
+                    await nursery.start(self.faults.run)
                 self.kernel.serve_in(nursery)
                 nursery.start_soon(self.kernel.vdso.discipline)
                 task_status.started()
@@ -234,13 +239,27 @@ class Server:
             await serve_request(self.kernel, sock, conn, process, event, thread=True)
 
     async def _fault_channel(self, sock: Stream, conn: Connection, process: Process) -> None:
+        async def answer(seq: int, addr: int, write: bool) -> bytes:
+            return conn.send(await resolve_fault(self.kernel.vm, process, seq, addr, write))
+
+        event = conn.next_event()
+        if event is NEED_DATA and self.faults is not None:
+            # The fault thread serves the channel and hands us what it cannot decide; it gives
+            # the channel back (with the bytes it read) only for frames it leaves to proto.
+            left = await self.faults.serve(sock, process, answer)
+            if left is None:
+                return
+            if left:
+                conn.receive_data(left)
+            event = conn.next_event()
         while True:
-            event = await _next_event(sock, conn)
+            if event is NEED_DATA:
+                event = await _next_event(sock, conn)
             if event is CLOSED:
                 return
             assert isinstance(event, FaultRequest)
-            reply = await resolve_fault(self.kernel.vm, process, event.seq, event.addr, event.write)
-            await sock.send_all(conn.send(reply))
+            await sock.send_all(await answer(event.seq, event.addr, event.write))
+            event = NEED_DATA
 
 
 async def _next_event(sock: Stream, conn: Connection) -> Any:

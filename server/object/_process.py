@@ -56,8 +56,8 @@ class Process(KernelObject):
         self.handles = HandleTable()
         self.aspace = AddressSpace()
         self.control: ControlPort | None = None
-        self.inval_seq = 0  # control requests sent so far (WIRE.md "Ordering")
-        self.page_faults = 0
+        # inval_seq, page_faults and alive live in the fault fast path's struct (aspace.ff),
+        # which reads them; the properties below are their Python face.
         self.cow_faults = 0
         self.syscalls = 0  # requests served on its main and thread channels
         self.alive = True
@@ -72,6 +72,32 @@ class Process(KernelObject):
 
     def __repr__(self) -> str:
         return f"<Process koid={self.koid} pid={self.pid}>"
+
+    @property
+    def inval_seq(self) -> int:
+        """Control requests sent so far (WIRE.md "Ordering")."""
+        return int(self.aspace.ff.inval_seq)
+
+    @inval_seq.setter
+    def inval_seq(self, value: int) -> None:
+        self.aspace.ff.inval_seq = value
+
+    @property
+    def page_faults(self) -> int:
+        """Faults served, by the fast path or the trio side."""
+        return int(self.aspace.ff.page_faults)
+
+    @page_faults.setter
+    def page_faults(self, value: int) -> None:
+        self.aspace.ff.page_faults = value
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.aspace.ff.alive)
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        self.aspace.ff.alive = int(value)
 
     @property
     def charge(self) -> ChargeGroup:

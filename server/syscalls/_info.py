@@ -56,6 +56,7 @@ from rxkernel.proto import (
 from ..base import KernelObject
 from ..object import Job, Kernel, Process
 from ..vm import (
+    SLOW_FAULT_REASONS,
     Stalls,
     Vmo,
     active_pages,
@@ -183,6 +184,7 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
     wired = wired_bytes(nodes)
     active = active_pages(kernel.vmos.values())
     c = memory.counters
+    fast = kernel.vm.fast_counters
     committed = memory.committed_pages
     return {
         "total_bytes": memory.total_pages << PAGE_SHIFT,
@@ -195,8 +197,12 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "page_outs": c.page_outs,
         "committed_bytes": committed << PAGE_SHIFT,
         "reserved_bytes": memory.reserved_pages << PAGE_SHIFT,  # promised to RX_OVERCOMMIT_NEVER VMOs, not committed yet
-        "page_faults": c.page_faults,
-        "zero_page_faults": c.zero_page_faults,
+        "page_faults": c.page_faults + fast.page_faults,
+        "zero_page_faults": c.zero_page_faults + fast.zero_page_faults,
+        # The fault fast path (rxd's C fault thread): faults it served, and those it handed to
+        # the trio side, by why (ARCHITECTURE.md "The fault fast path").
+        "fast_faults": fast.page_faults,
+        **{f"slow_faults_{why}": fast.deferred[n] for n, why in enumerate(SLOW_FAULT_REASONS) if n},
         "cow_faults": c.cow_faults,
         "cow_pages_copied": c.cow_pages_copied,
         "cache_op_pages": c.cache_op_pages,

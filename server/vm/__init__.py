@@ -6,6 +6,7 @@ spaces, fault resolution and shootdowns (ARCHITECTURE.md "Layers"). It knows pro
 from ._aspace import AddressSpace as AddressSpace
 from ._clone import new_slice as new_slice
 from ._clone import snapshot_locked as snapshot_locked
+from ._context import SLOW_FAULT_REASONS as SLOW_FAULT_REASONS
 from ._context import VmContext as VmContext
 from ._cowpages import CowPages as CowPages
 from ._fault import resolve_fault as resolve_fault

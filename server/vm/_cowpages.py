@@ -29,6 +29,7 @@ import collections
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from rxkernel.native import ffi
 from rxkernel.proto import PAGE_SHIFT
 
 from ..base import FastLock
@@ -55,13 +56,14 @@ class CowTree:
     __slots__ = ("lock", "vm")
 
     def __init__(self, vm: VmContext) -> None:
-        self.lock = FastLock()
+        self.lock = FastLock(ffi.new("int32_t *"))  # its word: the fault fast path reads it
         self.vm = vm
 
 
 class CowPages:
     __slots__ = (
-        "tree", "store", "parent", "parent_offset", "parent_limit", "children", "fronts", "shadowed", "zeroed",
+        "tree", "_store", "_parent", "parent_offset", "parent_limit", "children", "fronts", "shadowed", "zeroed",
+        "ff",
     )
 
     # Every field is guarded by tree.lock, with one exception written at its definition:
@@ -69,6 +71,8 @@ class CowPages:
     # can see without the lock; lock holders re-check what they rely on after each await.
     def __init__(self, tree: CowTree, store: PageStore) -> None:
         self.tree = tree
+        # What the fault fast path reads (struct rx_ff_node): kept current by the properties.
+        self.ff = ffi.new("struct rx_ff_node *")
         self.store = store  # replaced by a snapshot (fresh store) and by a collapse (adopted one)
         self.parent: CowPages | None = None
         self.parent_offset = 0  # pages: my page i is the parent's page i + parent_offset
@@ -77,6 +81,25 @@ class CowPages:
         self.fronts: list[Vmo] = []  # VMOs standing on this node (the VMO and its slices)
         self.shadowed = PageMap()  # see the module invariants
         self.zeroed = PageMap()  # zero markers: read as zero, not through to the parent
+        self.ff.shadowed, self.ff.tree_locked = self.shadowed.handle, tree.lock.word
+
+    @property
+    def store(self) -> PageStore:
+        return self._store
+
+    @store.setter
+    def store(self, store: PageStore) -> None:
+        self._store = store
+        self.ff.store = store.ff
+
+    @property
+    def parent(self) -> CowPages | None:
+        return self._parent
+
+    @parent.setter
+    def parent(self, parent: CowPages | None) -> None:
+        self._parent = parent
+        self.ff.parent = parent.ff if parent is not None else ffi.NULL
 
     def __repr__(self) -> str:
         kind = "visible" if self.fronts else "hidden"

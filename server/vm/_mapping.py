@@ -15,20 +15,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rxkernel.native import ffi, lib
 from rxkernel.proto import PAGE_SHIFT, RX_VM_MAP_RANDOM
 
 if TYPE_CHECKING:
     from ._mapper import Mapper
     from ._vmo import Vmo
 
-FAULT_AROUND_READ_PAGES = 16
-FAULT_AROUND_MAX_PAGES = 512
+# Defined once, in C (rxfastfault.h): the fault fast path computes the same windows.
+FAULT_AROUND_READ_PAGES = int(lib.RX_FF_AROUND_READ_PAGES)
+FAULT_AROUND_MAX_PAGES = int(lib.RX_FF_AROUND_MAX_PAGES)
 
 
 class Mapping:
     __slots__ = (
-        "process", "base", "length", "vmo", "vmo_offset", "perms", "max_perms", "options", "rights", "alive",
-        "_next_page", "_window",
+        "process", "base", "vmo", "vmo_offset", "max_perms", "options", "rights", "alive", "ff",
     )
 
     def __init__(
@@ -36,6 +37,11 @@ class Mapping:
         options: int, rights: int,
     ) -> None:
         self.process = process
+        # What the fault fast path reads (struct rx_ff_mapping): length, perms and the
+        # fault-around state live there, and are read here through properties.
+        ff = self.ff = ffi.new("struct rx_ff_mapping *")
+        ff.base, ff.first_page, ff.vmo, ff.options = base, vmo_offset >> PAGE_SHIFT, vmo.ff, options
+        ff.next_page = -1
         # length: a cut (AddressSpace.cut, from unmap or protect) shrinks it without the tree
         # lock and without awaiting, so fault resolution re-finds its mapping under the lock.
         # Fields without a note never change.
@@ -48,9 +54,24 @@ class Mapping:
         self.options = options
         self.rights = rights  # of the handle it was mapped with: rx.fork()'s snapshot gets no more
         self.alive = True  # False once rxd forgot it (unmapped, replaced, or its process gone)
-        # Fault-around state: guarded by the VMO's tree lock (faults resolve under it).
-        self._next_page = -1
-        self._window = 0
+        # Fault-around state (ff.next_page, ff.window): guarded by the VMO's tree lock (faults
+        # resolve under it).
+
+    @property
+    def length(self) -> int:
+        return int(self.ff.length)
+
+    @length.setter
+    def length(self, value: int) -> None:
+        self.ff.length = value
+
+    @property
+    def perms(self) -> int:
+        return int(self.ff.perms)
+
+    @perms.setter
+    def perms(self, value: int) -> None:
+        self.ff.perms = value
 
     def __repr__(self) -> str:
         return f"<Mapping {self.base:#x}+{self.length:#x} vmo={self.vmo.koid} off={self.vmo_offset:#x} perms={self.perms}>"
@@ -92,10 +113,11 @@ class Mapping:
         end_limit = min(self.end_page, limit)
         if self.options & RX_VM_MAP_RANDOM:
             return page, page + 1
-        if page == self._next_page:
+        ff = self.ff
+        if page == ff.next_page:
             # Windows are powers of two; ending each on a multiple of its size keeps the next
             # ones aligned, so runs line up with the host's 2 MiB boundaries.
-            window = min(max(self._window * 2, 2), FAULT_AROUND_MAX_PAGES)
+            window = min(max(ff.window * 2, 2), FAULT_AROUND_MAX_PAGES)
             start = page
             end = (page + window) & ~(window - 1)
             if end <= page:
@@ -107,5 +129,5 @@ class Mapping:
             start = max(page & ~(window - 1), self.first_page)
             end = start + window
         end = min(end, end_limit)
-        self._window, self._next_page = window, end
+        ff.window, ff.next_page = window, end
         return start, end

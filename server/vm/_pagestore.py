@@ -29,7 +29,7 @@ from typing import Protocol
 
 import trio
 
-from rxkernel.native import lib
+from rxkernel.native import ffi, lib
 from rxkernel.proto import PAGE_SHIFT, RX_ERR_INTERNAL, RX_ERR_NO_RESOURCES, RxError
 
 from ._charge import ChargeGroup, ChargeMap
@@ -90,6 +90,8 @@ class PageStore:
         self.memory = memory
         self.committed = PageMap()
         self.charges = ChargeMap()  # who each committed page is charged to
+        self.ff = ffi.new("struct rx_ff_store *")  # what the fault fast path reads
+        self.ff.committed, self.ff.store_id = self.committed.handle, self.store_id
         self.holders: set[StoreHolder] = set()
         try:
             self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -231,6 +233,7 @@ class PageStore:
         for group, pages in charged.items():
             self.memory.uncommit(pages, group)
         self.committed = PageMap()
+        self.ff.committed = self.committed.handle
         self.charges = ChargeMap()
         fd, size = self.fd, self.capacity_pages << PAGE_SHIFT
         # Clients that were sent the fd may still hold it (a misbehaving one could keep it):

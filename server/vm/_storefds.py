@@ -4,8 +4,8 @@ A client receives a store's fd on its control channel only when a fault first ne
 with the access its mapping allows: a read-only need gets an O_RDONLY reopening, so a writable
 MAP_SHARED of it fails in the host kernel. When nothing the process maps can reach a store any
 more, or the store dies, the client is told to close the fd (FORGET, not waited for).
-Mapper.stores and PageStore.holders mirror each other; both change only here, without awaiting
-in between.
+Mapper.stores and PageStore.holders mirror each other, and the fault fast path's copy in
+aspace.ff mirrors stores; all three change only here, without awaiting in between.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 
 import trio
+
+from rxkernel.native import lib
 
 from rxkernel.proto import CONTROL_FORGET, CONTROL_STORE
 
@@ -51,6 +53,7 @@ async def send_stores(coherence: Coherence, process: Mapper, needs: dict[PageSto
         if not ok or not process.alive:
             return False
         process.stores[store] = writable
+        lib.rx_ff_proc_hold_store(process.aspace.ff, store.store_id, int(writable))
         store.holders.add(process)
     return True
 
@@ -58,6 +61,7 @@ async def send_stores(coherence: Coherence, process: Mapper, needs: dict[PageSto
 def forget_store(process: Mapper, store: PageStore) -> None:
     """Tell the client to close its fd of `store` (it died, or nothing we map reaches it)."""
     store.holders.discard(process)
+    lib.rx_ff_proc_drop_store(process.aspace.ff, store.store_id)
     if process.stores.pop(store, None) is not None and process.control is not None:
         process.control.post(CONTROL_FORGET, [(store.store_id,)])
 
@@ -78,3 +82,4 @@ def drop_stores(process: Mapper) -> None:
     for store in process.stores:
         store.holders.discard(process)
     process.stores.clear()
+    lib.rx_ff_proc_drop_stores(process.aspace.ff)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rxkernel.native import ffi
 from rxkernel.proto import (
     CONTROL_INVALIDATE,
     PAGE_SHIFT,
@@ -71,6 +72,10 @@ class Vmo(KernelObject):
         parent: Vmo | None = None, kind: int = KIND_ROOT,
     ) -> None:
         super().__init__(koid)
+        # What the fault fast path reads (struct rx_ff_vmo): size and commit_explicit are kept
+        # there and read through properties.
+        self.ff = ffi.new("struct rx_ff_vmo *")
+        self.ff.node, self.ff.node_offset = node.ff, node_offset
         self.size = size  # bytes, a multiple of PAGE_SIZE; guarded by lock
         self.options = options
         self.node = node  # never changes (snapshots and collapses change the node's store instead)
@@ -106,6 +111,23 @@ class Vmo(KernelObject):
     @property
     def store(self) -> PageStore:
         return self.node.store
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @size.setter
+    def size(self, size: int) -> None:
+        self._size = size
+        self.ff.size_pages = size >> PAGE_SHIFT
+
+    @property
+    def commit_explicit(self) -> bool:
+        return bool(self.ff.commit_explicit)
+
+    @commit_explicit.setter
+    def commit_explicit(self, value: bool) -> None:
+        self.ff.commit_explicit = int(value)
 
     @property
     def size_pages(self) -> int:

@@ -1,0 +1,169 @@
+/* rxfastfault.h — rxd's fault fast path (ARCHITECTURE.md "The fault fast path"): the faults rxd
+ * can decide in C, from state Python keeps in C memory, and the thread that serves the fault
+ * channels with them. Server side only.
+ *
+ * Two parts:
+ *   - the mirror (server/fastfault.c): C structs Python fills and keeps current for what a
+ *     fault reads (a page store, a copy-on-write node, a VMO, a mapping, a process), and the
+ *     decision, rx_ff_resolve, which either answers a fault exactly as server/vm/_fault.py
+ *     would, or says why it cannot (a deferral reason) and changes nothing;
+ *   - the fault server (server/faultserver.c): a thread that owns the fault channels (epoll),
+ *     decodes requests, answers what rx_ff_resolve answers and queues everything else, with an
+ *     eventfd, for rxd's trio side, which answers those on the same channel.
+ *
+ * Locking: one mutex (the server's) guards every struct here. rxd's trio thread holds it
+ * whenever it runs Python and lets go only while it waits for I/O (a trio instrument:
+ * server/ipc/_fastfaults.py), so at every moment the fault thread can take it, no trio task is
+ * in the middle of a step that does not await, and Python's state is consistent. What stays
+ * inconsistent across an await is guarded by a tree lock: its word (`tree_locked`) is set while
+ * a trio task holds it, and the fault thread defers every fault on a locked tree. Without a
+ * server (no thread) the trio thread is alone and needs no mutex.
+ * Conventions as rxnative.h: a value >= 0 on success, -errno on failure.
+ */
+#ifndef RXFASTFAULT_H
+#define RXFASTFAULT_H
+
+#include <stdint.h>
+
+#include "rxpagemap.h"
+
+/* cdef-begin */
+
+/* ---- the mirror ------------------------------------------------------------------------------ */
+
+/* Fault-around (server/vm/_mapping.py reads these): a random read maps an aligned window of this
+ * many pages; sequential faults double the window up to the maximum. */
+#define RX_FF_AROUND_READ_PAGES 16
+#define RX_FF_AROUND_MAX_PAGES 512
+
+struct rx_ff_store {              /* a PageStore */
+    struct rx_pagemap *committed; /* its committed pages */
+    uint64_t store_id;
+};
+
+struct rx_ff_node {               /* a CowPages node */
+    struct rx_ff_store *store;    /* the store it owns now (a snapshot or collapse replaces it) */
+    struct rx_pagemap *shadowed;  /* pages some client maps from elsewhere than this store */
+    struct rx_ff_node *parent;    /* NULL: no ancestor to read through to */
+    int32_t *tree_locked;         /* its tree's lock word: nonzero while a trio task holds it */
+};
+
+struct rx_ff_vmo {
+    struct rx_ff_node *node;
+    uint64_t node_offset;         /* pages */
+    uint64_t size_pages;
+    int32_t commit_explicit;      /* RX_VMO_COMMIT_EXPLICIT: faults never commit */
+    int32_t pad;
+};
+
+struct rx_ff_mapping {
+    uint64_t base;
+    uint64_t length;              /* bytes; shrinks when a cut splits the mapping */
+    uint64_t first_page;          /* the VMO page mapped at base */
+    struct rx_ff_vmo *vmo;
+    int32_t perms;                /* RX_VM_PERM_* */
+    int32_t options;              /* RX_VM_MAP_* (RX_VM_MAP_RANDOM turns fault-around off) */
+    int64_t next_page;            /* fault-around: where the last window ended (-1: none) */
+    int64_t window;               /* fault-around: the last window's size in pages */
+};
+
+struct rx_ff_proc {               /* a process: its mappings by address, the store fds it holds */
+    uint64_t inval_seq;           /* control requests sent so far (WIRE.md "Ordering") */
+    uint64_t page_faults;         /* served, by either side */
+    int32_t alive;
+    uint32_t nmaps;
+    uint32_t cap_maps;
+    uint32_t nstores;
+    uint32_t cap_stores;
+    uint32_t pad;
+    struct rx_ff_mapping **maps;  /* sorted by base, never overlapping */
+    uint64_t *stores;             /* store_id << 1 | writable */
+};
+
+/* Why a fault went to the trio side (the slow path); 0 is "served here". */
+#define RX_FF_SERVED 0
+#define RX_FF_NO_MAPPING 1        /* no mapping at the address: Python refuses it */
+#define RX_FF_LOCKED 2            /* its tree's lock is held: a trio task is changing the tree */
+#define RX_FF_DENIED 3            /* the mapping's permissions refuse the access */
+#define RX_FF_OUT_OF_RANGE 4      /* past the VMO's end */
+#define RX_FF_ANCESTOR 5          /* the node reads through to a parent (copy-on-write clone) */
+#define RX_FF_COMMIT 6            /* a write needs pages committed (charges, limits, pressure) */
+#define RX_FF_STORE 7             /* the client lacks the store fd, or holds it read-only */
+#define RX_FF_GONE 8              /* the process is being torn down */
+#define RX_FF_FRAME 9             /* a frame the fault server does not decode (Python judges it) */
+#define RX_FF_REASONS 10
+
+struct rx_ff_counters {
+    uint64_t page_faults;         /* served here (the trio side counts its own in Python) */
+    uint64_t zero_page_faults;
+    uint64_t deferred[RX_FF_REASONS]; /* [reason]: faults handed to the trio side; [0] unused */
+};
+
+struct rx_ff_proc *rx_ff_proc_new(void);
+void rx_ff_proc_free(struct rx_ff_proc *p);
+/* The mapping table, in Python's order (AddressSpace): insert m at index i / remove index i. */
+int rx_ff_proc_insert(struct rx_ff_proc *p, uint32_t i, struct rx_ff_mapping *m);
+void rx_ff_proc_remove(struct rx_ff_proc *p, uint32_t i);
+void rx_ff_proc_clear(struct rx_ff_proc *p);
+/* The client holds store_id's fd (writable or not) / no longer holds it / holds none. */
+int rx_ff_proc_hold_store(struct rx_ff_proc *p, uint64_t store_id, int writable);
+void rx_ff_proc_drop_store(struct rx_ff_proc *p, uint64_t store_id);
+void rx_ff_proc_drop_stores(struct rx_ff_proc *p);
+
+/* The fault at addr (a write if `write`) of process p, decided as server/vm/_fault.py would:
+ * RX_FF_SERVED with the reply [seq, 0, inval_seq, op*6...] in out (room for 3 + 6 *
+ * RX_FAULT_MAX_OPS) and its length in *nout, the mirror updated (fault-around state, shadow
+ * marks, counters); or a reason > 0 and nothing changed. */
+int rx_ff_resolve(struct rx_ff_proc *p, struct rx_ff_counters *c, int64_t seq, uint64_t addr, int write, int64_t *out,
+                  uint32_t *nout);
+
+/* ---- the fault server ------------------------------------------------------------------------- */
+
+struct rx_ff_server;
+
+/* What the fault thread hands the trio side (rx_ff_drain). */
+#define RX_FF_EV_FAULT 1          /* decide this fault (seq, addr, write; `reason` says why) */
+#define RX_FF_EV_CLOSED 2         /* the channel hit EOF or an error: it is out of epoll */
+#define RX_FF_EV_HANDOFF 3        /* the thread stopped reading the channel: its unread bytes are
+                                     rx_ff_channel_bytes, Python reads the rest itself */
+#define RX_FF_EV_SEND 4           /* a reply the socket would not take at once: send
+                                     rx_ff_channel_bytes, then rx_ff_channel_rearm */
+
+struct rx_ff_event {
+    uint64_t channel;
+    int32_t kind;
+    int32_t reason;
+    int64_t seq;
+    uint64_t addr;
+    int32_t write;
+    int32_t pad;
+};
+
+/* A server (no thread yet), counting into c; NULL when out of memory or fds. */
+struct rx_ff_server *rx_ff_server_new(struct rx_ff_counters *c);
+/* Start the fault thread; the caller holds the mutex (rx_ff_lock). 0 or -errno. */
+int rx_ff_server_start(struct rx_ff_server *s);
+/* Stop and join the thread; the caller holds the mutex and no longer does afterwards. */
+void rx_ff_server_stop(struct rx_ff_server *s);
+/* Free it: the thread is stopped (or never ran) and every channel removed. */
+void rx_ff_server_free(struct rx_ff_server *s);
+void rx_ff_lock(struct rx_ff_server *s);
+void rx_ff_unlock(struct rx_ff_server *s);
+/* The eventfd that is readable while events wait for rx_ff_drain. */
+int rx_ff_wake_fd(const struct rx_ff_server *s);
+
+/* Serve connected fault channel fd (its hello answered, nothing buffered) for process p: its id
+ * (> 0), or -errno. The caller keeps the fd open, and p alive, until rx_ff_channel_remove. */
+int64_t rx_ff_channel_add(struct rx_ff_server *s, int fd, struct rx_ff_proc *p);
+void rx_ff_channel_remove(struct rx_ff_server *s, int64_t id);
+/* Watch the channel again after a FAULT or SEND event was answered. 0 or -errno. */
+int rx_ff_channel_rearm(struct rx_ff_server *s, int64_t id);
+/* Copy the channel's pending bytes (HANDOFF: unread input; SEND: unsent output) into out and
+ * forget them: how many, or -ENOENT / -ENOSPC. */
+int rx_ff_channel_bytes(struct rx_ff_server *s, int64_t id, uint8_t *out, uint32_t cap);
+/* Move up to max queued events into out: how many. */
+int rx_ff_drain(struct rx_ff_server *s, struct rx_ff_event *out, int max);
+
+/* cdef-end */
+
+#endif /* RXFASTFAULT_H */

@@ -1,0 +1,202 @@
+/* fastfault.c — the mirror's tables and the fault decision of rxd's fast path (rxfastfault.h).
+ *
+ * rx_ff_resolve is server/vm/_fault.py's _resolve_locked restricted to what needs no await and
+ * no policy: a mapping with the access allowed, a node with no parent, a tree nobody holds the
+ * lock of, and
+ *   - a read: the window (the same fault-around as Mapping.fault_window) maps the node's own
+ *     pages from its store with the mapping's permissions and the rest as the zero page, marked
+ *     in `shadowed`;
+ *   - a write: every page of the window is already the node's own (a write after an
+ *     invalidation, or to a page a read brought in read-only through a read-only-first
+ *     mapping); with RX_VMO_COMMIT_EXPLICIT the window shrinks to the held pages around it.
+ * Anything else is a deferral: the fault goes to Python untouched (the fault-around state too,
+ * so Python computes the same window). Callers hold the mirror's mutex (rxfastfault.h).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rxfastfault.h"
+#include "rxwire.h"
+
+
+struct rx_ff_proc *rx_ff_proc_new(void) {
+    struct rx_ff_proc *p = calloc(1, sizeof *p);
+    if (p) p->alive = 1;
+    return p;
+}
+
+void rx_ff_proc_free(struct rx_ff_proc *p) {
+    if (!p) return;
+    free(p->maps);
+    free(p->stores);
+    free(p);
+}
+
+static int grow(void **arr, uint32_t *cap, uint32_t need, size_t size) {
+    if (need <= *cap) return 0;
+    uint32_t n = *cap ? *cap * 2 : 8;
+    while (n < need) n *= 2;
+    void *q = realloc(*arr, (size_t)n * size);
+    if (!q) return -ENOMEM;
+    *arr = q;
+    *cap = n;
+    return 0;
+}
+
+int rx_ff_proc_insert(struct rx_ff_proc *p, uint32_t i, struct rx_ff_mapping *m) {
+    if (i > p->nmaps) return -EINVAL;
+    if (grow((void **)&p->maps, &p->cap_maps, p->nmaps + 1, sizeof *p->maps)) return -ENOMEM;
+    memmove(&p->maps[i + 1], &p->maps[i], (size_t)(p->nmaps - i) * sizeof *p->maps);
+    p->maps[i] = m;
+    p->nmaps++;
+    return 0;
+}
+
+void rx_ff_proc_remove(struct rx_ff_proc *p, uint32_t i) {
+    if (i >= p->nmaps) return;
+    memmove(&p->maps[i], &p->maps[i + 1], (size_t)(p->nmaps - i - 1) * sizeof *p->maps);
+    p->nmaps--;
+}
+
+void rx_ff_proc_clear(struct rx_ff_proc *p) { p->nmaps = 0; }
+
+int rx_ff_proc_hold_store(struct rx_ff_proc *p, uint64_t store_id, int writable) {
+    uint64_t word = store_id << 1 | (writable ? 1 : 0);
+    for (uint32_t i = 0; i < p->nstores; i++)
+        if (p->stores[i] >> 1 == store_id) { p->stores[i] = word; return 0; }
+    if (grow((void **)&p->stores, &p->cap_stores, p->nstores + 1, sizeof *p->stores)) return -ENOMEM;
+    p->stores[p->nstores++] = word;
+    return 0;
+}
+
+void rx_ff_proc_drop_store(struct rx_ff_proc *p, uint64_t store_id) {
+    for (uint32_t i = 0; i < p->nstores; i++)
+        if (p->stores[i] >> 1 == store_id) { p->stores[i] = p->stores[--p->nstores]; return; }
+}
+
+void rx_ff_proc_drop_stores(struct rx_ff_proc *p) { p->nstores = 0; }
+
+/* -1: not held, 0: read-only, 1: writable. */
+static int held(const struct rx_ff_proc *p, uint64_t store_id) {
+    for (uint32_t i = 0; i < p->nstores; i++)
+        if (p->stores[i] >> 1 == store_id) return (int)(p->stores[i] & 1);
+    return -1;
+}
+
+static struct rx_ff_mapping *find(const struct rx_ff_proc *p, uint64_t addr) {
+    uint32_t lo = 0, hi = p->nmaps; /* the last mapping whose base <= addr */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (p->maps[mid]->base <= addr) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == 0) return NULL;
+    struct rx_ff_mapping *m = p->maps[lo - 1];
+    return addr - m->base < m->length ? m : NULL;
+}
+
+/* Mapping.fault_window, without changing the mapping (the caller commits the new state). */
+static void fault_window(const struct rx_ff_mapping *m, uint64_t page, int write, uint64_t limit, uint64_t *start,
+                         uint64_t *end, int64_t *window) {
+    uint64_t end_page = (m->first_page << RX_PAGE_SHIFT) + m->length;
+    uint64_t end_limit = end_page >> RX_PAGE_SHIFT;
+    if (limit < end_limit) end_limit = limit;
+    if (m->options & RX_VM_MAP_RANDOM) {
+        *start = page, *end = page + 1, *window = m->window;
+        return;
+    }
+    int64_t w;
+    if ((int64_t)page == m->next_page) {
+        w = m->window * 2 > 2 ? m->window * 2 : 2;
+        if (w > RX_FF_AROUND_MAX_PAGES) w = RX_FF_AROUND_MAX_PAGES;
+        *start = page;
+        *end = (page + (uint64_t)w) & ~((uint64_t)w - 1);
+        if (*end <= page) *end = page + (uint64_t)w;
+    } else if (write) {
+        w = 1, *start = page, *end = page + 1;
+    } else {
+        w = RX_FF_AROUND_READ_PAGES;
+        *start = page & ~(uint64_t)(w - 1);
+        if (*start < m->first_page) *start = m->first_page;
+        *end = *start + (uint64_t)w;
+    }
+    if (*end > end_limit) *end = end_limit;
+    *window = w;
+}
+
+static int64_t *put_op(int64_t *o, uint64_t addr, uint64_t length, int kind, int prot, uint64_t store_id,
+                       uint64_t file_offset) {
+    o[RX_FAULT_OP_FIELD_ADDR] = (int64_t)addr;
+    o[RX_FAULT_OP_FIELD_LENGTH] = (int64_t)length;
+    o[RX_FAULT_OP_FIELD_KIND] = kind;
+    o[RX_FAULT_OP_FIELD_PROT] = prot;
+    o[RX_FAULT_OP_FIELD_STORE_ID] = (int64_t)store_id;
+    o[RX_FAULT_OP_FIELD_FILE_OFFSET] = (int64_t)file_offset;
+    return o + RX_FAULT_OP_WORDS;
+}
+
+int rx_ff_resolve(struct rx_ff_proc *p, struct rx_ff_counters *c, int64_t seq, uint64_t addr, int write, int64_t *out,
+                  uint32_t *nout) {
+    if (!p->alive) return RX_FF_GONE;
+    struct rx_ff_mapping *m = find(p, addr);
+    if (!m) return RX_FF_NO_MAPPING;
+    struct rx_ff_vmo *vmo = m->vmo;
+    struct rx_ff_node *node = vmo->node;
+    if (*node->tree_locked) return RX_FF_LOCKED;
+    if (!(m->perms & RX_VM_PERM_READ) || (write && !(m->perms & RX_VM_PERM_WRITE))) return RX_FF_DENIED;
+    uint64_t page = m->first_page + ((addr - m->base) >> RX_PAGE_SHIFT);
+    if (page >= vmo->size_pages) return RX_FF_OUT_OF_RANGE;
+    if (node->parent) return RX_FF_ANCESTOR;
+
+    uint64_t off = vmo->node_offset, start, end;
+    int64_t window;
+    fault_window(m, page, write, vmo->size_pages, &start, &end, &window);
+    struct rx_pagemap *committed = node->store->committed;
+    uint64_t store_id = node->store->store_id;
+    int prot = m->perms & (RX_VM_PERM_READ | RX_VM_PERM_WRITE);
+    /* The window's runs in node pages: (start, end, committed) triples; a window is at most
+     * RX_FF_AROUND_MAX_PAGES pages, so there are at most that many runs. */
+    uint64_t runs[3 * RX_FF_AROUND_MAX_PAGES];
+    int n = rx_pagemap_runs(committed, start + off, end + off, runs, RX_FF_AROUND_MAX_PAGES);
+    int64_t *o = out + RX_FAULT_REPLY_HEAD;
+    int zero_page = 0;
+
+    if (write) {
+        int at = 0;
+        while (!(runs[3 * at] <= page + off && page + off < runs[3 * at + 1])) at++;
+        if (!runs[3 * at + 2]) return RX_FF_COMMIT; /* (explicit: Python refuses it) */
+        if (n > 1) {
+            if (!vmo->commit_explicit) return RX_FF_COMMIT;
+            start = runs[3 * at] - off, end = runs[3 * at + 1] - off; /* the held pages around it */
+        }
+        if (held(p, store_id) != 1) return RX_FF_STORE;
+        o = put_op(o, m->base + ((start - m->first_page) << RX_PAGE_SHIFT), (end - start) << RX_PAGE_SHIFT,
+                   RX_FAULT_OP_STORE, prot, store_id, (start + off) << RX_PAGE_SHIFT);
+    } else {
+        int need = -1; /* the store access the reply needs: -1 none, 0 read, 1 write */
+        for (int i = 0; i < n; i++)
+            if (runs[3 * i + 2]) need = (m->perms & RX_VM_PERM_WRITE) ? 1 : 0;
+        if (need >= 0 && held(p, store_id) < need) return RX_FF_STORE;
+        for (int i = 0; i < n && i < RX_FAULT_MAX_OPS; i++) {
+            uint64_t s = runs[3 * i], e = runs[3 * i + 1];
+            uint64_t at = m->base + ((s - off - m->first_page) << RX_PAGE_SHIFT), length = (e - s) << RX_PAGE_SHIFT;
+            if (runs[3 * i + 2]) {
+                o = put_op(o, at, length, RX_FAULT_OP_STORE, prot, store_id, s << RX_PAGE_SHIFT);
+            } else {
+                if (rx_pagemap_set_range(node->shadowed, s, e, 1) < 0) return RX_FF_COMMIT; /* no memory: Python says so */
+                o = put_op(o, at, length, RX_FAULT_OP_ZERO, RX_VM_PERM_READ, 0, 0);
+            }
+        }
+        zero_page = !rx_pagemap_get(committed, page + off);
+    }
+    if (!(m->options & RX_VM_MAP_RANDOM)) m->window = window, m->next_page = (int64_t)end;
+    c->page_faults++;
+    c->zero_page_faults += (uint64_t)zero_page;
+    p->page_faults++;
+    out[RX_FAULT_REPLY_FIELD_SEQ] = seq;
+    out[RX_FAULT_REPLY_FIELD_STATUS] = RX_OK;
+    out[RX_FAULT_REPLY_FIELD_INVAL_SEQ] = (int64_t)p->inval_seq;
+    *nout = (uint32_t)(o - out);
+    return RX_FF_SERVED;
+}
