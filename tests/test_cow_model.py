@@ -507,11 +507,14 @@ class CowModel(RuleBasedStateMachine):
         assert self.rxd.kmem()["committed_bytes"] == self.baseline
 
 
-@pytest.fixture(scope="module")
-def cow_world() -> Iterator[tuple[Rxd, list[Driver]]]:
-    with running_rxd() as rxd:
+# Both fault paths: the C fault thread (rxd's default) and every fault decided in Python.
+@pytest.fixture(scope="module", params=["fast", "trio"])
+def cow_world(request: pytest.FixtureRequest) -> Iterator[tuple[Rxd, list[Driver]]]:
+    with running_rxd(extra=["--fault-path", request.param]) as rxd:
         drivers = [Driver(rxd) for _ in range(DRIVERS)]
         yield rxd, drivers
+        # The run above went through the path it names (the fast one does serve faults).
+        assert (rxd.kmem()["fast_faults"] > 0) == (request.param == "fast")
         for d in drivers:
             d.close()
 

@@ -125,11 +125,14 @@ class VmoModel(RuleBasedStateMachine):
         assert self.last["committed"] == sum(self.committed) * 4096
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Driver]:
-    with running_rxd() as rxd:
+# Both fault paths: the C fault thread (rxd's default) and every fault decided in Python.
+@pytest.fixture(scope="module", params=["fast", "trio"])
+def driver(request: pytest.FixtureRequest) -> Iterator[Driver]:
+    with running_rxd(extra=["--fault-path", request.param]) as rxd:
         d = Driver(rxd)
         yield d
+        # The run above went through the path it names (the fast one does serve faults).
+        assert (rxd.kmem()["fast_faults"] > 0) == (request.param == "fast")
         assert d.proc.stdin is not None
         d.proc.stdin.close()
         assert d.proc.wait(30) == 0

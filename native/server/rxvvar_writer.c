@@ -26,6 +26,7 @@
 #include "rxvvar_writer.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <time.h>
@@ -133,6 +134,41 @@ static uint64_t xgetbv0(void) {
 }
 #endif
 
+#if defined(__x86_64__)
+/* The kernel's word on each feature: it clears the ones it found broken or turned off (an AMD
+ * RDSEED erratum, noxsave, ...) from /proc/cpuinfo while CPUID still reports them, and a program
+ * must not use what the kernel disowned. Names as /proc/cpuinfo spells them. */
+static const struct { uint64_t bit; const char *flag; } cpuinfo_names[] = {
+    {RX_CPU_X86_SSE2, "sse2"},     {RX_CPU_X86_SSE3, "pni"},         {RX_CPU_X86_SSSE3, "ssse3"},
+    {RX_CPU_X86_SSE4_1, "sse4_1"}, {RX_CPU_X86_SSE4_2, "sse4_2"},    {RX_CPU_X86_POPCNT, "popcnt"},
+    {RX_CPU_X86_AES, "aes"},       {RX_CPU_X86_PCLMULQDQ, "pclmulqdq"}, {RX_CPU_X86_AVX, "avx"},
+    {RX_CPU_X86_AVX2, "avx2"},     {RX_CPU_X86_BMI1, "bmi1"},        {RX_CPU_X86_BMI2, "bmi2"},
+    {RX_CPU_X86_AVX512F, "avx512f"}, {RX_CPU_X86_RDRAND, "rdrand"},  {RX_CPU_X86_RDSEED, "rdseed"},
+    {RX_CPU_X86_CLFLUSHOPT, "clflushopt"}, {RX_CPU_X86_CLWB, "clwb"}, {RX_CPU_X86_ERMS, "erms"},
+    {RX_CPU_X86_FSRM, "fsrm"},     {RX_CPU_X86_SHA, "sha_ni"},
+};
+
+/* Clear from f every feature /proc/cpuinfo's flags do not list; f unchanged if it cannot be read. */
+static uint64_t as_the_kernel_says(uint64_t f) {
+    FILE *in = fopen("/proc/cpuinfo", "re");
+    if (!in) return f;
+    char line[8192];
+    int found = 0;
+    while (fgets(line, sizeof line, in))
+        if (!strncmp(line, "flags", 5) && strchr(line, ':')) { found = 1; break; }
+    fclose(in);
+    if (!found) return f;
+    for (unsigned i = 0; i < sizeof cpuinfo_names / sizeof cpuinfo_names[0]; i++) {
+        size_t n = strlen(cpuinfo_names[i].flag);
+        int listed = 0;
+        for (const char *p = strchr(line, ':') + 1; (p = strstr(p, cpuinfo_names[i].flag)); p += n)
+            if (p[-1] == ' ' && (p[n] == ' ' || p[n] == '\n' || p[n] == 0)) { listed = 1; break; }
+        if (!listed) f &= ~cpuinfo_names[i].bit;
+    }
+    return f;
+}
+#endif
+
 uint64_t rx_vvar_detect_cpu_features(void) {
     uint64_t f = 0;
 #if defined(__x86_64__)
@@ -170,6 +206,7 @@ uint64_t rx_vvar_detect_cpu_features(void) {
         if (d & (1u << 4)) f |= RX_CPU_X86_FSRM;
     }
     if (counter_invariant()) f |= RX_CPU_X86_INVARIANT_TSC;
+    f = as_the_kernel_says(f);
 #elif defined(__aarch64__)
     /* AT_HWCAP bit numbers from the arm64 uapi <asm/hwcap.h>. */
     static const struct { unsigned hwcap_bit; uint64_t rx; } map[] = {

@@ -42,7 +42,8 @@
 
 /* CPU feature bits of cpu_features (rx_cpu_features()). They mean different things per
  * architecture; proto/_constants.py has the same values as RX_CPU_X86_* / RX_CPU_ARM64_*.
- * x86_64, from CPUID (AVX, AVX2 and AVX512F only when the OS enabled their state in XCR0):
+ * x86_64, from CPUID (AVX, AVX2 and AVX512F only when the OS enabled their state in XCR0), less
+ * what the kernel's /proc/cpuinfo does not list (features it found broken or turned off):
  *   0 SSE2  1 SSE3  2 SSSE3  3 SSE4_1  4 SSE4_2  5 POPCNT  6 AES  7 PCLMULQDQ  8 AVX  9 AVX2
  *   10 BMI1  11 BMI2  12 AVX512F  13 RDRAND  14 RDSEED  15 CLFLUSHOPT  16 CLWB  17 ERMS  18 FSRM
  *   19 INVARIANT_TSC  20 SHA
