@@ -14,6 +14,8 @@ import os
 import random
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -21,7 +23,15 @@ from typing import Any
 import msgpack
 import pytest
 
-from rxkernel.proto import CHANNEL_CONTROL, CHANNEL_FAULT, RX_RIGHT_SAME_RIGHTS, SYSCALL_NUMBERS
+from rxkernel.proto import (
+    CHANNEL_CONTROL,
+    CHANNEL_FAULT,
+    RX_INFO_JOB,
+    RX_PROP_JOB_COMMIT_HIGH,
+    RX_PROP_JOB_COMMIT_MAX,
+    RX_RIGHT_SAME_RIGHTS,
+    SYSCALL_NUMBERS,
+)
 from rxtest import RawClient, Rxd, running_rxd
 
 RW, RO = 3, 1
@@ -189,7 +199,15 @@ STUCK = """
 import sys, msgpack
 sys.path.insert(0, sys.argv[2])
 from rxtest import RawClient
-from rxkernel.proto import CHANNEL_CONTROL, CHANNEL_FAULT, RX_RIGHT_SAME_RIGHTS, SYSCALL_NUMBERS
+from rxkernel.proto import (
+    CHANNEL_CONTROL,
+    CHANNEL_FAULT,
+    RX_INFO_JOB,
+    RX_PROP_JOB_COMMIT_HIGH,
+    RX_PROP_JOB_COMMIT_MAX,
+    RX_RIGHT_SAME_RIGHTS,
+    SYSCALL_NUMBERS,
+)
 c = RawClient(sys.argv[1])
 control, fault = c.side_channel(CHANNEL_CONTROL), c.side_channel(CHANNEL_FAULT)
 vmo = c.call("rx_vmo_create", 1 << 20, 0)
@@ -292,3 +310,60 @@ def test_processes_killed_mid_fault_leave_exact_accounting(rxd: Rxd) -> None:
     k = rxd.kmem()
     assert k["fast_faults"] > 100 and k["slow_faults_commit"] > 100
     assert rxd.run(SHOOTDOWN).stdout.strip() == "ok"  # and rxd serves on
+
+
+TOUCH_N = """
+import sys
+import rxkernel.client as rx
+from rxkernel.native import lib
+n = int(sys.argv[1])
+v = rx.rx_vmo_create(n * 4096)
+a = rx.rx_vmar_map(v, 0, n * 4096, rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE, rx.RX_VM_MAP_RANDOM)
+for i in range(n):
+    lib.rx_touch(a + i * 4096, 4096, 1)
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _job_info(rxd: Rxd, job: int) -> dict[str, Any]:
+    got: dict[str, Any] = rxd.call("rx_object_get_info", job, RX_INFO_JOB)
+    return got
+
+
+def test_commits_in_c_keep_limits_high_marks_and_charges_exact() -> None:
+    """Processes in a job with a commit limit race write faults the fault thread commits: the
+    limit holds (the fault that would pass it goes to trio, which refuses it), and every charge
+    is exact. Past a job's high mark, faults go to trio, which counts and throttles them."""
+    with running_rxd(memory="256MiB", extra=["--oom", "fail"]) as rxd:
+        default = rxd.call("rx_job_default")
+        limited, high = rxd.call("rx_job_create", default, 0), rxd.call("rx_job_create", default, 0)
+        rxd.call("rx_object_set_property", limited, RX_PROP_JOB_COMMIT_MAX, 300 * 4096)
+        rxd.call("rx_object_set_property", high, RX_PROP_JOB_COMMIT_HIGH, 90 * 4096)
+        before = rxd.kmem()
+
+        def spawn(job: int, pages: int) -> subprocess.Popen[str]:
+            env = {**rxd.env, "RX_JOB": rxd.call("rx_handle_export", job, RX_RIGHT_SAME_RIGHTS)}
+            return subprocess.Popen([sys.executable, "-c", TOUCH_N, str(pages)], env=env, text=True,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        racers = [spawn(limited, 100) for _ in range(4)]
+        throttled = spawn(high, 100)
+        for p in [*racers, throttled]:
+            assert p.stdout is not None
+            p.stdout.readline()  # "done", or EOF from one that hit the limit
+        time.sleep(0.2)  # (the ones that hit the limit are dying)
+        died = [p for p in racers if p.poll() is not None]
+        assert died and all(p.returncode == -signal.SIGBUS for p in died), [p.returncode for p in racers]
+        k = rxd.kmem()
+        got, got_high = _job_info(rxd, limited), _job_info(rxd, high)
+        assert got["charged_bytes"] == (4 - len(died)) * 100 * 4096 <= 300 * 4096, (got, len(died))
+        assert got["events_max"] >= len(died)
+        assert got_high["charged_bytes"] == 100 * 4096 and got_high["events_high"] >= 1
+        assert k["committed_bytes"] == _job_info(rxd, default)["charged_bytes"] == (got["charged_bytes"] + got_high["charged_bytes"])
+        assert k["fast_faults"] - before["fast_faults"] > 200  # most commits were the fault thread's
+        assert k["slow_faults_commit"] - before["slow_faults_commit"] >= 10 + len(died)  # above high, and the refusals
+        for p in [*racers, throttled]:
+            p.communicate("\n", timeout=30)
+        rxd.wait_idle()
+        assert _job_info(rxd, limited)["charged_bytes"] == _job_info(rxd, high)["charged_bytes"] == 0

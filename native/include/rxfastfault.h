@@ -36,16 +36,46 @@
 #define RX_FF_AROUND_READ_PAGES 16
 #define RX_FF_AROUND_MAX_PAGES 512
 
+struct rx_ff_group {              /* a ChargeGroup (server/vm/_charge.py): its counters live here */
+    int64_t charged;              /* pages: its own and its children's */
+    int64_t reserved;             /* promised to RX_OVERCOMMIT_NEVER VMOs, not committed yet */
+    int64_t max;                  /* hard limit in pages, -1: none */
+    int64_t high;                 /* throttle point in pages, -1: none */
+    struct rx_ff_group *parent;   /* NULL: the root */
+    int32_t retired;              /* its job is gone: new pages go to an ancestor (Python's call) */
+    int32_t pad;
+};
+
+struct rx_ff_charges {            /* a ChargeMap: per page of a store, the slot of its group */
+    struct rx_pagemap *map;       /* the slot bytes (0: not committed) */
+    struct rx_ff_group *groups[256]; /* slot -> group; [0] and free slots NULL */
+    uint64_t pages[256];          /* slot -> pages charged through this store */
+    uint32_t nslots;              /* slots in use are [1, nslots) */
+    uint32_t pad;
+};
+
+struct rx_ff_pmm {                /* PhysicalMemory's counters (server/vm/_pmm.py) */
+    int64_t total;                /* the budget, pages */
+    int64_t committed;
+    int64_t reserved;
+    int64_t floor;                /* the fault thread commits only if free pages stay above this
+                                     (the pressure level could change at or below it) */
+};
+
 struct rx_ff_store {              /* a PageStore */
     struct rx_pagemap *committed; /* its committed pages */
+    struct rx_ff_charges *charges;
     uint64_t store_id;
 };
 
 struct rx_ff_node {               /* a CowPages node */
     struct rx_ff_store *store;    /* the store it owns now (a snapshot or collapse replaces it) */
     struct rx_pagemap *shadowed;  /* pages some client maps from elsewhere than this store */
+    struct rx_pagemap *zeroed;    /* zero markers */
     struct rx_ff_node *parent;    /* NULL: no ancestor to read through to */
     int32_t *tree_locked;         /* its tree's lock word: nonzero while a trio task holds it */
+    int32_t nchildren;            /* nodes reading through to this one */
+    int32_t pad;
 };
 
 struct rx_ff_vmo {
@@ -53,7 +83,7 @@ struct rx_ff_vmo {
     uint64_t node_offset;         /* pages */
     uint64_t size_pages;
     int32_t commit_explicit;      /* RX_VMO_COMMIT_EXPLICIT: faults never commit */
-    int32_t pad;
+    int32_t reserving;            /* it has a reservation (RX_OVERCOMMIT_NEVER): Python commits */
 };
 
 struct rx_ff_mapping {
@@ -78,6 +108,7 @@ struct rx_ff_proc {               /* a process: its mappings by address, the sto
     uint32_t pad;
     struct rx_ff_mapping **maps;  /* sorted by base, never overlapping */
     uint64_t *stores;             /* store_id << 1 | writable */
+    struct rx_ff_group *charge;   /* where its commits are charged (its job's group) */
 };
 
 /* Why a fault went to the trio side (the slow path); 0 is "served here". */
@@ -87,7 +118,9 @@ struct rx_ff_proc {               /* a process: its mappings by address, the sto
 #define RX_FF_DENIED 3            /* the mapping's permissions refuse the access */
 #define RX_FF_OUT_OF_RANGE 4      /* past the VMO's end */
 #define RX_FF_ANCESTOR 5          /* the node reads through to a parent (copy-on-write clone) */
-#define RX_FF_COMMIT 6            /* a write needs pages committed (charges, limits, pressure) */
+#define RX_FF_COMMIT 6            /* a write needs a commit Python makes: past a limit or a high mark,
+                                     near a pressure level, a reservation, zero pages to take away,
+                                     children reading through, a charge slot not there yet */
 #define RX_FF_STORE 7             /* the client lacks the store fd, or holds it read-only */
 #define RX_FF_GONE 8              /* the process is being torn down */
 #define RX_FF_FRAME 9             /* a frame the fault server does not decode (Python judges it) */
@@ -110,12 +143,18 @@ int rx_ff_proc_hold_store(struct rx_ff_proc *p, uint64_t store_id, int writable)
 void rx_ff_proc_drop_store(struct rx_ff_proc *p, uint64_t store_id);
 void rx_ff_proc_drop_stores(struct rx_ff_proc *p);
 
+/* Mapping.fault_window: the pages [out[0], out[1]) a fault at VMO page `page` brings in (limit:
+ * the VMO's page count), and the mapping's fault-around state moved on. The trio side's fault
+ * path calls it too, so both paths grow the same windows. */
+void rx_ff_fault_window(struct rx_ff_mapping *m, uint64_t page, int write, uint64_t limit, uint64_t *out);
+
 /* The fault at addr (a write if `write`) of process p, decided as server/vm/_fault.py would:
  * RX_FF_SERVED with the reply [seq, 0, inval_seq, op*6...] in out (room for 3 + 6 *
  * RX_FAULT_MAX_OPS) and its length in *nout, the mirror updated (fault-around state, shadow
- * marks, counters); or a reason > 0 and nothing changed. */
-int rx_ff_resolve(struct rx_ff_proc *p, struct rx_ff_counters *c, int64_t seq, uint64_t addr, int write, int64_t *out,
-                  uint32_t *nout);
+ * marks, commits and their charges, counters); or a reason > 0 and nothing changed. pmm NULL:
+ * commit nothing (a write that needs a commit is RX_FF_COMMIT). */
+int rx_ff_resolve(struct rx_ff_proc *p, struct rx_ff_pmm *pmm, struct rx_ff_counters *c, int64_t seq, uint64_t addr,
+                  int write, int64_t *out, uint32_t *nout);
 
 /* ---- the fault server ------------------------------------------------------------------------- */
 
@@ -139,8 +178,9 @@ struct rx_ff_event {
     int32_t pad;
 };
 
-/* A server (no thread yet), counting into c; NULL when out of memory or fds. */
-struct rx_ff_server *rx_ff_server_new(struct rx_ff_counters *c);
+/* A server (no thread yet) committing against pmm, counting into c; NULL when out of memory or
+ * fds. */
+struct rx_ff_server *rx_ff_server_new(struct rx_ff_pmm *pmm, struct rx_ff_counters *c);
 /* Start the fault thread; the caller holds the mutex (rx_ff_lock). 0 or -errno. */
 int rx_ff_server_start(struct rx_ff_server *s);
 /* Stop and join the thread; the caller holds the mutex and no longer does afterwards. */

@@ -1,5 +1,5 @@
-/* rxpagemap.h — rxd's compact per-page state (server/vm/_pagemap.py drives it): a set of page
- * indices kept as one byte per page in 64 Ki-page chunks allocated only where a page was ever
+/* rxpagemap.h — rxd's compact per-page state (server/vm/_pagemap.py drives it): a byte per page
+ * (0: clear; a set is the pages whose byte is 1, a ChargeMap's bytes are group slots), kept in 64 Ki-page chunks allocated only where a page was ever
  * set, in C memory so that a C thread of rxd can read it as well as Python (ARCHITECTURE.md
  * "Where the time goes, and the fast path"). Server side only.
  *
@@ -18,8 +18,8 @@
 #define RX_PAGEMAP_PAGES 268435456 /* 2^40 bytes of pages: the largest VMO offset rx allows */
 
 struct rx_pagemap {
-    uint8_t **chunks;   /* chunks[i]: pages [i << 16, (i + 1) << 16), 1 = set; NULL: none set */
-    uint32_t *counts;   /* set pages per chunk */
+    uint8_t **chunks;   /* chunks[i]: pages [i << 16, (i + 1) << 16), non-zero = set; NULL: none set */
+    uint32_t *counts;   /* set (non-zero) pages per chunk */
     uint32_t nchunks;   /* entries in chunks/counts (grown on demand) */
     uint32_t allocated; /* chunks allocated */
     uint64_t count_set; /* set pages in all */
@@ -34,11 +34,15 @@ int rx_pagemap_get(const struct rx_pagemap *m, uint64_t page);
 /* Set pages in [start, end). */
 uint64_t rx_pagemap_count(const struct rx_pagemap *m, uint64_t start, uint64_t end);
 
-/* Set (value 1) or clear (0) [start, end): how many pages changed, or -ENOMEM (nothing
- * changed) / -EINVAL (out of range). A chunk left empty is freed. */
+/* Set [start, end) to value (1..255), or clear it (0): how many pages went from clear to set or
+ * back, or -ENOMEM (nothing changed) / -EINVAL (out of range, a value past 255). A chunk left
+ * empty is freed. */
 int64_t rx_pagemap_set_range(struct rx_pagemap *m, uint64_t start, uint64_t end, int value);
 
-/* The maximal runs covering [start, end), in order, as (run_start, run_end, is_set) triples
+/* How many pages of [start, end) hold each byte value: out[256]. */
+void rx_pagemap_histogram(const struct rx_pagemap *m, uint64_t start, uint64_t end, uint64_t *out);
+
+/* The maximal runs covering [start, end), in order, as (run_start, run_end, value) triples
  * into out (room for max_runs): how many were written. When the room runs out before end, the
  * last run written ends where the next call should start. */
 int rx_pagemap_runs(const struct rx_pagemap *m, uint64_t start, uint64_t end, uint64_t *out, int max_runs);

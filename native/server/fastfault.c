@@ -6,9 +6,13 @@
  *   - a read: the window (the same fault-around as Mapping.fault_window) maps the node's own
  *     pages from its store with the mapping's permissions and the rest as the zero page, marked
  *     in `shadowed`;
- *   - a write: every page of the window is already the node's own (a write after an
- *     invalidation, or to a page a read brought in read-only through a read-only-first
- *     mapping); with RX_VMO_COMMIT_EXPLICIT the window shrinks to the held pages around it.
+ *   - a write: the window's pages are the node's own, or become so by a lazy commit that needs
+ *     no decision of Python's: PhysicalMemory.commit's checks (every hard limit up the charge
+ *     tree, the budget beside the reservations) pass, no high mark is passed (no throttling,
+ *     no event), free memory stays above the pressure floor (no level changes), and nothing
+ *     shows the old content (no shadow marks, no zero markers, no children reading through):
+ *     then it counts and charges them exactly as PageStore.commit does. With
+ *     RX_VMO_COMMIT_EXPLICIT the window shrinks to the held pages around the fault instead.
  * Anything else is a deferral: the fault goes to Python untouched (the fault-around state too,
  * so Python computes the same window). Callers hold the mirror's mutex (rxfastfault.h).
  */
@@ -125,6 +129,16 @@ static void fault_window(const struct rx_ff_mapping *m, uint64_t page, int write
     *window = w;
 }
 
+static void advance(struct rx_ff_mapping *m, uint64_t end, int64_t window) {
+    if (!(m->options & RX_VM_MAP_RANDOM)) m->window = window, m->next_page = (int64_t)end;
+}
+
+void rx_ff_fault_window(struct rx_ff_mapping *m, uint64_t page, int write, uint64_t limit, uint64_t *out) {
+    int64_t window;
+    fault_window(m, page, write, limit, &out[0], &out[1], &window);
+    advance(m, out[1], window);
+}
+
 static int64_t *put_op(int64_t *o, uint64_t addr, uint64_t length, int kind, int prot, uint64_t store_id,
                        uint64_t file_offset) {
     o[RX_FAULT_OP_FIELD_ADDR] = (int64_t)addr;
@@ -136,8 +150,56 @@ static int64_t *put_op(int64_t *o, uint64_t addr, uint64_t length, int kind, int
     return o + RX_FAULT_OP_WORDS;
 }
 
-int rx_ff_resolve(struct rx_ff_proc *p, struct rx_ff_counters *c, int64_t seq, uint64_t addr, int write, int64_t *out,
-                  uint32_t *nout) {
+/* The slot of group g in a store's charges, or 0 (Python gives it one on its next commit). */
+static uint32_t slot_of(const struct rx_ff_charges *ch, const struct rx_ff_group *g) {
+    for (uint32_t i = 1; i < ch->nslots; i++)
+        if (ch->groups[i] == g) return i;
+    return 0;
+}
+
+/* Commit the clear runs among runs[0..n) (node pages) for process p: RX_FF_SERVED, or why
+ * Python must (nothing changed). See the file comment for the conditions. */
+static int commit(struct rx_ff_proc *p, struct rx_ff_pmm *pmm, struct rx_ff_node *node, const struct rx_ff_vmo *vmo,
+                  const uint64_t *runs, int n) {
+    if (!pmm || vmo->reserving || node->nchildren) return RX_FF_COMMIT;
+    struct rx_ff_group *g = p->charge;
+    struct rx_ff_charges *charges = node->store->charges;
+    uint32_t slot = g && !g->retired ? slot_of(charges, g) : 0;
+    if (!slot) return RX_FF_COMMIT;
+    int64_t missing = 0;
+    for (int i = 0; i < n; i++) {
+        if (runs[3 * i + 2]) continue;
+        uint64_t s = runs[3 * i], e = runs[3 * i + 1];
+        if (rx_pagemap_count(node->shadowed, s, e) || rx_pagemap_count(node->zeroed, s, e)) return RX_FF_COMMIT;
+        missing += (int64_t)(e - s);
+    }
+    for (const struct rx_ff_group *x = g; x; x = x->parent) {
+        if (x->max >= 0 && x->charged + x->reserved + missing > x->max) return RX_FF_COMMIT;
+        if (x->high >= 0 && x->charged + missing > x->high) return RX_FF_COMMIT;
+    }
+    int64_t free_pages = pmm->total - pmm->committed;
+    if (missing > free_pages - pmm->reserved || free_pages - missing <= pmm->floor) return RX_FF_COMMIT;
+    struct rx_pagemap *committed = node->store->committed;
+    for (int i = 0; i < n; i++) {
+        if (runs[3 * i + 2]) continue;
+        uint64_t s = runs[3 * i], e = runs[3 * i + 1];
+        if (rx_pagemap_set_range(charges->map, s, e, (int)slot) < 0 || rx_pagemap_set_range(committed, s, e, 1) < 0) {
+            for (int j = 0; j <= i; j++) /* out of memory for a chunk: undo, Python says so */
+                if (!runs[3 * j + 2]) {
+                    rx_pagemap_set_range(charges->map, runs[3 * j], runs[3 * j + 1], 0);
+                    rx_pagemap_set_range(committed, runs[3 * j], runs[3 * j + 1], 0);
+                }
+            return RX_FF_COMMIT;
+        }
+    }
+    pmm->committed += missing;
+    for (struct rx_ff_group *x = g; x; x = x->parent) x->charged += missing;
+    charges->pages[slot] += (uint64_t)missing;
+    return RX_FF_SERVED;
+}
+
+int rx_ff_resolve(struct rx_ff_proc *p, struct rx_ff_pmm *pmm, struct rx_ff_counters *c, int64_t seq, uint64_t addr,
+                  int write, int64_t *out, uint32_t *nout) {
     if (!p->alive) return RX_FF_GONE;
     struct rx_ff_mapping *m = find(p, addr);
     if (!m) return RX_FF_NO_MAPPING;
@@ -163,14 +225,16 @@ int rx_ff_resolve(struct rx_ff_proc *p, struct rx_ff_counters *c, int64_t seq, u
     int zero_page = 0;
 
     if (write) {
-        int at = 0;
-        while (!(runs[3 * at] <= page + off && page + off < runs[3 * at + 1])) at++;
-        if (!runs[3 * at + 2]) return RX_FF_COMMIT; /* (explicit: Python refuses it) */
-        if (n > 1) {
-            if (!vmo->commit_explicit) return RX_FF_COMMIT;
-            start = runs[3 * at] - off, end = runs[3 * at + 1] - off; /* the held pages around it */
-        }
         if (held(p, store_id) != 1) return RX_FF_STORE;
+        if (vmo->commit_explicit) {
+            int at = 0;
+            while (!(runs[3 * at] <= page + off && page + off < runs[3 * at + 1])) at++;
+            if (!runs[3 * at + 2]) return RX_FF_COMMIT; /* (Python refuses it) */
+            start = runs[3 * at] - off, end = runs[3 * at + 1] - off; /* the held pages around it */
+        } else if (n > 1 || !runs[2]) {
+            int why = commit(p, pmm, node, vmo, runs, n);
+            if (why != RX_FF_SERVED) return why;
+        }
         o = put_op(o, m->base + ((start - m->first_page) << RX_PAGE_SHIFT), (end - start) << RX_PAGE_SHIFT,
                    RX_FAULT_OP_STORE, prot, store_id, (start + off) << RX_PAGE_SHIFT);
     } else {
@@ -190,7 +254,7 @@ int rx_ff_resolve(struct rx_ff_proc *p, struct rx_ff_counters *c, int64_t seq, u
         }
         zero_page = !rx_pagemap_get(committed, page + off);
     }
-    if (!(m->options & RX_VM_MAP_RANDOM)) m->window = window, m->next_page = (int64_t)end;
+    advance(m, end, window);
     c->page_faults++;
     c->zero_page_faults += (uint64_t)zero_page;
     p->page_faults++;

@@ -50,6 +50,7 @@ struct rx_ff_server {
     pthread_t thread;
     int running, stopping;
     int epfd, wakefd, stopfd;
+    struct rx_ff_pmm *pmm;
     struct rx_ff_counters *c;
     struct chan **chans; /* by slot; NULL: free */
     uint32_t *gens;      /* by slot: bumped when the slot is freed */
@@ -121,7 +122,7 @@ static void serve_buffered(struct rx_ff_server *s, int64_t id, struct chan *ch) 
         memmove(ch->in, ch->in + used, ch->have - used);
         ch->have -= (uint32_t)used;
         uint32_t nout;
-        int reason = rx_ff_resolve(ch->proc, s->c, v[0], (uint64_t)v[1], (int)(v[2] & RX_FAULT_FLAG_WRITE), out, &nout);
+        int reason = rx_ff_resolve(ch->proc, s->pmm, s->c, v[0], (uint64_t)v[1], (int)(v[2] & RX_FAULT_FLAG_WRITE), out, &nout);
         if (reason != RX_FF_SERVED) {
             s->c->deferred[reason]++;
             push(s, id, RX_FF_EV_FAULT, reason, v[0], (uint64_t)v[1], (int)(v[2] & RX_FAULT_FLAG_WRITE));
@@ -177,9 +178,10 @@ static void *run(void *arg) {
     return NULL;
 }
 
-struct rx_ff_server *rx_ff_server_new(struct rx_ff_counters *c) {
+struct rx_ff_server *rx_ff_server_new(struct rx_ff_pmm *pmm, struct rx_ff_counters *c) {
     struct rx_ff_server *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    s->pmm = pmm;
     s->c = c;
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -31,11 +31,12 @@ int rx_pagemap_get(const struct rx_pagemap *m, uint64_t page) {
     return c != NULL && c[page & (CHUNK_PAGES - 1)];
 }
 
-/* Set bytes of c[lo, hi): memchr-style scanning a word at a time would be faster still; a fault
- * window is at most 512 pages, so a plain loop that the compiler vectorises is enough. */
+/* Set (non-zero) bytes of c[lo, hi): memchr-style scanning a word at a time would be faster
+ * still; a fault window is at most 512 pages, so a plain loop that the compiler vectorises is
+ * enough. */
 static uint64_t count_bytes(const uint8_t *c, uint32_t lo, uint32_t hi) {
     uint64_t n = 0;
-    for (uint32_t i = lo; i < hi; i++) n += c[i];
+    for (uint32_t i = lo; i < hi; i++) n += c[i] != 0;
     return n;
 }
 
@@ -69,7 +70,7 @@ static int grow(struct rx_pagemap *m, uint64_t need) {
 }
 
 int64_t rx_pagemap_set_range(struct rx_pagemap *m, uint64_t start, uint64_t end, int value) {
-    if (start > end || end > RX_PAGEMAP_PAGES) return -EINVAL;
+    if (start > end || end > RX_PAGEMAP_PAGES || value < 0 || value > 255) return -EINVAL;
     if (start == end) return 0;
     if (value) {
         /* Allocate every chunk first, so that a failure changes nothing. */
@@ -100,7 +101,7 @@ int64_t rx_pagemap_set_range(struct rx_pagemap *m, uint64_t start, uint64_t end,
             uint32_t lo = (uint32_t)(start - base), hi = (uint32_t)(stop - base);
             uint64_t before = count_bytes(c, lo, hi);
             uint64_t delta = value ? (hi - lo) - before : before;
-            memset(c + lo, value ? 1 : 0, hi - lo);
+            memset(c + lo, value, hi - lo);
             changed += (int64_t)delta;
             m->counts[index] = value ? m->counts[index] + (uint32_t)delta : m->counts[index] - (uint32_t)delta;
             if (!m->counts[index]) { /* empty again: give its memory back */
@@ -117,13 +118,27 @@ int64_t rx_pagemap_set_range(struct rx_pagemap *m, uint64_t start, uint64_t end,
 
 /* The first page in c[pos, hi) whose byte differs from v, or hi. */
 static uint32_t run_end(const uint8_t *c, uint32_t pos, uint32_t hi, uint8_t v) {
-    const uint8_t *p = c + pos;
-    if (v) {
-        const uint8_t *z = memchr(p, 0, hi - pos);
+    if (v == 1) { /* a set's runs: the first clear byte */
+        const uint8_t *z = memchr(c + pos, 0, hi - pos);
         return z ? (uint32_t)(z - c) : hi;
     }
-    while (pos < hi && !c[pos]) pos++;
+    while (pos < hi && c[pos] == v) pos++;
     return pos;
+}
+
+void rx_pagemap_histogram(const struct rx_pagemap *m, uint64_t start, uint64_t end, uint64_t *out) {
+    memset(out, 0, 256 * sizeof *out);
+    while (start < end) {
+        uint64_t index = start >> RX_PAGEMAP_CHUNK_SHIFT, base = index << RX_PAGEMAP_CHUNK_SHIFT;
+        if (index >= m->nchunks) break;
+        uint64_t stop = end < base + CHUNK_PAGES ? end : base + CHUNK_PAGES;
+        const uint8_t *c = m->chunks[index];
+        if (c)
+            for (uint64_t i = start - base; i < stop - base; i++) out[c[i]]++;
+        else
+            out[0] += stop - start;
+        start = stop;
+    }
 }
 
 int rx_pagemap_runs(const struct rx_pagemap *m, uint64_t start, uint64_t end, uint64_t *out, int max_runs) {
@@ -137,7 +152,7 @@ int rx_pagemap_runs(const struct rx_pagemap *m, uint64_t start, uint64_t end, ui
         uint64_t stop = index >= m->nchunks ? end : (end < base + CHUNK_PAGES ? end : base + CHUNK_PAGES);
         uint64_t pos = start - base, hi = stop - base;
         while (pos < hi) {
-            int v = c != NULL && c[pos];
+            int v = c != NULL ? c[pos] : 0;
             uint64_t next = c ? run_end(c, (uint32_t)pos, (uint32_t)hi, (uint8_t)v) : hi; /* (c: within one chunk) */
             if (run_value < 0) {
                 run_value = v;

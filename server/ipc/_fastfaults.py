@@ -46,7 +46,7 @@ class _MutexInstrument(trio.abc.Instrument):
 
 class FaultServer:
     def __init__(self, vm: VmContext) -> None:
-        handle = lib.rx_ff_server_new(vm.fast_counters)
+        handle = lib.rx_ff_server_new(vm.memory.ff, vm.fast_counters)
         if handle == ffi.NULL:
             raise OSError("rxd could not set up its fault thread (out of memory or file descriptors)")
         self._handle = ffi.gc(handle, lib.rx_ff_server_free)

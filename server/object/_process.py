@@ -55,6 +55,7 @@ class Process(KernelObject):
         self.session = secrets.token_bytes(SESSION_TOKEN_BYTES)
         self.handles = HandleTable()
         self.aspace = AddressSpace()
+        self.aspace.ff.charge = job.charge.ff  # (the job never changes)
         self.control: ControlPort | None = None
         # inval_seq, page_faults and alive live in the fault fast path's struct (aspace.ff),
         # which reads them; the properties below are their Python face.

@@ -25,7 +25,9 @@ from collections.abc import Callable, Iterator
 
 from rxkernel.proto import PAGE_SIZE
 
-from ._pagemap import CHUNK_PAGES, CHUNK_SHIFT, pieces
+from rxkernel.native import ffi
+
+from ._pagemap import PageMap
 
 
 @dataclasses.dataclass(slots=True)
@@ -50,24 +52,18 @@ class ChargeEvents:
 
 
 class ChargeGroup:
-    __slots__ = (
-        "name", "koid", "parent", "children", "charged_pages", "reserved_pages", "max_pages", "high_pages", "events",
-        "retired", "throttled_ns", "_path",
-    )
+    __slots__ = ("name", "koid", "_parent", "children", "events", "throttled_ns", "_path", "ff")
 
     def __init__(self, name: str, parent: ChargeGroup | None = None, koid: int = 0) -> None:
         self.name = name  # for messages: "job 1034"
         self.koid = koid  # its job's (0: not known yet, the root's until the kernel names it)
+        # The counters and limits live in C (struct rx_ff_group), where the fault fast path
+        # checks and charges them too; the properties below are their Python face.
+        self.ff = ffi.new("struct rx_ff_group *")
+        self.ff.max = self.ff.high = -1
         self.parent = parent
         self.children: list[ChargeGroup] = []
-        self.charged_pages = 0  # own pages plus every child's charge
-        # Pages promised to RX_OVERCOMMIT_NEVER VMOs of its subtree and not committed yet
-        # (Committed_AS's role): limits count them as taken.
-        self.reserved_pages = 0
-        self.max_pages: int | None = None
-        self.high_pages: int | None = None
         self.events = ChargeEvents()
-        self.retired = False  # its job is gone; it leaves the tree with its last charged page
         self.throttled_ns = 0  # time its processes' commits were delayed above a high_pages (its own or an ancestor's)
         # This group, then each ancestor up to the root: walked on every commit, and a group's
         # parent never changes while it is in the tree (it leaves childless, _leave).
@@ -77,6 +73,59 @@ class ChargeGroup:
 
     def __repr__(self) -> str:
         return f"<ChargeGroup {self.name} charged={self.charged_pages} max={self.max_pages}>"
+
+    @property
+    def parent(self) -> ChargeGroup | None:
+        return self._parent
+
+    @parent.setter
+    def parent(self, parent: ChargeGroup | None) -> None:
+        self._parent = parent
+        self.ff.parent = parent.ff if parent is not None else ffi.NULL
+
+    @property
+    def charged_pages(self) -> int:
+        """Own pages plus every child's charge."""
+        return int(self.ff.charged)
+
+    @charged_pages.setter
+    def charged_pages(self, pages: int) -> None:
+        self.ff.charged = pages
+
+    @property
+    def reserved_pages(self) -> int:
+        """Pages promised to RX_OVERCOMMIT_NEVER VMOs of its subtree and not committed yet
+        (Committed_AS's role): limits count them as taken."""
+        return int(self.ff.reserved)
+
+    @reserved_pages.setter
+    def reserved_pages(self, pages: int) -> None:
+        self.ff.reserved = pages
+
+    @property
+    def max_pages(self) -> int | None:
+        return None if self.ff.max < 0 else int(self.ff.max)
+
+    @max_pages.setter
+    def max_pages(self, pages: int | None) -> None:
+        self.ff.max = -1 if pages is None else pages
+
+    @property
+    def high_pages(self) -> int | None:
+        return None if self.ff.high < 0 else int(self.ff.high)
+
+    @high_pages.setter
+    def high_pages(self, pages: int | None) -> None:
+        self.ff.high = -1 if pages is None else pages
+
+    @property
+    def retired(self) -> bool:
+        """Its job is gone; it leaves the tree with its last charged page."""
+        return bool(self.ff.retired)
+
+    @retired.setter
+    def retired(self, value: bool) -> None:
+        self.ff.retired = int(value)
 
     def lineage(self) -> tuple[ChargeGroup, ...]:
         """This group, then each ancestor up to the root."""
@@ -179,19 +228,31 @@ _MAX_SLOTS = 255
 
 class ChargeMap:
     """Per page of one store, the group its committed page is charged to (0: not committed).
-    Chunked like PageMap, so a store pays only for the stretches it ever committed."""
+    The slot bytes are a PageMap (C memory, chunked: a store pays only for the stretches it ever
+    committed), and the slot table's C half (struct rx_ff_charges: slot -> group, pages per
+    slot) is where the fault fast path charges its commits too."""
 
-    __slots__ = ("_chunks", "_groups", "_slot_of", "_pages")
+    __slots__ = ("_map", "_groups", "_slot_of", "ff")
 
     def __init__(self) -> None:
-        self._chunks: dict[int, bytearray] = {}
+        self._map = PageMap()
         self._groups: list[ChargeGroup | None] = [None]  # slot -> group; slot 0 is "none"
         self._slot_of: dict[ChargeGroup, int] = {}
-        self._pages: list[int] = [0]  # slot -> pages charged through this store
+        self.ff = ffi.new("struct rx_ff_charges *")
+        self.ff.map, self.ff.nslots = self._map.handle, 1
 
     @property
     def memory_bytes(self) -> int:
-        return len(self._chunks) * CHUNK_PAGES
+        return self._map.memory_bytes
+
+    def _take_slot(self, slot: int, group: ChargeGroup) -> None:
+        if slot == len(self._groups):
+            self._groups.append(group)
+            self.ff.nslots = len(self._groups)
+        else:
+            self._groups[slot] = group
+        self._slot_of[group] = slot
+        self.ff.groups[slot] = group.ff
 
     def _slot(self, group: ChargeGroup) -> tuple[int, ChargeGroup]:
         """A slot for `group`: its own, a new one, a recycled one (its pages all went), or, with
@@ -201,16 +262,15 @@ class ChargeMap:
         if slot is not None:
             return slot, group
         if len(self._groups) < _MAX_SLOTS or (group.parent is None and len(self._groups) == _MAX_SLOTS):
-            self._groups.append(group)
-            self._pages.append(0)
-            self._slot_of[group] = slot = len(self._groups) - 1
+            slot = len(self._groups)
+            self._take_slot(slot, group)
             return slot, group
+        pages = self.ff.pages
         for free in range(1, len(self._groups) if group.parent is None else min(len(self._groups), _MAX_SLOTS)):
             old = self._groups[free]
-            if not self._pages[free] and old is not None:
+            if not pages[free] and old is not None:
                 del self._slot_of[old]
-                self._groups[free] = group
-                self._slot_of[group] = free
+                self._take_slot(free, group)
                 return free, group
         for ancestor in group.lineage():
             slot = self._slot_of.get(ancestor)
@@ -224,66 +284,36 @@ class ChargeMap:
         """Pages [start, end), all newly committed, are charged to `group`. Returns the group that
         holds the charge (see the module note on full tables)."""
         slot, holder = self._slot(group)
-        byte = bytes([slot])
-        for index, lo, hi in pieces(start, end):
-            chunk = self._chunks.get(index)
-            if chunk is None:
-                chunk = self._chunks[index] = bytearray(CHUNK_PAGES)
-            chunk[lo:hi] = byte * (hi - lo)
-        self._pages[slot] += end - start
+        self._map.fill(start, end, slot)
+        self.ff.pages[slot] += end - start
         return holder
 
     def clear(self, start: int, end: int) -> dict[ChargeGroup, int]:
         """Pages [start, end) are no longer committed: how many were charged to each group."""
         out: dict[ChargeGroup, int] = {}
-        for index, lo, hi in pieces(start, end):
-            chunk = self._chunks.get(index)
-            if chunk is None:
-                continue
-            for slot in range(1, len(self._groups)):
-                if self._pages[slot]:
-                    n = chunk.count(bytes([slot]), lo, hi)
-                    if n:
-                        group = self._groups[slot]
-                        assert group is not None
-                        out[group] = out.get(group, 0) + n
-                        self._pages[slot] -= n
-            chunk[lo:hi] = bytes(hi - lo)
-            if chunk.count(0) == CHUNK_PAGES:  # nothing charged here any more: give its memory back
-                del self._chunks[index]
+        if not self._map.count(start, end):
+            return out
+        counts = self._map.histogram(start, end)
+        pages = self.ff.pages
+        for slot in range(1, len(self._groups)):
+            n = counts[slot]
+            if n:
+                group = self._groups[slot]
+                assert group is not None
+                out[group] = out.get(group, 0) + n
+                pages[slot] -= n
+        self._map.set_range(start, end, False)
         return out
 
     def totals(self) -> dict[ChargeGroup, int]:
         """Every group this store's pages are charged to, with how many."""
-        return {g: self._pages[s] for s, g in enumerate(self._groups) if g is not None and self._pages[s]}
+        pages = self.ff.pages
+        return {g: int(pages[s]) for s, g in enumerate(self._groups) if g is not None and pages[s]}
 
     def runs_by_group(self, start: int, end: int) -> Iterator[tuple[int, int, ChargeGroup]]:
         """Maximal runs of [start, end) charged to one group (uncommitted pages skipped)."""
-        run: tuple[int, int, int] | None = None
-        for index, lo, hi in pieces(start, end):
-            base = index << CHUNK_SHIFT
-            chunk = self._chunks.get(index)
-            pos = lo
-            while pos < hi:
-                slot = chunk[pos] if chunk is not None else 0
-                nxt = _first_other(chunk, slot, pos, hi) if chunk is not None else hi
-                if run is not None and run[2] == slot and run[1] == base + pos:
-                    run = (run[0], base + nxt, slot)
-                else:
-                    if run is not None:
-                        yield self._emit(run)
-                    run = (base + pos, base + nxt, slot) if slot else None
-                pos = nxt
-        if run is not None:
-            yield self._emit(run)
-
-    def _emit(self, run: tuple[int, int, int]) -> tuple[int, int, ChargeGroup]:
-        group = self._groups[run[2]]
-        assert group is not None
-        return run[0], run[1], group
-
-
-def _first_other(chunk: bytearray, slot: int, start: int, end: int) -> int:
-    """The first index in [start, end) whose byte is not `slot` (end if none)."""
-    piece = chunk[start:end]  # find cannot look for "any other byte"; lstrip can, at C speed
-    return start + len(piece) - len(piece.lstrip(bytes([slot])))
+        for s, e, slot in self._map.value_runs(start, end):
+            if slot:
+                group = self._groups[slot]
+                assert group is not None
+                yield s, e, group

@@ -89,8 +89,10 @@ async def snapshot_locked(parent: Vmo, koid: int, offset: int, size: int, option
         has_slices = any(f.kind == KIND_SLICE for f in node.fronts)
         node.parent_limit = old.capacity_pages if has_slices else node_extent(node)
         above.children.append(node)
+        above.children_changed()
     child.parent, child.parent_offset, child.parent_limit = above, first, limit
     above.children.append(child)
+    above.children_changed()
     kind = KIND_AT_LEAST_ON_WRITE if at_least_on_write else KIND_SNAPSHOT
     return Vmo(koid, size, options, child, 0, parent, kind)
 

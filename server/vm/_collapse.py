@@ -98,6 +98,7 @@ def release_node(node: CowPages) -> None:
         if parent is None:
             return
         parent.children.remove(node)
+        parent.children_changed()
         free_unseen_above(node, 0, 0, through)
         node = parent
 
@@ -162,6 +163,7 @@ async def collapse_locked(node: CowPages) -> None:
         siblings = node.parent.children
         siblings[siblings.index(node)] = child
     node.children = []
+    node.children_changed()
     node.parent = None
     for vmo in child.fronts:  # it holds pages of its own now that it only read before
         vmo.refresh_reservation()

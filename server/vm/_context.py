@@ -39,6 +39,8 @@ class VmContext:
         thresholds = pressure if pressure is not None else Thresholds.of_budget(memory.total_pages)
         self.pressure = Pressure(thresholds, pressure_hysteresis, lambda: memory.free_pages)
         memory.on_free_changed = self.pressure.update
+        self.pressure.fast_path = memory.ff
+        memory.ff.floor = self.pressure.fast_floor()
         self.stalls = Stalls()  # PSI: time processes waited for memory, per charge group
         # OOM handling, for a fault whose commit was refused: free memory for the group whose
         # limit was hit (None: the budget) and say whether to retry. The kernel sets the killer.

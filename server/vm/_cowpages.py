@@ -62,7 +62,7 @@ class CowTree:
 
 class CowPages:
     __slots__ = (
-        "tree", "_store", "_parent", "parent_offset", "parent_limit", "children", "fronts", "shadowed", "zeroed",
+        "tree", "_store", "_parent", "parent_offset", "parent_limit", "children", "fronts", "shadowed", "_zeroed",
         "ff",
     )
 
@@ -84,6 +84,15 @@ class CowPages:
         self.ff.shadowed, self.ff.tree_locked = self.shadowed.handle, tree.lock.word
 
     @property
+    def zeroed(self) -> PageMap:
+        return self._zeroed
+
+    @zeroed.setter
+    def zeroed(self, zeroed: PageMap) -> None:  # (a snapshot hands its markers up to the new parent)
+        self._zeroed = zeroed
+        self.ff.zeroed = zeroed.handle
+
+    @property
     def store(self) -> PageStore:
         return self._store
 
@@ -91,6 +100,10 @@ class CowPages:
     def store(self, store: PageStore) -> None:
         self._store = store
         self.ff.store = store.ff
+
+    def children_changed(self) -> None:
+        """Call after changing `children`: the fault fast path commits only on childless nodes."""
+        self.ff.nchildren = len(self.children)
 
     @property
     def parent(self) -> CowPages | None:

@@ -16,15 +16,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rxkernel.native import ffi, lib
-from rxkernel.proto import PAGE_SHIFT, RX_VM_MAP_RANDOM
+from rxkernel.proto import PAGE_SHIFT
 
 if TYPE_CHECKING:
     from ._mapper import Mapper
     from ._vmo import Vmo
 
-# Defined once, in C (rxfastfault.h): the fault fast path computes the same windows.
-FAULT_AROUND_READ_PAGES = int(lib.RX_FF_AROUND_READ_PAGES)
-FAULT_AROUND_MAX_PAGES = int(lib.RX_FF_AROUND_MAX_PAGES)
+# The window sizes are defined once, in C (rxfastfault.h: RX_FF_AROUND_*), where both fault
+# paths compute their windows.
+_WINDOW = ffi.new("uint64_t[2]")  # rx_ff_fault_window's answer (rxd's trio thread only)
 
 
 class Mapping:
@@ -109,25 +109,7 @@ class Mapping:
         return self.first_page + ((addr - self.base) >> PAGE_SHIFT)
 
     def fault_window(self, page: int, write: bool, limit: int) -> tuple[int, int]:
-        """Pages [start, end) a fault at `page` should bring in; `limit` is the VMO's page count."""
-        end_limit = min(self.end_page, limit)
-        if self.options & RX_VM_MAP_RANDOM:
-            return page, page + 1
-        ff = self.ff
-        if page == ff.next_page:
-            # Windows are powers of two; ending each on a multiple of its size keeps the next
-            # ones aligned, so runs line up with the host's 2 MiB boundaries.
-            window = min(max(ff.window * 2, 2), FAULT_AROUND_MAX_PAGES)
-            start = page
-            end = (page + window) & ~(window - 1)
-            if end <= page:
-                end = page + window
-        elif write:
-            window, start, end = 1, page, page + 1
-        else:
-            window = FAULT_AROUND_READ_PAGES
-            start = max(page & ~(window - 1), self.first_page)
-            end = start + window
-        end = min(end, end_limit)
-        ff.window, ff.next_page = window, end
-        return start, end
+        """Pages [start, end) a fault at `page` should bring in; `limit` is the VMO's page count.
+        Computed in C (rx_ff_fault_window), where the fault fast path computes the same."""
+        lib.rx_ff_fault_window(self.ff, page, write, limit, _WINDOW)
+        return int(_WINDOW[0]), int(_WINDOW[1])

@@ -3,14 +3,14 @@
 Linux spends 64 bytes of `struct page` per 4 KiB page; a PageMap spends one byte per page, and only
 for the 256 MiB stretches of a VMO where any page was ever set. The bytes are in C memory
 (native/server/pagemap.c) so that rxd's C side can read the same state Python keeps; counts and
-runs are found there, so scanning a 512-page fault window is one call, not 512 Python steps.
-`pieces` splits ranges the same way for the maps still kept in Python (ChargeMap).
+runs are found there, so scanning a 512-page fault window is one call, not 512 Python steps. A
+ChargeMap keeps its group slots in one too (bytes 1..255 instead of a set's 1).
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from rxkernel.native import ffi, lib
 
@@ -19,26 +19,8 @@ from ._runs import Runs
 CHUNK_SHIFT = 16
 CHUNK_PAGES = 1 << CHUNK_SHIFT
 _RUNS_PER_CALL = 64
-_RUN_BUFFER = ffi.new("uint64_t[]", 3 * _RUNS_PER_CALL)  # rxd's one thread reuses it
-
-
-def pieces(start: int, end: int) -> Sequence[tuple[int, int, int]]:
-    """Split pages [start, end) at chunk boundaries: (chunk index, offset in chunk, end in chunk).
-    Nearly every range is inside one chunk (a fault window, a write): that case builds no loop."""
-    index = start >> CHUNK_SHIFT
-    if start >= end:
-        return ()
-    if (end - 1) >> CHUNK_SHIFT == index:
-        base = index << CHUNK_SHIFT
-        return ((index, start - base, end - base),)
-    out = []
-    while start < end:
-        index = start >> CHUNK_SHIFT
-        base = index << CHUNK_SHIFT
-        stop = min(end, base + CHUNK_PAGES)
-        out.append((index, start - base, stop - base))
-        start = stop
-    return out
+_RUN_BUFFER = ffi.new("uint64_t[]", 3 * _RUNS_PER_CALL)  # rxd's trio thread reuses it
+_HISTOGRAM = ffi.new("uint64_t[256]")  # (so does histogram)
 
 
 class PageMap:
@@ -72,12 +54,31 @@ class PageMap:
 
     def set_range(self, start: int, end: int, value: bool) -> int:
         """Set or clear [start, end); returns how many pages changed state."""
-        changed = int(lib.rx_pagemap_set_range(self.handle, start, end, 1 if value else 0))
+        return self.fill(start, end, 1 if value else 0)
+
+    def fill(self, start: int, end: int, value: int) -> int:
+        """Set [start, end) to byte `value` (1..255; a ChargeMap's slots), or clear it (0);
+        returns how many pages went from clear to set or back."""
+        changed = int(lib.rx_pagemap_set_range(self.handle, start, end, value))
         if changed < 0:
             if changed == -errno.ENOMEM:
                 raise MemoryError("rxd could not allocate a page map chunk")
-            raise ValueError(f"pages [{start}, {end}) are outside a page map")
+            raise ValueError(f"pages [{start}, {end}) or value {value} are outside a page map")
         return changed
+
+    def histogram(self, start: int, end: int) -> list[int]:
+        """How many pages of [start, end) hold each byte value (256 counts)."""
+        lib.rx_pagemap_histogram(self.handle, start, end, _HISTOGRAM)
+        return ffi.unpack(_HISTOGRAM, 256)  # type: ignore[no-any-return]
+
+    def value_runs(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+        """Maximal runs (run_start, run_end, byte value) covering [start, end) in order."""
+        while start < end:
+            batch = self._batch(start, end)
+            yield from batch
+            if len(batch) < _RUNS_PER_CALL:
+                return
+            start = batch[-1][1]
 
     def _batch(self, start: int, end: int) -> list[tuple[int, int, int]]:
         """The runs of [start, end) from one call into C: all of them, or the first

@@ -91,7 +91,7 @@ class PageStore:
         self.committed = PageMap()
         self.charges = ChargeMap()  # who each committed page is charged to
         self.ff = ffi.new("struct rx_ff_store *")  # what the fault fast path reads
-        self.ff.committed, self.ff.store_id = self.committed.handle, self.store_id
+        self.ff.committed, self.ff.charges, self.ff.store_id = self.committed.handle, self.charges.ff, self.store_id
         self.holders: set[StoreHolder] = set()
         try:
             self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -233,8 +233,8 @@ class PageStore:
         for group, pages in charged.items():
             self.memory.uncommit(pages, group)
         self.committed = PageMap()
-        self.ff.committed = self.committed.handle
         self.charges = ChargeMap()
+        self.ff.committed, self.ff.charges = self.committed.handle, self.charges.ff
         fd, size = self.fd, self.capacity_pages << PAGE_SHIFT
         # Clients that were sent the fd may still hold it (a misbehaving one could keep it):
         # punch everything first so the host memory goes regardless.

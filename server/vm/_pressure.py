@@ -21,6 +21,7 @@ import dataclasses
 import math
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -108,6 +109,9 @@ class PressureLevels:
         return self.changed_at + self.hysteresis_s if self.pending is not None else None
 
 
+_NEVER = 1 << 62  # a floor no free-page count is above
+
+
 class Pressure:
     """PressureLevels in rxd: PhysicalMemory reports every change of free memory (`update`,
     no await); the level goes to `publish` (the vvar) and wakes waiters; a background task
@@ -121,6 +125,8 @@ class Pressure:
         self.publish: Callable[[int], None] = lambda level: None
         self._sleepers = Sleepers()  # rx_system_wait_pressure callers: all wake at a change
         self._recheck = trio.Event()  # a new easing is pending: run() rechecks its deadline
+        # The fault fast path's commit floor (struct rx_ff_pmm's `floor`), kept by update().
+        self.fast_path: Any = None
 
     def _now(self) -> float:
         try:
@@ -143,6 +149,17 @@ class Pressure:
             self._sleepers.wake_all()
         if self.levels.pending is not None and self.levels.pending != pending:
             self._recheck.set()
+        if self.fast_path is not None:
+            self.fast_path.floor = self.fast_floor()
+
+    def fast_floor(self) -> int:
+        """Free pages a commit by the fault fast path must leave more than: one that left fewer
+        could change the level in force or the pending easing, which only update() may do. So
+        the fast path commits only at NORMAL with nothing pending, above the warning threshold
+        (there, update() would observe the same level and change nothing)."""
+        if self.levels.level == RX_PRESSURE_NORMAL and self.levels.pending is None:
+            return self.levels.thresholds.warning
+        return _NEVER
 
     async def wait_change(self, known: int, deadline: float, channel: socket.socket | None) -> int:
         """The level, once it differs from `known` (at once if it does), or at `deadline` (trio

@@ -183,6 +183,7 @@ class Vmo(KernelObject):
         self.vm.memory.reserve(outstanding + extra, group)
         self.vm.memory.unreserve(extra, group)
         self.reservation = Reservation(group, self.size_pages, outstanding)
+        self.ff.reserving = 1  # its commits fill the reservation: the trio side makes them
 
     def growth_if_snapshotted(self) -> int:
         """How much this VMO's reservation would grow if a snapshot took its pages to a hidden
