@@ -30,6 +30,7 @@ from rxkernel.proto import (
     RX_PROP_JOB_COMMIT_HIGH,
     RX_PROP_JOB_COMMIT_MAX,
     RX_RIGHT_SAME_RIGHTS,
+    RX_VMO_CHILD_SNAPSHOT,
     SYSCALL_NUMBERS,
 )
 from rxtest import RawClient, Rxd, running_rxd
@@ -89,12 +90,19 @@ def script(rxd: Rxd, seed: int) -> tuple[list[Any], dict[str, Any]]:
     c.call("rx_vmar_map", vmo, 0, pages * 4096, RW, RANDOM, BASE + (2 << 30))  # no fault-around
     for page in rng.sample(range(pages), 40):
         c.call("rx_vmo_write", vmo, page * 4096, b"x")
+    bases = [BASE, BASE + (1 << 30), BASE + (2 << 30)]
+    if seed % 2:  # a snapshot: both VMOs now read through a hidden parent (ancestors' pages)
+        child = c.call("rx_vmo_create_child", vmo, RX_VMO_CHILD_SNAPSHOT, 0, pages * 4096)
+        c.call("rx_vmar_map", child, 0, pages * 4096, RW, 0, BASE + (4 << 30))
+        for page in rng.sample(range(pages), 20):
+            c.call("rx_vmo_write", child, page * 4096, b"y")
+        bases.append(BASE + (4 << 30))
     replies: list[Any] = []
     seq = 0
     for _ in range(300):
         seq += 1
         kind = rng.random()
-        base = rng.choice([BASE, BASE + (1 << 30), BASE + (2 << 30)])
+        base = rng.choice(bases)
         if kind < 0.3:  # sequential reads: the window grows
             page = rng.randrange(pages - 8)
             for p in range(page, page + 4):
@@ -114,7 +122,7 @@ def script(rxd: Rxd, seed: int) -> tuple[list[Any], dict[str, Any]]:
     return replies, stats
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_c_and_python_decide_every_fault_alike(seed: int) -> None:
     results = {}
     for path in ("fast", "trio"):
@@ -123,7 +131,8 @@ def test_c_and_python_decide_every_fault_alike(seed: int) -> None:
     (fast, fast_stats), (trio, trio_stats) = results["fast"], results["trio"]
     assert fast == trio
     assert fast_stats["fast_faults"] > 50 and trio_stats["fast_faults"] == 0
-    assert fast_stats["slow_faults_commit"] > 0 and fast_stats["slow_faults_store"] > 0
+    assert fast_stats["slow_faults_store"] > 0
+    assert fast_stats["slow_faults_ancestor" if seed % 2 else "slow_faults_commit"] > 0
     for key in ("page_faults", "zero_page_faults", "committed_bytes", "shootdowns"):
         assert fast_stats[key] == trio_stats[key], key
 
@@ -141,10 +150,12 @@ assert bytes(m[:6]) == b"childt" and rx.rx_vmo_read(v, 0, 6) == b"parent"
 
 
 def test_a_copy_on_write_split_goes_to_trio(rxd: Rxd) -> None:
+    """The read of the parent's page is the fault thread's (once the store fd is there); the
+    write that splits it is trio's."""
     before = rxd.kmem()
     rxd.run(SPLIT)
     after = rxd.kmem()
-    assert after["slow_faults_ancestor"] >= before["slow_faults_ancestor"] + 2  # the read and the write
+    assert after["slow_faults_ancestor"] == before["slow_faults_ancestor"] + 1  # the write: a split
     assert after["cow_faults"] == before["cow_faults"] + 1
     rxd.wait_idle()
 
@@ -206,6 +217,7 @@ from rxkernel.proto import (
     RX_PROP_JOB_COMMIT_HIGH,
     RX_PROP_JOB_COMMIT_MAX,
     RX_RIGHT_SAME_RIGHTS,
+    RX_VMO_CHILD_SNAPSHOT,
     SYSCALL_NUMBERS,
 )
 c = RawClient(sys.argv[1])
@@ -362,7 +374,9 @@ def test_commits_in_c_keep_limits_high_marks_and_charges_exact() -> None:
         assert got_high["charged_bytes"] == 100 * 4096 and got_high["events_high"] >= 1
         assert k["committed_bytes"] == _job_info(rxd, default)["charged_bytes"] == (got["charged_bytes"] + got_high["charged_bytes"])
         assert k["fast_faults"] - before["fast_faults"] > 200  # most commits were the fault thread's
-        assert k["slow_faults_commit"] - before["slow_faults_commit"] >= 10 + len(died)  # above high, and the refusals
+        # The ten faults above the high mark were trio's (a refusal may be too, or may be the
+        # first fault of a racer that started late: a STORE to send first).
+        assert k["slow_faults_commit"] - before["slow_faults_commit"] >= 10
         for p in [*racers, throttled]:
             p.communicate("\n", timeout=30)
         rxd.wait_idle()

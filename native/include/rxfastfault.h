@@ -35,6 +35,8 @@
  * many pages; sequential faults double the window up to the maximum. */
 #define RX_FF_AROUND_READ_PAGES 16
 #define RX_FF_AROUND_MAX_PAGES 512
+/* Ancestors a read resolves through in C; deeper chains are Python's. */
+#define RX_FF_MAX_DEPTH 32
 
 struct rx_ff_group {              /* a ChargeGroup (server/vm/_charge.py): its counters live here */
     int64_t charged;              /* pages: its own and its children's */
@@ -73,6 +75,8 @@ struct rx_ff_node {               /* a CowPages node */
     struct rx_pagemap *shadowed;  /* pages some client maps from elsewhere than this store */
     struct rx_pagemap *zeroed;    /* zero markers */
     struct rx_ff_node *parent;    /* NULL: no ancestor to read through to */
+    uint64_t parent_offset;       /* pages: my page i is the parent's page i + parent_offset */
+    uint64_t parent_limit;        /* pages [0, parent_limit) read through to the parent */
     int32_t *tree_locked;         /* its tree's lock word: nonzero while a trio task holds it */
     int32_t nchildren;            /* nodes reading through to this one */
     int32_t pad;
@@ -117,7 +121,9 @@ struct rx_ff_proc {               /* a process: its mappings by address, the sto
 #define RX_FF_LOCKED 2            /* its tree's lock is held: a trio task is changing the tree */
 #define RX_FF_DENIED 3            /* the mapping's permissions refuse the access */
 #define RX_FF_OUT_OF_RANGE 4      /* past the VMO's end */
-#define RX_FF_ANCESTOR 5          /* the node reads through to a parent (copy-on-write clone) */
+#define RX_FF_ANCESTOR 5          /* a write to a node that reads through to a parent (a
+                                     copy-on-write split), or a read through a chain deeper than
+                                     RX_FF_MAX_DEPTH */
 #define RX_FF_COMMIT 6            /* a write needs a commit Python makes: past a limit or a high mark,
                                      near a pressure level, a reservation, zero pages to take away,
                                      children reading through, a charge slot not there yet */

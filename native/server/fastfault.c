@@ -1,12 +1,12 @@
 /* fastfault.c — the mirror's tables and the fault decision of rxd's fast path (rxfastfault.h).
  *
  * rx_ff_resolve is server/vm/_fault.py's _resolve_locked restricted to what needs no await and
- * no policy: a mapping with the access allowed, a node with no parent, a tree nobody holds the
- * lock of, and
+ * no policy: a mapping with the access allowed, a tree nobody holds the lock of, and
  *   - a read: the window (the same fault-around as Mapping.fault_window) maps the node's own
- *     pages from its store with the mapping's permissions and the rest as the zero page, marked
- *     in `shadowed`;
- *   - a write: the window's pages are the node's own, or become so by a lazy commit that needs
+ *     pages from its store with the mapping's permissions, an ancestor's pages read-only from
+ *     the ancestor's store and the rest as the zero page, both marked in `shadowed`;
+ *   - a write: the window's pages are the node's own, or (a node without a parent only: a
+ *     clone's split is Python's) become so by a lazy commit that needs
  *     no decision of Python's: PhysicalMemory.commit's checks (every hard limit up the charge
  *     tree, the budget beside the reservations) pass, no high mark is passed (no throttling,
  *     no event), free memory stays above the pressure floor (no level changes), and nothing
@@ -150,6 +150,36 @@ static int64_t *put_op(int64_t *o, uint64_t addr, uint64_t length, int kind, int
     return o + RX_FAULT_OP_WORDS;
 }
 
+/* Node pages [s, e) live in owner's store from page `at` on (owner NULL: they read as zero). */
+struct owned {
+    uint64_t s, e;
+    const struct rx_ff_node *owner;
+    uint64_t at;
+};
+
+/* CowPages.resolve of [start, end) (at most a window), page by page up the chain, merged into
+ * maximal runs as _merge_resolved does: how many runs, or -1 when a chain is deeper than
+ * RX_FF_MAX_DEPTH. */
+static int resolve_chain(const struct rx_ff_node *node, uint64_t start, uint64_t end, struct owned *out) {
+    int n = 0;
+    for (uint64_t p = start; p < end; p++) {
+        const struct rx_ff_node *x = node;
+        uint64_t q = p;
+        for (int depth = 0; !rx_pagemap_get(x->store->committed, q); depth++) {
+            if (!x->parent || q >= x->parent_limit || rx_pagemap_get(x->zeroed, q)) { x = NULL; break; }
+            if (depth == RX_FF_MAX_DEPTH) return -1;
+            q += x->parent_offset;
+            x = x->parent;
+        }
+        struct owned *last = n ? &out[n - 1] : NULL;
+        if (last && last->e == p && last->owner == x && (!x || last->at + (p - last->s) == q))
+            last->e = p + 1;
+        else
+            out[n++] = (struct owned){p, p + 1, x, x ? q : 0};
+    }
+    return n;
+}
+
 /* The slot of group g in a store's charges, or 0 (Python gives it one on its next commit). */
 static uint32_t slot_of(const struct rx_ff_charges *ch, const struct rx_ff_group *g) {
     for (uint32_t i = 1; i < ch->nslots; i++)
@@ -209,7 +239,6 @@ int rx_ff_resolve(struct rx_ff_proc *p, struct rx_ff_pmm *pmm, struct rx_ff_coun
     if (!(m->perms & RX_VM_PERM_READ) || (write && !(m->perms & RX_VM_PERM_WRITE))) return RX_FF_DENIED;
     uint64_t page = m->first_page + ((addr - m->base) >> RX_PAGE_SHIFT);
     if (page >= vmo->size_pages) return RX_FF_OUT_OF_RANGE;
-    if (node->parent) return RX_FF_ANCESTOR;
 
     uint64_t off = vmo->node_offset, start, end;
     int64_t window;
@@ -225,6 +254,7 @@ int rx_ff_resolve(struct rx_ff_proc *p, struct rx_ff_pmm *pmm, struct rx_ff_coun
     int zero_page = 0;
 
     if (write) {
+        if (node->parent && (vmo->commit_explicit || n > 1 || !runs[2])) return RX_FF_ANCESTOR; /* a split */
         if (held(p, store_id) != 1) return RX_FF_STORE;
         if (vmo->commit_explicit) {
             int at = 0;
@@ -238,21 +268,39 @@ int rx_ff_resolve(struct rx_ff_proc *p, struct rx_ff_pmm *pmm, struct rx_ff_coun
         o = put_op(o, m->base + ((start - m->first_page) << RX_PAGE_SHIFT), (end - start) << RX_PAGE_SHIFT,
                    RX_FAULT_OP_STORE, prot, store_id, (start + off) << RX_PAGE_SHIFT);
     } else {
-        int need = -1; /* the store access the reply needs: -1 none, 0 read, 1 write */
-        for (int i = 0; i < n; i++)
-            if (runs[3 * i + 2]) need = (m->perms & RX_VM_PERM_WRITE) ? 1 : 0;
-        if (need >= 0 && held(p, store_id) < need) return RX_FF_STORE;
-        for (int i = 0; i < n && i < RX_FAULT_MAX_OPS; i++) {
-            uint64_t s = runs[3 * i], e = runs[3 * i + 1];
-            uint64_t at = m->base + ((s - off - m->first_page) << RX_PAGE_SHIFT), length = (e - s) << RX_PAGE_SHIFT;
-            if (runs[3 * i + 2]) {
-                o = put_op(o, at, length, RX_FAULT_OP_STORE, prot, store_id, s << RX_PAGE_SHIFT);
-            } else {
-                if (rx_pagemap_set_range(node->shadowed, s, e, 1) < 0) return RX_FF_COMMIT; /* no memory: Python says so */
-                o = put_op(o, at, length, RX_FAULT_OP_ZERO, RX_VM_PERM_READ, 0, 0);
-            }
+        /* Where each page of the window lives: CowPages.resolve. */
+        struct owned own[RX_FF_AROUND_MAX_PAGES];
+        int k = 0;
+        if (!node->parent) {
+            for (int i = 0; i < n; i++)
+                own[k++] = (struct owned){runs[3 * i], runs[3 * i + 1], runs[3 * i + 2] ? node : NULL, runs[3 * i]};
+        } else if ((k = resolve_chain(node, start + off, end + off, own)) < 0) {
+            return RX_FF_ANCESTOR;
         }
-        zero_page = !rx_pagemap_get(committed, page + off);
+        /* Every store the reply names must be held: ours writable where the mapping is. */
+        for (int i = 0; i < k; i++) {
+            if (!own[i].owner) continue;
+            int need = own[i].owner == node && (m->perms & RX_VM_PERM_WRITE) ? 1 : 0;
+            if (held(p, own[i].owner->store->store_id) < need) return RX_FF_STORE;
+        }
+        for (int i = 0; i < k && i < RX_FAULT_MAX_OPS; i++) {
+            uint64_t s = own[i].s, e = own[i].e;
+            uint64_t at = m->base + ((s - off - m->first_page) << RX_PAGE_SHIFT), length = (e - s) << RX_PAGE_SHIFT;
+            if (own[i].owner == node) {
+                o = put_op(o, at, length, RX_FAULT_OP_STORE, prot, store_id, s << RX_PAGE_SHIFT);
+                continue;
+            }
+            /* Not this node's own page: read-only, and shadow-marked (see _cowpages.py). A
+             * failure here leaves marks that only cost an extra invalidation later. */
+            if (rx_pagemap_set_range(node->shadowed, s, e, 1) < 0) return RX_FF_COMMIT;
+            if (!own[i].owner)
+                o = put_op(o, at, length, RX_FAULT_OP_ZERO, RX_VM_PERM_READ, 0, 0);
+            else
+                o = put_op(o, at, length, RX_FAULT_OP_STORE, RX_VM_PERM_READ, own[i].owner->store->store_id,
+                           own[i].at << RX_PAGE_SHIFT);
+        }
+        for (int i = 0; i < k; i++)
+            if (own[i].s <= page + off && page + off < own[i].e) zero_page = !own[i].owner;
     }
     advance(m, end, window);
     c->page_faults++;

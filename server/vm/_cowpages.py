@@ -62,7 +62,7 @@ class CowTree:
 
 class CowPages:
     __slots__ = (
-        "tree", "_store", "_parent", "parent_offset", "parent_limit", "children", "fronts", "shadowed", "_zeroed",
+        "tree", "_store", "_parent", "children", "fronts", "shadowed", "_zeroed",
         "ff",
     )
 
@@ -75,8 +75,8 @@ class CowPages:
         self.ff = ffi.new("struct rx_ff_node *")
         self.store = store  # replaced by a snapshot (fresh store) and by a collapse (adopted one)
         self.parent: CowPages | None = None
-        self.parent_offset = 0  # pages: my page i is the parent's page i + parent_offset
-        self.parent_limit = 0  # pages [0, parent_limit) read through to the parent
+        # parent_offset (pages: my page i is the parent's page i + parent_offset) and
+        # parent_limit (pages [0, parent_limit) read through to the parent) live in ff.
         self.children: list[CowPages] = []
         self.fronts: list[Vmo] = []  # VMOs standing on this node (the VMO and its slices)
         self.shadowed = PageMap()  # see the module invariants
@@ -100,6 +100,22 @@ class CowPages:
     def store(self, store: PageStore) -> None:
         self._store = store
         self.ff.store = store.ff
+
+    @property
+    def parent_offset(self) -> int:
+        return int(self.ff.parent_offset)
+
+    @parent_offset.setter
+    def parent_offset(self, pages: int) -> None:
+        self.ff.parent_offset = pages
+
+    @property
+    def parent_limit(self) -> int:
+        return int(self.ff.parent_limit)
+
+    @parent_limit.setter
+    def parent_limit(self, pages: int) -> None:
+        self.ff.parent_limit = pages
 
     def children_changed(self) -> None:
         """Call after changing `children`: the fault fast path commits only on childless nodes."""
