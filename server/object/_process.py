@@ -23,7 +23,7 @@ import trio
 
 from rxkernel.proto import RX_OBJ_TYPE_PROCESS, SESSION_TOKEN_BYTES
 
-from ..base import KernelObject, hung_up
+from ..base import KernelObject, MirroredBool, MirroredInt, hung_up
 from ..vm import (
     ChargeGroup,
     AddressSpace,
@@ -43,6 +43,10 @@ log = structlog.get_logger("rxd.process")
 class Process(KernelObject):
     obj_type = RX_OBJ_TYPE_PROCESS
     type_name = "process"
+    # Kept in the address space's C struct, which the fault thread reads (base/_mirrored.py).
+    inval_seq = MirroredInt("inval_seq", via="aspace")  # control requests sent so far (WIRE.md "Ordering")
+    page_faults = MirroredInt("page_faults", via="aspace")  # served, by the fast path or the trio side
+    alive = MirroredBool("alive", via="aspace")
 
     def __init__(self, koid: int, pid: int, uid: int, job: Job, on_gone: Callable[[Process], None]) -> None:
         super().__init__(koid)
@@ -73,32 +77,6 @@ class Process(KernelObject):
 
     def __repr__(self) -> str:
         return f"<Process koid={self.koid} pid={self.pid}>"
-
-    @property
-    def inval_seq(self) -> int:
-        """Control requests sent so far (WIRE.md "Ordering")."""
-        return int(self.aspace.ff.inval_seq)
-
-    @inval_seq.setter
-    def inval_seq(self, value: int) -> None:
-        self.aspace.ff.inval_seq = value
-
-    @property
-    def page_faults(self) -> int:
-        """Faults served, by the fast path or the trio side."""
-        return int(self.aspace.ff.page_faults)
-
-    @page_faults.setter
-    def page_faults(self, value: int) -> None:
-        self.aspace.ff.page_faults = value
-
-    @property
-    def alive(self) -> bool:
-        return bool(self.aspace.ff.alive)
-
-    @alive.setter
-    def alive(self, value: bool) -> None:
-        self.aspace.ff.alive = int(value)
 
     @property
     def charge(self) -> ChargeGroup:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 
+from rxkernel.native import ffi
 from rxkernel.proto import PAGE_SIZE
 
-from rxkernel.native import ffi
+from ..base import MirroredBool, MirroredInt, MirroredLimit
 
 from ._pagemap import PageMap
 
@@ -53,12 +54,18 @@ class ChargeEvents:
 
 class ChargeGroup:
     __slots__ = ("name", "koid", "_parent", "children", "events", "throttled_ns", "_path", "ff")
+    # Kept in C (struct rx_ff_group), where the fault thread checks and charges them too.
+    charged_pages = MirroredInt("charged")  # own pages plus every child's charge
+    # Pages promised to RX_OVERCOMMIT_NEVER VMOs of its subtree and not committed yet
+    # (Committed_AS's role): limits count them as taken.
+    reserved_pages = MirroredInt("reserved")
+    max_pages = MirroredLimit("max")  # memory.max's role
+    high_pages = MirroredLimit("high")  # memory.high's role
+    retired = MirroredBool("retired")  # its job is gone; it leaves the tree with its last charged page
 
     def __init__(self, name: str, parent: ChargeGroup | None = None, koid: int = 0) -> None:
         self.name = name  # for messages: "job 1034"
         self.koid = koid  # its job's (0: not known yet, the root's until the kernel names it)
-        # The counters and limits live in C (struct rx_ff_group), where the fault fast path
-        # checks and charges them too; the properties below are their Python face.
         self.ff = ffi.new("struct rx_ff_group *")
         self.ff.max = self.ff.high = -1
         self.parent = parent
@@ -83,49 +90,6 @@ class ChargeGroup:
         self._parent = parent
         self.ff.parent = parent.ff if parent is not None else ffi.NULL
 
-    @property
-    def charged_pages(self) -> int:
-        """Own pages plus every child's charge."""
-        return int(self.ff.charged)
-
-    @charged_pages.setter
-    def charged_pages(self, pages: int) -> None:
-        self.ff.charged = pages
-
-    @property
-    def reserved_pages(self) -> int:
-        """Pages promised to RX_OVERCOMMIT_NEVER VMOs of its subtree and not committed yet
-        (Committed_AS's role): limits count them as taken."""
-        return int(self.ff.reserved)
-
-    @reserved_pages.setter
-    def reserved_pages(self, pages: int) -> None:
-        self.ff.reserved = pages
-
-    @property
-    def max_pages(self) -> int | None:
-        return None if self.ff.max < 0 else int(self.ff.max)
-
-    @max_pages.setter
-    def max_pages(self, pages: int | None) -> None:
-        self.ff.max = -1 if pages is None else pages
-
-    @property
-    def high_pages(self) -> int | None:
-        return None if self.ff.high < 0 else int(self.ff.high)
-
-    @high_pages.setter
-    def high_pages(self, pages: int | None) -> None:
-        self.ff.high = -1 if pages is None else pages
-
-    @property
-    def retired(self) -> bool:
-        """Its job is gone; it leaves the tree with its last charged page."""
-        return bool(self.ff.retired)
-
-    @retired.setter
-    def retired(self, value: bool) -> None:
-        self.ff.retired = int(value)
 
     def lineage(self) -> tuple[ChargeGroup, ...]:
         """This group, then each ancestor up to the root."""

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from rxkernel.native import ffi
 from rxkernel.proto import PAGE_SHIFT
 
-from ..base import FastLock
+from ..base import FastLock, MirroredInt
 from ._pagemap import PageMap
 from ._pagestore import PageStore
 from ._runs import Runs, coalesce, merge_runs, subtract_runs
@@ -65,6 +65,8 @@ class CowPages:
         "tree", "_store", "_parent", "children", "fronts", "shadowed", "_zeroed",
         "ff",
     )
+    parent_offset = MirroredInt("parent_offset")  # pages: my page i is the parent's page i + parent_offset
+    parent_limit = MirroredInt("parent_limit")  # pages [0, parent_limit) read through to the parent
 
     # Every field is guarded by tree.lock, with one exception written at its definition:
     # collapse.release_node (a VMO's last reference going, which cannot await) removes what no one
@@ -75,8 +77,6 @@ class CowPages:
         self.ff = ffi.new("struct rx_ff_node *")
         self.store = store  # replaced by a snapshot (fresh store) and by a collapse (adopted one)
         self.parent: CowPages | None = None
-        # parent_offset (pages: my page i is the parent's page i + parent_offset) and
-        # parent_limit (pages [0, parent_limit) read through to the parent) live in ff.
         self.children: list[CowPages] = []
         self.fronts: list[Vmo] = []  # VMOs standing on this node (the VMO and its slices)
         self.shadowed = PageMap()  # see the module invariants
@@ -100,22 +100,6 @@ class CowPages:
     def store(self, store: PageStore) -> None:
         self._store = store
         self.ff.store = store.ff
-
-    @property
-    def parent_offset(self) -> int:
-        return int(self.ff.parent_offset)
-
-    @parent_offset.setter
-    def parent_offset(self, pages: int) -> None:
-        self.ff.parent_offset = pages
-
-    @property
-    def parent_limit(self) -> int:
-        return int(self.ff.parent_limit)
-
-    @parent_limit.setter
-    def parent_limit(self, pages: int) -> None:
-        self.ff.parent_limit = pages
 
     def children_changed(self) -> None:
         """Call after changing `children`: the fault fast path commits only on childless nodes."""

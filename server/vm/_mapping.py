@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from rxkernel.native import ffi, lib
 from rxkernel.proto import PAGE_SHIFT
 
+from ..base import MirroredInt
+
 if TYPE_CHECKING:
     from ._mapper import Mapper
     from ._vmo import Vmo
@@ -31,6 +33,8 @@ class Mapping:
     __slots__ = (
         "process", "base", "vmo", "vmo_offset", "max_perms", "options", "rights", "alive", "ff",
     )
+    length = MirroredInt("length")
+    perms = MirroredInt("perms")
 
     def __init__(
         self, process: Mapper, base: int, length: int, vmo: Vmo, vmo_offset: int, perms: int, max_perms: int,
@@ -57,21 +61,6 @@ class Mapping:
         # Fault-around state (ff.next_page, ff.window): guarded by the VMO's tree lock (faults
         # resolve under it).
 
-    @property
-    def length(self) -> int:
-        return int(self.ff.length)
-
-    @length.setter
-    def length(self, value: int) -> None:
-        self.ff.length = value
-
-    @property
-    def perms(self) -> int:
-        return int(self.ff.perms)
-
-    @perms.setter
-    def perms(self, value: int) -> None:
-        self.ff.perms = value
 
     def __repr__(self) -> str:
         return f"<Mapping {self.base:#x}+{self.length:#x} vmo={self.vmo.koid} off={self.vmo_offset:#x} perms={self.perms}>"

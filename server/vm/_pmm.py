@@ -17,6 +17,7 @@ from collections.abc import Callable
 from rxkernel.native import ffi
 from rxkernel.proto import PAGE_SIZE, RX_ERR_NO_MEMORY, RxError
 
+from ..base import MirroredInt
 from ._charge import ChargeGroup, limit_words
 
 
@@ -44,6 +45,12 @@ class Counters:
 
 
 class PhysicalMemory:
+    total_pages = MirroredInt("total")  # the budget
+    committed_pages = MirroredInt("committed")  # invariant: every store's committed pages, and root's charge
+    # Promised to RX_OVERCOMMIT_NEVER VMOs, not committed yet (Linux's Committed_AS minus what is
+    # resident): a commit that is not one of those promises must fit beside them.
+    reserved_pages = MirroredInt("reserved")
+
     def __init__(self, budget_bytes: int) -> None:
         # The counters live in C (struct rx_ff_pmm), where the fault fast path commits too.
         self.ff = ffi.new("struct rx_ff_pmm *")
@@ -53,29 +60,6 @@ class PhysicalMemory:
         self.counters = Counters()
         # Told after every change of committed pages (the pressure levels: VmContext sets it).
         self.on_free_changed: Callable[[], None] = lambda: None
-
-    @property
-    def total_pages(self) -> int:
-        return int(self.ff.total)
-
-    @property
-    def committed_pages(self) -> int:
-        """Invariant: the sum of every store's committed pages, and the root's charge."""
-        return int(self.ff.committed)
-
-    @committed_pages.setter
-    def committed_pages(self, pages: int) -> None:
-        self.ff.committed = pages
-
-    @property
-    def reserved_pages(self) -> int:
-        """Promised to RX_OVERCOMMIT_NEVER VMOs, not committed yet (Linux's Committed_AS minus
-        what is resident): a commit that is not one of those promises must fit beside them."""
-        return int(self.ff.reserved)
-
-    @reserved_pages.setter
-    def reserved_pages(self, pages: int) -> None:
-        self.ff.reserved = pages
 
     @property
     def free_pages(self) -> int:

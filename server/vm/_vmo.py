@@ -30,7 +30,7 @@ from rxkernel.proto import (
     RxError,
 )
 
-from ..base import FastLock, KernelObject, requires_lock
+from ..base import FastLock, KernelObject, MirroredBool, requires_lock
 from ._cacheop import cache_op
 from ._charge import ChargeGroup
 from ._collapse import free_unseen_above, release_node
@@ -66,6 +66,8 @@ class Reservation:
 class Vmo(KernelObject):
     obj_type = RX_OBJ_TYPE_VMO
     type_name = "VMO"
+    # RX_VMO_COMMIT_EXPLICIT (a slice of such a VMO too): faults never commit, only syscalls do.
+    commit_explicit = MirroredBool("commit_explicit")
 
     def __init__(
         self, koid: int, size: int, options: int, node: CowPages, node_offset: int = 0,
@@ -81,7 +83,6 @@ class Vmo(KernelObject):
         self.node = node  # never changes (snapshots and collapses change the node's store instead)
         self.node_offset = node_offset  # pages
         self.kind = kind
-        # RX_VMO_COMMIT_EXPLICIT (a slice of such a VMO too): faults never commit, only syscalls do.
         self.commit_explicit = False
         self.reservation: Reservation | None = None  # RX_OVERCOMMIT_NEVER (never on a slice)
         self.parent_koid = parent.koid if parent is not None else 0
@@ -120,14 +121,6 @@ class Vmo(KernelObject):
     def size(self, size: int) -> None:
         self._size = size
         self.ff.size_pages = size >> PAGE_SHIFT
-
-    @property
-    def commit_explicit(self) -> bool:
-        return bool(self.ff.commit_explicit)
-
-    @commit_explicit.setter
-    def commit_explicit(self, value: bool) -> None:
-        self.ff.commit_explicit = int(value)
 
     @property
     def size_pages(self) -> int:
