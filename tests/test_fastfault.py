@@ -210,16 +210,7 @@ STUCK = """
 import sys, msgpack
 sys.path.insert(0, sys.argv[2])
 from rxtest import RawClient
-from rxkernel.proto import (
-    CHANNEL_CONTROL,
-    CHANNEL_FAULT,
-    RX_INFO_JOB,
-    RX_PROP_JOB_COMMIT_HIGH,
-    RX_PROP_JOB_COMMIT_MAX,
-    RX_RIGHT_SAME_RIGHTS,
-    RX_VMO_CHILD_SNAPSHOT,
-    SYSCALL_NUMBERS,
-)
+from rxkernel.proto import CHANNEL_CONTROL, CHANNEL_FAULT, RX_RIGHT_SAME_RIGHTS, SYSCALL_NUMBERS
 c = RawClient(sys.argv[1])
 control, fault = c.side_channel(CHANNEL_CONTROL), c.side_channel(CHANNEL_FAULT)
 vmo = c.call("rx_vmo_create", 1 << 20, 0)

@@ -136,6 +136,9 @@ struct rx_ff_counters {
     uint64_t page_faults;         /* served here (the trio side counts its own in Python) */
     uint64_t zero_page_faults;
     uint64_t deferred[RX_FF_REASONS]; /* [reason]: faults handed to the trio side; [0] unused */
+    uint64_t lock_waits;          /* times the fault thread found the mutex held by trio */
+    uint64_t lock_wait_ns;        /* and how long it waited, in all */
+    uint64_t lock_wait_max_ns;    /* the longest such wait */
 };
 
 struct rx_ff_proc *rx_ff_proc_new(void);

@@ -1,7 +1,7 @@
 /* rxpagemap.h — rxd's compact per-page state (server/vm/_pagemap.py drives it): a byte per page
- * (0: clear; a set is the pages whose byte is 1, a ChargeMap's bytes are group slots), kept in 64 Ki-page chunks allocated only where a page was ever
- * set, in C memory so that a C thread of rxd can read it as well as Python (ARCHITECTURE.md
- * "Where the time goes, and the fast path"). Server side only.
+ * (0: clear; a set is the pages whose byte is 1, a ChargeMap's bytes are group slots), kept in
+ * 64 Ki-page chunks allocated only where a page was ever set, in C memory so that rxd's fault
+ * thread can read it as well as Python (ARCHITECTURE.md "The fault fast path"). Server side only.
  *
  * Who may touch a map: the holder of the lock that guards its owner (a store's or a node's tree
  * lock, ARCHITECTURE.md "Locks"); nothing here locks. Pages are < RX_PAGEMAP_PAGES.

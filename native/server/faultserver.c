@@ -24,6 +24,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rxfastfault.h"
@@ -159,13 +160,30 @@ static void serve(struct rx_ff_server *s, int64_t id, struct chan *ch) {
     serve_buffered(s, id, ch);
 }
 
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Take the mutex, counting how long trio kept the fault thread waiting: the fast path's tail. */
+static void lock(struct rx_ff_server *s) {
+    if (!pthread_mutex_trylock(&s->mu)) return;
+    uint64_t t0 = now_ns();
+    pthread_mutex_lock(&s->mu);
+    uint64_t waited = now_ns() - t0;
+    s->c->lock_waits++;
+    s->c->lock_wait_ns += waited;
+    if (waited > s->c->lock_wait_max_ns) s->c->lock_wait_max_ns = waited;
+}
+
 static void *run(void *arg) {
     struct rx_ff_server *s = arg;
     struct epoll_event evs[64];
     for (;;) {
         int n = epoll_wait(s->epfd, evs, 64, -1);
         if (n < 0 && errno != EINTR) n = 0; /* (only EINTR happens on a valid epoll fd) */
-        pthread_mutex_lock(&s->mu);
+        lock(s);
         if (s->stopping) break;
         for (int i = 0; i < n; i++) {
             int64_t id = (int64_t)evs[i].data.u64;

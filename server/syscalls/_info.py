@@ -203,6 +203,10 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         # the trio side, by why (ARCHITECTURE.md "The fault fast path").
         "fast_faults": fast.page_faults,
         **{f"slow_faults_{why}": fast.deferred[n] for n, why in enumerate(SLOW_FAULT_REASONS) if n},
+        # How often, and how long, the fault thread waited for the trio thread to let it in.
+        "fast_lock_waits": fast.lock_waits,
+        "fast_lock_wait_ns": fast.lock_wait_ns,
+        "fast_lock_wait_max_ns": fast.lock_wait_max_ns,
         "cow_faults": c.cow_faults,
         "cow_pages_copied": c.cow_pages_copied,
         "cache_op_pages": c.cache_op_pages,
