@@ -303,10 +303,12 @@ class Vmo(KernelObject):
         await self.vm.coherence.shootdown(targets, CONTROL_INVALIDATE)
         clear_marks(marks)
         for s, e, owner, os_ in missing:
-            if owner is not None and owner.hidden:
+            if owner is not None:
                 # The last sharer's copy: the page moves, and keeps its charge (a page nobody
                 # else reads is reused, as a Linux write fault reuses a page only it maps, and
                 # as a collapse would have moved it): the same job pays whatever the timing.
+                # A visible owner counts too: a slice's parent that closed keeps only the pages
+                # in its slices' windows, and this one may have been the last reader of another.
                 moved = [(cs - os_ + s, ce - os_ + s, g) for us, ue in owner.unseen_committed(os_, os_ + (e - s))
                          for cs, ce, g in owner.store.charges.runs_by_group(us, ue)]
                 owner.free_unseen(os_, os_ + (e - s))
