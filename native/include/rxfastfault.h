@@ -79,7 +79,7 @@ struct rx_ff_node {               /* a CowPages node */
     uint64_t parent_limit;        /* pages [0, parent_limit) read through to the parent */
     int32_t *tree_locked;         /* its tree's lock word: nonzero while a trio task holds it */
     int32_t nchildren;            /* nodes reading through to this one */
-    int32_t pad;
+    int32_t nmappings;            /* mappings of the VMOs standing on it, in every process */
 };
 
 struct rx_ff_vmo {

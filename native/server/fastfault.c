@@ -10,7 +10,8 @@
  *     no decision of Python's: PhysicalMemory.commit's checks (every hard limit up the charge
  *     tree, the budget beside the reservations) pass, no high mark is passed (no throttling,
  *     no event), free memory stays above the pressure floor (no level changes), and nothing
- *     shows the old content (no shadow marks, no zero markers, no children reading through):
+ *     but the faulting mapping shows the old content (shadow marks only if it is the node's
+ *     one mapping, no zero markers, no children reading through):
  *     then it counts and charges them exactly as PageStore.commit does. With
  *     RX_VMO_COMMIT_EXPLICIT the window shrinks to the held pages around the fault instead.
  * Anything else is a deferral: the fault goes to Python untouched (the fault-around state too,
@@ -200,7 +201,11 @@ static int commit(struct rx_ff_proc *p, struct rx_ff_pmm *pmm, struct rx_ff_node
     for (int i = 0; i < n; i++) {
         if (runs[3 * i + 2]) continue;
         uint64_t s = runs[3 * i], e = runs[3 * i + 1];
-        if (rx_pagemap_count(node->shadowed, s, e) || rx_pagemap_count(node->zeroed, s, e)) return RX_FF_COMMIT;
+        /* What shows these pages now must be taken away, unless it is only the faulting
+         * mapping itself (its zero pages, which the reply replaces: Vmo.commit_locked's
+         * `exclude`). */
+        if (rx_pagemap_count(node->zeroed, s, e)) return RX_FF_COMMIT;
+        if (node->nmappings != 1 && rx_pagemap_count(node->shadowed, s, e)) return RX_FF_COMMIT;
         missing += (int64_t)(e - s);
     }
     for (const struct rx_ff_group *x = g; x; x = x->parent) {
@@ -222,6 +227,8 @@ static int commit(struct rx_ff_proc *p, struct rx_ff_pmm *pmm, struct rx_ff_node
             return RX_FF_COMMIT;
         }
     }
+    for (int i = 0; i < n; i++) /* (clear_marks: the reply replaces what the marks recorded) */
+        if (!runs[3 * i + 2]) rx_pagemap_set_range(node->shadowed, runs[3 * i], runs[3 * i + 1], 0);
     pmm->committed += missing;
     for (struct rx_ff_group *x = g; x; x = x->parent) x->charged += missing;
     charges->pages[slot] += (uint64_t)missing;

@@ -44,6 +44,7 @@ class AddressSpace(RangeList[Mapping]):
         if not self.insert(m):
             return False
         m.vmo.mappings.append(m)
+        m.vmo.node.ff.nmappings += 1  # (the fault thread's count: rxfastfault.h)
         m.vmo.add_ref()
         return True
 
@@ -55,4 +56,5 @@ class AddressSpace(RangeList[Mapping]):
         m.alive = False
         self.remove(m)
         m.vmo.mappings.remove(m)
+        m.vmo.node.ff.nmappings -= 1
         m.vmo.drop_ref()

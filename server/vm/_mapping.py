@@ -88,6 +88,7 @@ class Mapping:
         )
         self.length = at - self.base
         self.vmo.mappings.append(upper)
+        self.vmo.node.ff.nmappings += 1
         upper.vmo.add_ref()
         return upper
 
