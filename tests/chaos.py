@@ -1302,7 +1302,8 @@ class Fuzzer:
             # Maps (and whatever else) first, so faults and futexes have somewhere to land.
             for _ in range(rng.randint(0, 3)):
                 vmo = rng.choice([rng.choice(_SMALL[:6]) * PAGE, 16 * PAGE])
-                self.requests(rng, main, ctx, rng.randint(0, 8))
+                if not self.requests(rng, main, ctx, rng.randint(0, 8)):
+                    return  # a wait blocks the main channel: nothing may follow it there
                 self.call(main, ctx, [10, vmo, 0])
                 if ctx["vmos"]:
                     addr = _MAP_BASE + rng.randrange(1 << 16) * PAGE
