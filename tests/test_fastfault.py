@@ -377,11 +377,13 @@ def test_commits_in_c_keep_limits_high_marks_and_charges_exact() -> None:
 
         racers = [spawn(limited, 100) for _ in range(4)]
         throttled = spawn(high, 100)
+        said = {}
         for p in [*racers, throttled]:
             assert p.stdout is not None
-            p.stdout.readline()  # "done", or EOF from one that hit the limit
-        time.sleep(0.2)  # (the ones that hit the limit are dying)
-        died = [p for p in racers if p.poll() is not None]
+            said[p] = p.stdout.readline().strip()  # "done", or EOF from one that hit the limit
+        died = [p for p in racers if said[p] != "done"]
+        for p in died:
+            p.wait(30)
         assert died and all(p.returncode == -signal.SIGBUS for p in died), [p.returncode for p in racers]
         k = rxd.kmem()
         got, got_high = _job_info(rxd, limited), _job_info(rxd, high)
