@@ -10,6 +10,7 @@ the calling thread's own channel, so a thread blocked in a futex wait holds up n
 from __future__ import annotations
 
 import array
+import errno
 import itertools
 import os
 import socket
@@ -22,7 +23,7 @@ from rxkernel.proto import (
     CHANNEL_CONTROL,
     CHANNEL_MAIN,
     CHANNEL_THREAD,
-    CLOSED,
+    MAX_FRAME_BYTES,
     NEED_DATA,
     RX_ERR_BAD_STATE,
     RX_ERR_PEER_CLOSED,
@@ -32,14 +33,14 @@ from rxkernel.proto import (
     Hello,
     HelloReply,
     Reply,
-    Request,
     Role,
     RxError,
+    decode_reply,
     default_socket_path,
+    encode_request,
 )
 
 _MAX_FDS = 16
-_RECV = 1 << 18
 
 
 def _rx_errno(rc: int, what: str) -> RxError:
@@ -47,27 +48,40 @@ def _rx_errno(rc: int, what: str) -> RxError:
 
 
 class _CallChannel:
-    """A socket that carries syscalls as Request/Reply, one at a time (its owner serializes)."""
+    """A socket that carries syscalls as Request/Reply, one at a time (its owner serializes).
+    After the hello, each round trip is one call into C (rxcall.h), the GIL let go while rxd
+    works; proto encodes the request and decodes the reply."""
 
     def __init__(self, sock: socket.socket, conn: Connection) -> None:
         self.sock = sock
-        self.conn = conn
+        self.conn = conn  # for the hello; the round trips frame the stream in C
         self.ids = itertools.count(1)
+        self._buf = ffi.gc(ffi.new("struct rx_call_buf *"), lib.rx_call_buf_release)
 
     def roundtrip(self, number: int, args: tuple[Any, ...]) -> tuple[Reply, int, list[int]]:
         req_id = next(self.ids)
-        self.sock.sendall(self.conn.send(Request(req_id, number, args)))
-        fds: list[int] = []
-        while True:
-            event = self.conn.next_event()
-            if isinstance(event, Reply):
-                return event, req_id, fds
-            if event is CLOSED:
+        data = encode_request(req_id, number, args)
+        buf = self._buf
+        rc = lib.rx_call_roundtrip(self.sock.fileno(), data, len(data), buf, MAX_FRAME_BYTES)
+        while rc == -errno.EINTR:  # a signal came: its handler runs here (and may raise), then on
+            rc = lib.rx_call_resume(self.sock.fileno(), buf, MAX_FRAME_BYTES)
+        fds = [buf.fds[i] for i in range(buf.nfds)]
+        buf.nfds = 0
+        if rc < 0:
+            for fd in fds:
+                os.close(fd)
+            if rc == -errno.EPIPE:
                 raise RxError(RX_ERR_PEER_CLOSED, "rxd closed the connection", local=False)
-            assert event is NEED_DATA
-            data, ancdata, _, _ = self.sock.recvmsg(_RECV, socket.CMSG_SPACE(_MAX_FDS * 4))
-            fds.extend(_fds_of(ancdata))
-            self.conn.receive_data(data)
+            if rc in (-errno.EPROTO, -errno.EMSGSIZE):
+                raise RxError(RX_ERR_BAD_STATE, f"rxd sent a reply that is not a frame ({os.strerror(-rc)})", local=False)
+            raise OSError(-rc, os.strerror(-rc))
+        try:
+            reply = decode_reply(ffi.buffer(buf.data, buf.frame))
+        except RxError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return reply, req_id, fds
 
 
 def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:

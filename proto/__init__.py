@@ -202,6 +202,12 @@ from ._connection import (
     NEED_DATA as NEED_DATA,
     CLOSED as CLOSED,
     Connection as Connection,
+    decode_reply as decode_reply,
+    decode_request as decode_request,
+    decode_request_frame as decode_request_frame,
+    encode_request as encode_request,
+    encode_reply as encode_reply,
+    encode_reply_frame as encode_reply_frame,
 )
 from ._paths import (
     default_socket_path as default_socket_path,

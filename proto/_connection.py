@@ -139,20 +139,14 @@ class Connection:
             return self._parse_hello(frame)
         if self.role is Role.SERVER:
             if self.kind in _CALL_CHANNELS:
-                if len(frame) < 2:
-                    raise RemoteProtocolError("a request is [id, syscall, args...]")
-                if type(frame[0]) is not int or not 0 <= frame[0] < 1 << 64:
-                    raise RemoteProtocolError("request id must be a u64")
-                return Request(frame[0], frame[1], tuple(frame[2:])) if type(frame[1]) is int else self._bad_number(frame)
+                return _request_of(frame)
             if self.kind == CHANNEL_FAULT:
                 seq, addr, flags = self._fixed(frame, 3, "fault request")
                 return FaultRequest(seq, addr, bool(flags & 1))
             seq, status = self._fixed(frame, 2, "control ack")
             return ControlAck(seq, status)
         if self.kind in _CALL_CHANNELS:
-            if len(frame) < 2 or type(frame[0]) is not int or type(frame[1]) is not int:
-                raise RemoteProtocolError("a reply is [id, status, result...]")
-            return Reply(frame[0], frame[1], tuple(frame[2:]))
+            return _reply_of(frame)
         if self.kind == CHANNEL_FAULT:
             _ints(frame, "fault reply")
             if len(frame) < 3 or (len(frame) - 3) % _FAULT_OP_WIDTH:
@@ -168,12 +162,6 @@ class Connection:
             raise RemoteProtocolError("control request arguments do not fit its op")
         ranges = tuple(tuple(args[i : i + width]) for i in range(0, len(args), width)) if width else ()
         return ControlRequest(frame[0], frame[1], frame[2], ranges)
-
-    @staticmethod
-    def _bad_number(frame: list[Any]) -> Request:
-        # A request whose syscall number is not an int is still a well-framed request; let the
-        # dispatcher answer it with RX_ERR_BAD_SYSCALL rather than closing the connection.
-        return Request(frame[0], -1, tuple(frame[2:]))
 
     @staticmethod
     def _fixed(frame: list[Any], width: int, what: str) -> list[int]:
@@ -220,10 +208,10 @@ class Connection:
         self._expect(self.hello_done, event)
         if isinstance(event, Request):
             self._expect(self.role is Role.CLIENT and self.kind in _CALL_CHANNELS, event)
-            return [event.id, event.number, *event.args]
+            return _request_frame(event.id, event.number, event.args)
         if isinstance(event, Reply):
             self._expect(self.role is Role.SERVER and self.kind in _CALL_CHANNELS, event)
-            return [event.id, event.status, *event.result]
+            return _reply_frame(event)
         if isinstance(event, FaultRequest):
             self._expect(self.role is Role.CLIENT and self.kind == CHANNEL_FAULT, event)
             return [event.seq, event.addr, int(event.write)]
@@ -244,3 +232,85 @@ class Connection:
     def _expect(self, ok: bool, event: Event) -> None:
         if not ok:
             raise LocalProtocolError(f"cannot send {type(event).__name__} as {self.role.value} in this state")
+
+
+# -- a call channel's frames one by one, for a side that frames the stream itself ---------------
+# (rxd's call front end and the client's round trip cut whole frames out of the socket in C;
+# these are the same rules as a Connection's after the hello, so the wire stays defined here once.)
+
+
+def _decode(frame_bytes: bytes | memoryview | Any) -> list[Any]:
+    try:
+        frame = msgpack.unpackb(frame_bytes, raw=False, strict_map_key=False)
+    except Exception as e:  # (as Connection.next_event: whatever the bytes are, they are the peer's)
+        raise RemoteProtocolError(f"undecodable frame: {type(e).__name__}: {e}") from None
+    if type(frame) is not list:
+        raise RemoteProtocolError(f"a frame must be an array, got {type(frame).__name__}")
+    return frame
+
+
+def encode_request(req_id: int, number: int, args: tuple[Any, ...]) -> bytes:
+    """A request frame (the client's side; the id and number are the caller's to get right)."""
+    data: bytes = msgpack.packb(_request_frame(req_id, number, args), use_bin_type=True)
+    return data
+
+
+def decode_reply(frame_bytes: bytes | memoryview | Any) -> Reply:
+    """One whole reply frame as a Reply; RemoteProtocolError for anything else."""
+    try:
+        return _reply_of(_decode(frame_bytes))
+    except RemoteProtocolError:
+        raise
+    except RxError as e:  # (Reply refused to validate itself)
+        raise RemoteProtocolError(str(e)) from None
+
+
+def decode_request(frame_bytes: bytes | memoryview | Any) -> Request:
+    """One whole request frame (exactly one msgpack value) as a Request; RemoteProtocolError,
+    with the words a Connection would use, for anything else."""
+    return _request_of(_decode(frame_bytes))
+
+
+def decode_request_frame(frame_bytes: bytes | memoryview | Any) -> tuple[int, int, list[Any]]:
+    """decode_request without the event: (id, syscall number, args). For rxd's hot path."""
+    return _request_fields(_decode(frame_bytes))
+
+
+def encode_reply(reply: Reply) -> bytes:
+    return encode_reply_frame(reply.id, reply.status, reply.result)
+
+
+def encode_reply_frame(req_id: int, status: int, result: tuple[Any, ...]) -> bytes:
+    """encode_reply without the event (rxd makes the id and status itself)."""
+    data: bytes = msgpack.packb([req_id, status, *result], use_bin_type=True)
+    return data
+
+
+def _request_fields(frame: list[Any]) -> tuple[int, int, list[Any]]:
+    if len(frame) < 2:
+        raise RemoteProtocolError("a request is [id, syscall, args...]")
+    req_id, number = frame[0], frame[1]
+    if type(req_id) is not int or not 0 <= req_id < 1 << 64:
+        raise RemoteProtocolError("request id must be a u64")
+    # A request whose syscall number is not an int is still a well-framed request: the dispatcher
+    # answers it with RX_ERR_BAD_SYSCALL rather than closing the connection.
+    return req_id, number if type(number) is int else -1, frame[2:]
+
+
+def _request_of(frame: list[Any]) -> Request:
+    req_id, number, args = _request_fields(frame)
+    return Request(req_id, number, tuple(args))
+
+
+def _reply_frame(reply: Reply) -> list[Any]:
+    return [reply.id, reply.status, *reply.result]
+
+
+def _request_frame(req_id: int, number: int, args: tuple[Any, ...]) -> list[Any]:
+    return [req_id, number, *args]
+
+
+def _reply_of(frame: list[Any]) -> Reply:
+    if len(frame) < 2 or type(frame[0]) is not int or type(frame[1]) is not int:
+        raise RemoteProtocolError("a reply is [id, status, result...]")
+    return Reply(frame[0], frame[1], tuple(frame[2:]))

@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-path", default=os.environ.get("RXD_FAULT_PATH", "fast"), choices=["fast", "trio"],
                    help="fast: a C thread answers the faults it can decide alone and hands the rest to trio; "
                    "trio: every fault is decided in Python (default: fast, or $RXD_FAULT_PATH)")
+    p.add_argument("--call-path", default=os.environ.get("RXD_CALL_PATH", "front"), choices=["front", "trio"],
+                   help="front: C receives and frames the call channels' requests, a batch at a time, and "
+                   "requests that never wait are served in line; trio: a task per channel reads it "
+                   "(default: front, or $RXD_CALL_PATH)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="least severe log events written to stderr (default: info)")
     p.add_argument("--log-format", default="console", choices=["console", "json"],
@@ -103,7 +107,8 @@ async def run(args: argparse.Namespace) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     kernel = Kernel(args.memory, ack_deadline=args.ack_deadline, clock_mode=args.clock,
                     pressure=args.thresholds, pressure_hysteresis=args.pressure_hysteresis, oom_kill=args.oom == "kill")
-    server = Server(kernel, args.socket or default_socket_path(), fast_faults=args.fault_path == "fast")
+    server = Server(kernel, args.socket or default_socket_path(), fast_faults=args.fault_path == "fast",
+                    call_front=args.call_path == "front")
     log = structlog.get_logger("rxd")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:

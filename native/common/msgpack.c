@@ -105,3 +105,50 @@ int mp_get_array(const uint8_t *p, size_t n, int64_t *v, uint32_t maxv, uint32_t
     return 1;
 }
 
+
+/* The size of one msgpack value's header and payload: *head bytes of header (0: need more),
+ * *body bytes of payload, *items values nested in it. -1 for 0xc1, the one byte msgpack never uses. */
+static int mp_head(const uint8_t *p, size_t n, size_t *head, uint64_t *body, uint64_t *items) {
+    uint8_t b = p[0];
+    *body = 0, *items = 0, *head = 1;
+    if (b < 0x80 || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) return 0;
+    if ((b & 0xf0) == 0x80) { *items = 2u * (b & 0x0f); return 0; }
+    if ((b & 0xf0) == 0x90) { *items = b & 0x0f; return 0; }
+    if ((b & 0xe0) == 0xa0) { *body = b & 0x1f; return 0; }
+    static const uint8_t fixed[] = {[0xca - 0xc4] = 4, [0xcb - 0xc4] = 8, [0xcc - 0xc4] = 1, [0xcd - 0xc4] = 2,
+                                    [0xce - 0xc4] = 4, [0xcf - 0xc4] = 8, [0xd0 - 0xc4] = 1, [0xd1 - 0xc4] = 2,
+                                    [0xd2 - 0xc4] = 4, [0xd3 - 0xc4] = 8, [0xd4 - 0xc4] = 2, [0xd5 - 0xc4] = 3,
+                                    [0xd6 - 0xc4] = 5, [0xd7 - 0xc4] = 9, [0xd8 - 0xc4] = 17};
+    if (b >= 0xca && b <= 0xd8) { *body = fixed[b - 0xc4]; return 0; } /* numbers, fixext (type + data) */
+    int w; /* the width of the length field */
+    switch (b) {
+    case 0xc4: case 0xd9: w = 1; break; /* bin8, str8 */
+    case 0xc5: case 0xda: case 0xdc: case 0xde: w = 2; break;
+    case 0xc6: case 0xdb: case 0xdd: case 0xdf: w = 4; break;
+    case 0xc7: w = 1; break; /* ext8/16/32: the length, then a type byte */
+    case 0xc8: w = 2; break;
+    case 0xc9: w = 4; break;
+    default: return -1; /* 0xc1 */
+    }
+    if (n < 1 + (size_t)w) { *head = 0; return 0; }
+    uint64_t len = mp_be(p + 1, w);
+    *head = 1 + (size_t)w;
+    if (b == 0xdc || b == 0xdd) *items = len;
+    else if (b == 0xde || b == 0xdf) *items = 2 * len;
+    else *body = len + (b >= 0xc7 && b <= 0xc9); /* (ext: + its type byte) */
+    return 0;
+}
+
+int mp_frame_scan(const uint8_t *p, size_t n, struct mp_scan *st) {
+    if (!st->pending) st->pending = 1, st->at = 0; /* a fresh scan: one value to walk over */
+    while (st->pending) {
+        size_t at = st->at, head;
+        uint64_t body, items;
+        if (at >= n) return 0;
+        if (mp_head(p + at, n - at, &head, &body, &items) < 0) return -1;
+        if (!head || body > n - at - head) return 0; /* resumes here when more bytes came */
+        st->at = at + head + (size_t)body;
+        st->pending += items - 1; /* each container adds its items */
+    }
+    return 1;
+}

@@ -44,6 +44,8 @@ int64_t rx_vvar_realtime_offset(const void *vvar);
 void rx_vvar_set_physmem(void *vvar, uint64_t physmem_bytes);
 /* The memory pressure level every client reads with rx_system_get_pressure_level(). */
 void rx_vvar_set_pressure(void *vvar, uint32_t level);
+/* How many requests the call front end's last batch held (rxcallfront.h writes it). */
+void rx_vvar_set_call_load(void *vvar, uint32_t requests);
 
 /* RX_CPU_* bits of this machine (what rx_vvar_setup publishes). */
 uint64_t rx_vvar_detect_cpu_features(void);

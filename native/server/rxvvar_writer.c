@@ -352,6 +352,10 @@ void rx_vvar_set_pressure(void *page, uint32_t level) {
     __atomic_store_n(&as_vvar(page)->memory_pressure, level, __ATOMIC_RELEASE);
 }
 
+void rx_vvar_set_call_load(void *page, uint32_t requests) {
+    __atomic_store_n(&as_vvar(page)->call_load, requests, __ATOMIC_RELAXED);
+}
+
 int64_t rx_vvar_hammer(void *page, const volatile int *stop, uint64_t max_updates, uint32_t pause) {
     struct rx_vvar *v = as_vvar(page);
     if (v == NULL || stop == NULL)

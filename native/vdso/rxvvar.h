@@ -109,7 +109,8 @@ struct rx_vvar {
     uint64_t physmem_bytes;  /* [atomic] rxd's physical memory budget */
     uint64_t cpu_features;   /* [once] RX_CPU_* bits */
     uint32_t syscall_count;  /* [once] entries used in syscalls[] */
-    uint32_t reserved0;
+    uint32_t call_load;      /* [atomic] requests rxd's call front end found in its last batch: a
+                              * client waits for a reply in poll when rxd is this busy (client/call.c) */
     uint64_t reserved[52];   /* zero: room for later fields without moving the table */
 
     struct rx_vvar_syscall syscalls[RX_VVAR_SYSCALLS_MAX]; /* [once] from rxkernel.proto.SYSCALLS */

@@ -44,6 +44,7 @@ from ..object import Kernel, Process
 from ..vm import resolve_fault
 from ._control import ControlChannel
 from ._dispatch import serve_request
+from ._callfront import CallFrontEnd
 from ._fastfaults import FaultServer
 from ._stream import Stream
 
@@ -87,11 +88,13 @@ def prepare_socket_path(path: str) -> None:
 
 
 class Server:
-    def __init__(self, kernel: Kernel, socket_path: str, fast_faults: bool = True) -> None:
+    def __init__(self, kernel: Kernel, socket_path: str, fast_faults: bool = True, call_front: bool = True) -> None:
         self.kernel = kernel
         self.socket_path = socket_path
         # The fault fast path (_fastfaults.py), or None: every fault is decided in Python.
         self.faults = FaultServer(kernel.vm) if fast_faults else None
+        # The call front end (_callfront.py), or None: a task per call channel reads it.
+        self.calls = CallFrontEnd(kernel) if call_front else None
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         prepare_socket_path(self.socket_path)
@@ -118,6 +121,8 @@ class Server:
             async with trio.open_nursery() as nursery:
                 if self.faults is not None:
                     await nursery.start(self.faults.run)
+                if self.calls is not None:
+                    await nursery.start(self.calls.run)
                 self.kernel.serve_in(nursery)
                 nursery.start_soon(self.kernel.vdso.discipline)
                 task_status.started()
@@ -184,12 +189,7 @@ class Server:
                 }
                 await sock.send_all(conn.send(HelloReply(RX_OK, info)), self.kernel.vdso.fds)
                 process.main_channel = sock.sock
-                while True:
-                    event = await _next_event(sock, conn)
-                    if event is CLOSED:
-                        return
-                    assert isinstance(event, Request)
-                    await serve_request(self.kernel, sock, conn, process, event)
+                await self._serve_calls(sock, conn, process, thread=False)
         finally:
             process.teardown("disconnected")
 
@@ -224,19 +224,31 @@ class Server:
         elif hello.kind == CHANNEL_THREAD:
             process.thread_channels += 1
             try:
-                await self._thread_channel(sock, conn, process)
+                # One client thread's own channel for calls that may block (futex waits): a
+                # wait holds up only this channel, never the process's main one or anyone else.
+                await self._serve_calls(sock, conn, process, thread=True)
             finally:
                 process.thread_channels -= 1
 
-    async def _thread_channel(self, sock: Stream, conn: Connection, process: Process) -> None:
-        """One client thread's own channel for calls that may block (futex waits): a wait
-        holds up only this channel, never the process's main one or anyone else."""
+    async def _serve_calls(self, sock: Stream, conn: Connection, process: Process, thread: bool) -> None:
+        """A call channel's requests, one at a time, until it closes: through the call front
+        end while it has the channel, then (or without one) read here."""
+        event = conn.next_event()
+        if event is NEED_DATA and self.calls is not None:
+            left = await self.calls.serve(sock, process, thread)
+            if left is None:
+                return
+            if left:
+                conn.receive_data(left)
+            event = conn.next_event()
         while True:
-            event = await _next_event(sock, conn)
+            if event is NEED_DATA:
+                event = await _next_event(sock, conn)
             if event is CLOSED:
                 return
             assert isinstance(event, Request)
-            await serve_request(self.kernel, sock, conn, process, event, thread=True)
+            await serve_request(self.kernel, sock, conn, process, event, thread)
+            event = NEED_DATA
 
     async def _fault_channel(self, sock: Stream, conn: Connection, process: Process) -> None:
         async def answer(seq: int, addr: int, write: bool) -> bytes:

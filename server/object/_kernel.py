@@ -12,6 +12,7 @@ import itertools
 
 import trio
 
+from rxkernel.native import ffi
 from rxkernel.proto import PAGE_SIZE, RX_ERR_BAD_STATE, RX_ERR_NOT_FOUND, RX_ERR_WRONG_TYPE, RX_OBJ_TYPE_SYSTEM, RxError
 
 from ..base import KernelObject
@@ -57,6 +58,8 @@ class Kernel:
         self.oom = OomKiller(self.memory, self.processes, lambda g: self.jobs.get(g.koid), self.root_job, enabled=oom_kill)
         self.vm.out_of_memory = self.oom
         self.futexes = Futexes(self.processes, self.vdso.monotonic_ns)  # deadlines are on the rx clock
+        # The call front end's counters (ipc/_callfront.py fills them; KMEM shows them).
+        self.call_counters = ffi.new("struct rx_cf_counters *")
         self.vm.pressure.publish = self.vdso.set_pressure  # every client reads the level there
 
     @property

@@ -62,6 +62,7 @@ class Vdso:
         os.ftruncate(self.vvar_fd, self.vvar_size)
         self._map = mmap.mmap(self.vvar_fd, self.vvar_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._vvar = ffi.from_buffer(self._map)
+        self.vvar = self._vvar  # (the call front end publishes its load there)
         rc = lib.rx_vvar_setup(self._vvar, PAGE_SIZE, physmem_bytes, CLOCK_MODES[clock_mode])
         if rc < 0:
             raise RxError(RX_ERR_BAD_STATE, f"setting up the vvar: {os.strerror(-rc)}")

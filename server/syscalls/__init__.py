@@ -5,5 +5,6 @@ mistakes; then it calls into object/ and vm/, which never call back up."""
 
 from . import _clock, _fork, _futex, _handle, _info, _job, _pressure, _vmar, _vmo  # noqa: F401  (they register themselves)
 from ._table import HANDLERS as HANDLERS
+from ._table import SYNC_HANDLERS as SYNC_HANDLERS
 from ._table import Call as Call
 from ._table import Handler as Handler

@@ -15,7 +15,7 @@ log = structlog.get_logger("rxd.clock")
 
 
 @syscall
-async def rx_clock_adjust_realtime(call: Call, system: int, offset: int) -> tuple[Any, ...]:
+def rx_clock_adjust_realtime(call: Call, system: int, offset: int) -> tuple[Any, ...]:
     """Zircon's legacy zx_clock_adjust(ZX_CLOCK_UTC, offset) semantics: SET (not add to) the
     offset, so that realtime = monotonic + offset from now on, in every process at its next
     rx_clock_get_realtime(), without a request (the vvar's seqlock publishes it). Only the

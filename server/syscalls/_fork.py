@@ -60,7 +60,7 @@ async def rx_fork_prepare(call: Call) -> tuple[Any, ...]:
 
 
 @syscall
-async def rx_fork_claim(call: Call, ticket: str) -> tuple[Any, ...]:
+def rx_fork_claim(call: Call, ticket: str) -> tuple[Any, ...]:
     """The fork child's side: handles to the snapshots, and where the parent mapped them."""
     entries = call.kernel.fork_tickets.claim(ticket)
     out = []
@@ -75,7 +75,7 @@ async def rx_fork_claim(call: Call, ticket: str) -> tuple[Any, ...]:
 
 
 @syscall
-async def rx_fork_cancel(call: Call, ticket: str) -> tuple[Any, ...]:
+def rx_fork_cancel(call: Call, ticket: str) -> tuple[Any, ...]:
     """The parent's side when the child died before claiming: free the snapshots."""
     call.kernel.fork_tickets.cancel(call.process, ticket)
     return ()

@@ -14,7 +14,7 @@ async def rx_futex_wait(call: Call, addr: int, expected: int, deadline: int, own
 
 
 @syscall
-async def rx_futex_wake(call: Call, addr: int, count: int) -> tuple[Any, ...]:
+def rx_futex_wake(call: Call, addr: int, count: int) -> tuple[Any, ...]:
     return (call.kernel.futexes.wake(call.process, addr, count),)
 
 

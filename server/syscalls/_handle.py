@@ -25,18 +25,18 @@ from ._validate import (
 
 
 @syscall
-async def rx_process_self(call: Call) -> tuple[Any, ...]:
+def rx_process_self(call: Call) -> tuple[Any, ...]:
     return (call.process.handles.add(call.process, RX_DEFAULT_PROCESS_RIGHTS),)
 
 
 @syscall
-async def rx_system_handle(call: Call) -> tuple[Any, ...]:
+def rx_system_handle(call: Call) -> tuple[Any, ...]:
     # The socket is 0600 inside a 0700 directory: whoever got here is rxd's own user (or root).
     return (call.process.handles.add(call.kernel.system, RX_DEFAULT_SYSTEM_RIGHTS),)
 
 
 @syscall
-async def rx_object_get_child(call: Call, handle: int, koid: int, rights: int) -> tuple[Any, ...]:
+def rx_object_get_child(call: Call, handle: int, koid: int, rights: int) -> tuple[Any, ...]:
     """Zircon's zx_object_get_child: a handle to the process `koid`, found through the system
     handle (ENUMERATE), with at most a process handle's default rights. How rxctl looks at
     another process's mappings and VMOs."""
@@ -53,13 +53,13 @@ async def rx_object_get_child(call: Call, handle: int, koid: int, rights: int) -
 
 
 @syscall
-async def rx_handle_close(call: Call, handle: int) -> tuple[Any, ...]:
+def rx_handle_close(call: Call, handle: int) -> tuple[Any, ...]:
     call.process.handles.remove(handle)
     return ()
 
 
 @syscall
-async def rx_handle_duplicate(call: Call, handle: int, rights: int) -> tuple[Any, ...]:
+def rx_handle_duplicate(call: Call, handle: int, rights: int) -> tuple[Any, ...]:
     h = call.process.handles.get(handle, None, RX_RIGHT_DUPLICATE)
     new_rights = reduce_rights(h.rights, rights)
     if new_rights is None:
@@ -68,7 +68,7 @@ async def rx_handle_duplicate(call: Call, handle: int, rights: int) -> tuple[Any
 
 
 @syscall
-async def rx_handle_export(call: Call, handle: int, rights: int) -> tuple[Any, ...]:
+def rx_handle_export(call: Call, handle: int, rights: int) -> tuple[Any, ...]:
     h = call.process.handles.get(handle, None, RX_RIGHT_DUPLICATE | RX_RIGHT_TRANSFER)
     if reduce_rights(h.rights, rights) is None:
         raise invalid(f"rights {rights:#x} are not a subset of the handle's {h.rights:#x}")
@@ -76,7 +76,7 @@ async def rx_handle_export(call: Call, handle: int, rights: int) -> tuple[Any, .
 
 
 @syscall
-async def rx_handle_import(call: Call, token: str) -> tuple[Any, ...]:
+def rx_handle_import(call: Call, token: str) -> tuple[Any, ...]:
     obj, rights = call.kernel.tokens.claim(token)
     try:
         return (call.process.handles.add(obj, rights),)

@@ -70,7 +70,7 @@ from ._table import Call, syscall
 
 
 @syscall
-async def rx_object_get_info(call: Call, handle: int, topic: int) -> tuple[Any, ...]:
+def rx_object_get_info(call: Call, handle: int, topic: int) -> tuple[Any, ...]:
     """Zircon's zx_object_get_info: the handle needs INSPECT; each topic names the object kind it
     needs (get_info)."""
     h = call.process.handles.get(handle, None, RX_RIGHT_INSPECT)
@@ -207,6 +207,13 @@ def kmem_stats(kernel: Kernel) -> dict[str, Any]:
         "fast_lock_waits": fast.lock_waits,
         "fast_lock_wait_ns": fast.lock_wait_ns,
         "fast_lock_wait_max_ns": fast.lock_wait_max_ns,
+        # The call front end (C framing, a batch of requests per wake-up): polls that found
+        # work, requests they handed out (so requests / polls is the mean batch), the largest
+        # batch, and replies the socket did not take at once.
+        "call_batches": kernel.call_counters.polls,
+        "call_requests": kernel.call_counters.requests,
+        "call_max_batch": kernel.call_counters.max_batch,
+        "call_deferred_sends": kernel.call_counters.deferred_sends,
         "cow_faults": c.cow_faults,
         "cow_pages_copied": c.cow_pages_copied,
         "cache_op_pages": c.cache_op_pages,

@@ -40,13 +40,13 @@ from ._validate import invalid
 
 
 @syscall
-async def rx_job_default(call: Call) -> tuple[Any, ...]:
+def rx_job_default(call: Call) -> tuple[Any, ...]:
     """The caller's own job (Zircon's zx_job_default)."""
     return (call.process.handles.add(call.process.job, RX_DEFAULT_JOB_RIGHTS),)
 
 
 @syscall
-async def rx_job_create(call: Call, parent: int, options: int) -> tuple[Any, ...]:
+def rx_job_create(call: Call, parent: int, options: int) -> tuple[Any, ...]:
     """Zircon's zx_job_create: a child of `parent` (a job handle with WRITE); options must be 0."""
     h = call.process.handles.get(parent, Job, RX_RIGHT_WRITE)
     assert isinstance(h.obj, Job)
@@ -92,7 +92,7 @@ def _flag(name: str, value: int) -> bool:
 
 
 @syscall
-async def rx_object_set_property(call: Call, handle: int, property: int, value: int) -> tuple[Any, ...]:
+def rx_object_set_property(call: Call, handle: int, property: int, value: int) -> tuple[Any, ...]:
     h = call.process.handles.get(handle, None, RX_RIGHT_SET_PROPERTY)
     name = _property_name(h.obj, property)
     own = call.process.job
@@ -144,7 +144,7 @@ def _set_oom_score_adj(caller: Process, target: Process, value: int) -> None:
 
 
 @syscall
-async def rx_object_get_property(call: Call, handle: int, property: int) -> tuple[Any, ...]:
+def rx_object_get_property(call: Call, handle: int, property: int) -> tuple[Any, ...]:
     h = call.process.handles.get(handle, None, RX_RIGHT_GET_PROPERTY)
     _property_name(h.obj, property)
     if isinstance(h.obj, Process):

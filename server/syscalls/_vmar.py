@@ -108,7 +108,7 @@ def _covering(process: Process, addr: int, length: int, whole: bool, must_exist:
 
 
 @syscall
-async def rx_vmar_unmap(call: Call, addr: int, length: int) -> tuple[Any, ...]:
+def rx_vmar_unmap(call: Call, addr: int, length: int) -> tuple[Any, ...]:
     # The client munmaps the range itself once this returns; a fault there afterwards is refused.
     for m in _covering(call.process, addr, length, whole=False):
         call.process.remove_mapping(m)

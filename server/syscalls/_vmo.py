@@ -104,7 +104,7 @@ async def rx_vmo_write(call: Call, handle: int, offset: int, data: bytes) -> tup
 
 
 @syscall
-async def rx_vmo_get_size(call: Call, handle: int) -> tuple[Any, ...]:
+def rx_vmo_get_size(call: Call, handle: int) -> tuple[Any, ...]:
     vmo, _ = vmo_of(call, handle)
     return (vmo.size,)
 
