@@ -25,8 +25,11 @@ NATIVE = os.path.join(ROOT, "native")
 # rxsync.c gives the Mutex baseline the library's own trylock/unlock; wire.c (over the msgpack
 # codec) the round trip's socket I/O (send_all), so the C baseline sends the way the fault
 # channels do.
-LINKED = [os.path.join(NATIVE, *p) for p in (("client", "rxsync.c"), ("client", "wire.c"), ("common", "msgpack.c"))]
-HEADERS = [*(os.path.join(NATIVE, "include", h) for h in ("rxsync.h", "rxwire.h", "rxmsgpack.h")),
+# call.c and rxvdso_loader.c the C rx clients' round trip and vDSO, as the library has them.
+LINKED = [os.path.join(NATIVE, *p) for p in (("client", "rxsync.c"), ("client", "wire.c"), ("client", "call.c"),
+                                             ("client", "rxvdso_loader.c"), ("common", "msgpack.c"))]
+HEADERS = [*(os.path.join(NATIVE, "include", h) for h in ("rxsync.h", "rxwire.h", "rxmsgpack.h", "rxcall.h", "rxvdso_loader.h")),
+           os.path.join(NATIVE, "vdso", "rxvvar.h"),
            os.path.join(NATIVE, "client", "internal.h")]
 CACHE = os.path.join(ROOT, "build", "bench-native")
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
@@ -63,7 +66,7 @@ def build() -> str:
     # The declarations are the whole preamble: bench_native.c compiles as its own unit, as the
     # library's files do, not inside cffi's generated file.
     ffi.set_source(name, "#include <stdint.h>\n" + _cdef(), sources=[SOURCE, *LINKED],
-                   include_dirs=[os.path.join(NATIVE, "include"), os.path.join(NATIVE, "client")], extra_compile_args=CFLAGS, libraries=["pthread"])
+                   include_dirs=[os.path.join(NATIVE, "include"), os.path.join(NATIVE, "client"), NATIVE], extra_compile_args=CFLAGS, libraries=["pthread", "dl"])
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         built = ffi.compile(tmpdir=tmp)
         os.replace(built, target)

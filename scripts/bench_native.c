@@ -19,7 +19,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/un.h>
+
 #include "internal.h" /* send_all: the socket I/O the fault channels use (client/wire.c) */
+#include "rxcall.h"
+#include "rxvdso_loader.h"
+#include "rxmsgpack.h"
 #include "rxsync.h"
 #include "rxwire.h"
 
@@ -39,6 +44,16 @@ int64_t rx_bench_socket_roundtrip(int iterations, int with_mmap, int64_t *out_ns
  * doing 24-byte round trips over its own Unix socket for duration_ns. out[0] gets the calls of
  * all clients, out[1] the wall ns, out[2] the server's CPU ns (user + system). 0 or -errno. */
 int64_t rx_bench_echo_rate(int clients, int64_t duration_ns, int64_t *out);
+
+/* rx with the same C clients: `clients` forked processes, each opening a main channel to the rxd
+ * at path (sending hello[0..nhello), attaching the vDSO its reply's fds carry, as the library
+ * does: vvar_size bytes of vvar), creating a VMO with
+ * create[0..ncreate) (its reply is [id, 0, handle]), then calling rx_vmo_get_size (syscall
+ * number get_size) on it in a loop for duration_ns through the library's round trip
+ * (client/call.c). out[0] gets the calls of all clients, out[1] the wall ns. 0 or -errno. */
+int64_t rx_bench_rx_call_rate(const char *path, const uint8_t *hello, uint64_t nhello, const uint8_t *create,
+                              uint64_t ncreate, int get_size, uint64_t vvar_size, int clients, int64_t duration_ns,
+                              int64_t *out);
 
 /* A loop of n trylock/unlock pairs (no wake) on the Mutex word at addr (rxsync.h), for the
  * benchmark's C baseline: nanoseconds. */
@@ -158,6 +173,78 @@ int64_t rx_bench_echo_rate(int clients, int64_t duration_ns, int64_t *out) {
     close(counts[0]); close(counts[1]); close(go[0]); close(go[1]);
     free(sv); free(kids); free(server_fds);
     return 0;
+}
+
+/* One C rx client of rx_bench_rx_call_rate: its calls, or -1. */
+static int64_t rx_client_loop(const char *path, const uint8_t *hello, uint64_t nhello, const uint8_t *create,
+                              uint64_t ncreate, int get_size, uint64_t vvar_size, int64_t duration_ns) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strncpy(sa.sun_path, path, sizeof sa.sun_path - 1);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) return -1;
+    struct rx_call_buf b = {0};
+    int64_t v[8], handle;
+    uint32_t count;
+    size_t used;
+    /* The hello's reply is a frame like any reply ([magic, version, status, info]) with the
+     * vDSO image and the vvar. */
+    if (rx_call_roundtrip(fd, hello, nhello, &b, 1 << 20) < 0 || b.nfds != 2 || rxv_attach(b.fds[0], b.fds[1], vvar_size) < 0)
+        return -1;
+    if (rx_call_roundtrip(fd, create, ncreate, &b, 1 << 20) < 0 ||
+        mp_get_array(b.data, b.frame, v, 8, &count, &used, 1) != 1 || count != 3 || v[1] != 0)
+        return -1;
+    handle = v[2];
+    int64_t calls = 0, id = 1000, end = now_ns() + duration_ns;
+    uint8_t req[32];
+    while (now_ns() < end) {
+        size_t n = mp_put_array(req, 3);
+        n += mp_put_int(req + n, id++);
+        n += mp_put_int(req + n, get_size);
+        n += mp_put_int(req + n, handle);
+        if (rx_call_roundtrip(fd, req, n, &b, 1 << 20) < 0 ||
+            mp_get_array(b.data, b.frame, v, 8, &count, &used, 1) != 1 || v[1] != 0 || v[2] != 4096)
+            return -1;
+        calls++;
+    }
+    rx_call_buf_release(&b);
+    close(fd);
+    return calls;
+}
+
+int64_t rx_bench_rx_call_rate(const char *path, const uint8_t *hello, uint64_t nhello, const uint8_t *create,
+                              uint64_t ncreate, int get_size, uint64_t vvar_size, int clients, int64_t duration_ns,
+                              int64_t *out) {
+    if (clients <= 0 || clients > 1024) return -EINVAL;
+    int counts[2], go[2];
+    pid_t *kids = calloc((size_t)clients, sizeof *kids);
+    if (!kids || pipe(counts) < 0 || pipe(go) < 0) return -ENOMEM;
+    for (int i = 0; i < clients; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) {
+            char c;
+            if (read(go[0], &c, 1) != 1) _exit(1); /* every client starts together */
+            int64_t calls = rx_client_loop(path, hello, nhello, create, ncreate, get_size, vvar_size, duration_ns);
+            if (write(counts[1], &calls, sizeof calls) != sizeof calls) _exit(1);
+            _exit(0);
+        }
+    }
+    int64_t t0 = now_ns(), total = 0, failed = 0;
+    for (int i = 0; i < clients; i++)
+        if (write(go[1], "g", 1) != 1) return -EIO;
+    for (int i = 0; i < clients; i++) {
+        int64_t c;
+        if (read_all(counts[0], (uint8_t *)&c, sizeof c) == 0) {
+            if (c < 0) failed++;
+            else total += c;
+        }
+    }
+    int64_t wall = now_ns() - t0;
+    for (int i = 0; i < clients; i++) waitpid(kids[i], NULL, 0);
+    out[0] = total;
+    out[1] = wall;
+    close(counts[0]); close(counts[1]); close(go[0]); close(go[1]);
+    free(kids);
+    return failed ? -EPROTO : 0;
 }
 
 int64_t rx_bench_socket_roundtrip(int iterations, int with_mmap, int64_t *out_ns) {
