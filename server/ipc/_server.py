@@ -12,6 +12,7 @@ import contextlib
 import os
 import socket
 import stat
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -233,14 +234,8 @@ class Server:
     async def _serve_calls(self, sock: Stream, conn: Connection, process: Process, thread: bool) -> None:
         """A call channel's requests, one at a time, until it closes: through the call front
         end while it has the channel, then (or without one) read here."""
-        event = conn.next_event()
-        if event is NEED_DATA and self.calls is not None:
-            left = await self.calls.serve(sock, process, thread)
-            if left is None:
-                return
-            if left:
-                conn.receive_data(left)
-            event = conn.next_event()
+        calls = self.calls
+        event = await _first_for_python(conn, None if calls is None else lambda: calls.serve(sock, process, thread))
         while True:
             if event is NEED_DATA:
                 event = await _next_event(sock, conn)
@@ -254,16 +249,10 @@ class Server:
         async def answer(seq: int, addr: int, write: bool) -> bytes:
             return conn.send(await resolve_fault(self.kernel.vm, process, seq, addr, write))
 
-        event = conn.next_event()
-        if event is NEED_DATA and self.faults is not None:
-            # The fault thread serves the channel and hands us what it cannot decide; it gives
-            # the channel back (with the bytes it read) only for frames it leaves to proto.
-            left = await self.faults.serve(sock, process, answer)
-            if left is None:
-                return
-            if left:
-                conn.receive_data(left)
-            event = conn.next_event()
+        # The fault thread serves the channel and hands us what it cannot decide; it gives the
+        # channel back (with the bytes it read) only for frames it leaves to proto.
+        faults = self.faults
+        event = await _first_for_python(conn, None if faults is None else lambda: faults.serve(sock, process, answer))
         while True:
             if event is NEED_DATA:
                 event = await _next_event(sock, conn)
@@ -272,6 +261,22 @@ class Server:
             assert isinstance(event, FaultRequest)
             await sock.send_all(await answer(event.seq, event.addr, event.write))
             event = NEED_DATA
+
+
+async def _first_for_python(conn: Connection, c_server: Callable[[], Awaitable[bytes | None]] | None) -> Any:
+    """A channel that a C server (the fault thread, the call front end) may serve first: it gets
+    the channel when nothing is buffered, and this returns once it is done with it, with the first
+    event for Python to read: CLOSED when the channel closed there, NEED_DATA or an event made of
+    the bytes it handed back."""
+    event = conn.next_event()
+    if event is NEED_DATA and c_server is not None:
+        left = await c_server()
+        if left is None:
+            return CLOSED
+        if left:
+            conn.receive_data(left)
+        event = conn.next_event()
+    return event
 
 
 async def _next_event(sock: Stream, conn: Connection) -> Any:
