@@ -1051,6 +1051,8 @@ def plot(results: dict[str, Any], directory: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(6.4, 4))
         clients = [s["clients"] for s in sc]
         ax.plot(clients, [s["calls_per_s"] for s in sc], "o-", label="rx_vmo_get_size (Python clients)")
+        if all("c_clients" in s for s in sc):
+            ax.plot(clients, [s["c_clients"]["calls_per_s"] for s in sc], "^-", label="rx_vmo_get_size (C clients)")
         ax.plot(clients, [s["c_echo"]["calls_per_s"] for s in sc], "s--", label="bare C epoll echo (C clients)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
