@@ -260,13 +260,21 @@ class RxConnection:
         self._threads.channel = channel
         return channel
 
-    def _close_thread_channels(self) -> None:
+    def _close_thread_channels(self, inherited: bool = False) -> None:
+        """Every thread's channel goes. A thread may be inside a round trip on one, in C with its
+        raw fd: shutting the socket down wakes it (EOF), and the fd closes only when nothing
+        uses it any more (the channel is unreachable once its thread is out of the call: its
+        finalizer closes it), so that fd number cannot be reused under that thread. In a fork
+        child (`inherited`) the sockets are the parent's too: only our copies are closed, a
+        shutdown would cut the parent's channels."""
         for channel in list(self._thread_channels):
-            try:  # wakes a thread blocked in recv on it (close alone would not)
+            if inherited:
+                channel.sock.close()
+                continue
+            try:
                 channel.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            channel.sock.close()
         self._thread_channels.clear()
         self._threads = threading.local()
 
@@ -283,10 +291,19 @@ class RxConnection:
             raise RxError(reply.status, message, local=True)
         return reply.result, fds
 
-    def _lose(self) -> None:
+    def _lose(self, inherited: bool = False) -> None:
         self.closed = True
-        self._sock.close()
-        self._close_thread_channels()
+        if self._caller not in (None, threading.get_ident()) and not inherited:
+            # Another thread is inside a call, in C with the main socket's raw fd: wake it (EOF)
+            # and let it close the socket as it fails (it comes back here), so the fd number
+            # cannot be reused under it.
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        else:
+            self._sock.close()
+        self._close_thread_channels(inherited)
         for fd in self.vdso_fds:
             os.close(fd)
         self.vdso_fds = ()
@@ -299,5 +316,5 @@ class RxConnection:
     def forget_after_fork(self) -> None:
         """In a fork child: this connection belongs to the parent. Drop our copies of its sockets
         without telling rxd anything (the parent still uses them)."""
-        self._lose()
+        self._lose(inherited=True)
 

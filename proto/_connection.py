@@ -104,6 +104,11 @@ class Connection:
             raise RemoteProtocolError(f"frame larger than the {self.max_buffer_size}-byte limit") from None
         self._fed += len(data)
 
+    @property
+    def unparsed(self) -> int:
+        """Bytes fed that no event has taken yet: the start of a frame still arriving."""
+        return self._fed - self._consumed
+
     def next_event(self) -> Event | _Sentinel:
         """The next complete event, NEED_DATA, or CLOSED once the peer closed cleanly."""
         if self._consumed == self._fed and not self._eof:

@@ -148,6 +148,58 @@ def test_an_end_behind_an_outstanding_request_is_seen_after_its_reply(front: Fro
     assert front.poll() == [(cid, CLOSED, 0, b"")]
 
 
+def test_an_end_that_came_with_the_request_is_seen_after_its_reply(front: Front) -> None:
+    # The request and the half-close land before the first poll: one edge announces both.
+    cid, client = front.channel()
+    client.send(msgpack.packb([1, 10]))
+    client.shutdown(socket.SHUT_WR)
+    assert [k for _, k, _, _ in front.poll()] == [REQUEST]
+    assert front.reply(cid, msgpack.packb([1, 0])) == 0
+    assert front.poll() == [(cid, CLOSED, 0, b"")]
+    assert client.recv(16) == msgpack.packb([1, 0])
+
+
+def test_a_request_that_comes_while_two_are_queued_is_not_lost(front: Front) -> None:
+    cid, client = front.channel()
+    r1, r2, r3 = (msgpack.packb([i, 10]) for i in (1, 2, 3))
+    client.send(r1 + r2)
+    assert front.poll() == [(cid, REQUEST, 0, r1)]
+    client.send(r3)  # its edge comes while r1 is out
+    assert front.poll() == []
+    assert front.reply(cid, b"\x90") == 0
+    assert front.poll() == [(cid, REQUEST, 0, r2)]  # (cut from what was buffered, no read)
+    assert front.reply(cid, b"\x90") == 0
+    assert front.poll() == [(cid, REQUEST, 0, r3)]
+
+
+def test_a_frame_that_fills_the_read_exactly_leaves_nothing_behind(front: Front) -> None:
+    cid, client = front.channel()
+    exact = msgpack.packb([1, 11, b"q" * (4096 - 6)], use_bin_type=True)  # (array, two ints, a bin16 head: 6)
+    assert len(exact) == 4096  # the front end's first read of a fresh channel asks for 4096 bytes
+    nxt = msgpack.packb([2, 10])
+    client.sendall(exact + nxt)
+    assert front.poll() == [(cid, REQUEST, 0, exact)]
+    assert front.reply(cid, b"\x90") == 0
+    assert front.poll() == [(cid, REQUEST, 0, nxt)]
+
+
+def test_fds_a_client_sends_are_dropped_and_do_not_cut_its_stream_short(front: Front) -> None:
+    cid, client = front.channel()
+    r1, r2 = msgpack.packb([1, 10]), msgpack.packb([2, 10])
+    r, w = os.pipe()
+    try:
+        client.sendmsg([r1], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w]))])
+        client.send(r2)  # (a read stops at the fds: r2 waits behind them with no edge of its own)
+        fds_before = len(os.listdir("/proc/self/fd"))
+        assert front.poll() == [(cid, REQUEST, 0, r1)]
+        assert front.reply(cid, b"\x90") == 0
+        assert front.poll() == [(cid, REQUEST, 0, r2)]
+        assert len(os.listdir("/proc/self/fd")) == fds_before  # the front end took no fd in
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_a_reply_the_client_does_not_read_yet_is_finished_later(front: Front) -> None:
     cid, client = front.channel()
     client.send(msgpack.packb([1, 12]))
@@ -191,12 +243,13 @@ def test_replies_need_an_outstanding_request_of_a_live_channel(front: Front) -> 
     lib.rx_cf_remove(front.cf, cid)  # (twice is fine)
 
 
-_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(1 << 63), (1 << 64) - 1) | st.floats(allow_nan=False) | st.binary(max_size=300)
-    | st.text(max_size=300),
-    lambda inner: st.lists(inner, max_size=20) | st.dictionaries(st.text(max_size=8), inner, max_size=8),
-    max_leaves=60,
-)
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.lists(inner, max_size=20), st.dictionaries(st.text(max_size=8), inner, max_size=8))
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 63), (1 << 64) - 1), st.floats(allow_nan=False),
+                     st.binary(max_size=300), st.text(max_size=300))
+_values = st.recursive(_scalars, _containers, max_leaves=60)
 
 
 @settings(max_examples=150, deadline=None)
@@ -307,6 +360,26 @@ def test_pipelined_requests_on_the_main_channel_are_answered_in_order() -> None:
                 replies.append(event)
         assert [(r.id, r.status, r.result) for r in replies] == [(100 + i, 0, (8192,)) for i in range(5)]
         c.close()
+
+
+def test_a_request_sent_with_the_hello_is_served(tmp_path: Any) -> None:
+    # The client's first request starts in the same segment as its hello: rxd's reader has part
+    # of it buffered, so the channel stays with Python instead of C starting mid-frame.
+    with running_rxd() as rxd:
+        from rxkernel.proto import CHANNEL_MAIN, Connection, Hello, Role
+        conn = Connection(Role.CLIENT, kind=CHANNEL_MAIN)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(30)
+        sock.connect(rxd.socket)
+        req = encode_request(1, SYSCALL_NUMBERS["rx_process_self"], ())
+        sock.sendall(conn.send(Hello(CHANNEL_MAIN, None)) + req[:1])
+        while (event := conn.next_event()) is NEED_DATA:
+            conn.receive_data(sock.recv(1 << 16))
+        sock.sendall(req[1:])
+        while (event := conn.next_event()) is NEED_DATA:
+            conn.receive_data(sock.recv(1 << 16))
+        assert isinstance(event, Reply) and event.id == 1 and event.status == 0, event
+        sock.close()
 
 
 def test_a_broken_frame_drops_only_its_own_connection() -> None:

@@ -67,7 +67,13 @@ int rx_call_resume(int fd, struct rx_call_buf *b, uint64_t max_frame) {
             if (poll(&p, 1, -1) < 0) return -errno;
         }
         ssize_t k = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | (busy ? MSG_DONTWAIT : 0));
-        if (k < 0 && busy && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!busy) { /* a socket made non-blocking (a Python default timeout): wait in poll then */
+                struct pollfd p = {.fd = fd, .events = POLLIN};
+                if (poll(&p, 1, -1) < 0) return -errno;
+            }
+            continue;
+        }
         if (k < 0) return -errno; /* (EINTR included: the caller runs its signal handlers first) */
         if (k == 0) return -EPIPE;
         take_fds(b, &mh);

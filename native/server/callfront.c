@@ -2,8 +2,11 @@
  * channels, a batch per call from the trio thread.
  *
  * Every channel sits in the epoll edge-triggered from rx_cf_add to rx_cf_remove, so serving a
- * request costs no epoll_ctl: an edge that comes while the channel is not READING is remembered
- * (`stirred`) and served once it is. A channel is in one of three states:
+ * request costs no epoll_ctl. The price is one rule: `stirred` says the socket may hold bytes (or
+ * its end) that no edge will announce again — an edge came while the channel was not READING, or
+ * a frame was cut before a read came up short — and only a read that finds the socket drained
+ * clears it; a channel whose reply went out goes back to the ready list while it is set. A
+ * channel is in one of three states:
  *   READING  waiting for bytes (an edge), or on the ready list with bytes buffered or to read;
  *   OUT      a request frame is with Python (in[0..frame) until rx_cf_reply);
  *   SENDING  a reply the socket did not take at once: EPOLLOUT is added until it is all sent;
@@ -36,7 +39,7 @@ struct chan {
     int state;
     int in_epoll;
     int ready;            /* on the ready list: serve without waiting for epoll */
-    int stirred;          /* an edge came while OUT or SENDING: there may be bytes to read */
+    int stirred;          /* the socket may hold bytes no edge will announce (see the top) */
     uint8_t *in;
     size_t have, cap;     /* bytes buffered, buffer size */
     size_t frame;         /* OUT: the length of the frame at in[0] */
@@ -155,23 +158,35 @@ static int grow(struct chan *ch, size_t want) {
  * unless the end of the stream came with the bytes (then no further edge comes for it: the
  * epoll event said EPOLLRDHUP) or we come from the ready list (we do not know what is there). */
 static int serve_readable(struct rx_cf *cf, int64_t id, struct chan *ch, struct rx_cf_event *ev, int until_again) {
-    if (ch->have && cut(cf, id, ch, ev)) return 1; /* (a frame that was already buffered) */
+    if (ch->have && cut(cf, id, ch, ev)) return 1; /* (a frame that was already buffered; stirred stays) */
+    until_again |= ch->stirred;
     for (int round = 0; round < RECV_ROUNDS; round++) {
         size_t room = ch->have < IN_MIN / 2 ? IN_MIN / 2 : RECV_ROOM;
         if (grow(ch, room) < 0) return closed(cf, id, ch, ENOMEM, ev);
         size_t ask = ch->cap - ch->have;
+        /* recvmsg with no room for ancillary data: fds a client sends here are not ours (the
+         * host closes them), but a read stops at them, short of what is there: MSG_CTRUNC says so. */
+        struct iovec iov = {.iov_base = ch->in + ch->have, .iov_len = ask};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
         ssize_t k;
-        do k = recv(ch->fd, ch->in + ch->have, ask, MSG_DONTWAIT);
+        do k = recvmsg(ch->fd, &mh, MSG_DONTWAIT);
         while (k < 0 && errno == EINTR); /* (edge-triggered: giving up here would lose the edge) */
         if (k == 0) return ch->have ? hand_off(cf, id, ch, ev) : closed(cf, id, ch, 0, ev); /* (mid-frame: proto says so) */
         if (k < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) return closed(cf, id, ch, errno, ev);
+            ch->stirred = 0;
             return 0; /* drained: the next edge brings us back */
         }
         ch->have += (size_t)k;
-        if (cut(cf, id, ch, ev)) return 1;
-        if ((size_t)k < ask && !until_again) return 0; /* (drained, as above) */
+        int drained = (size_t)k < ask && !until_again && !(mh.msg_flags & MSG_CTRUNC);
+        if (drained) ch->stirred = 0;
+        if (cut(cf, id, ch, ev)) {
+            if (!drained) ch->stirred = 1; /* (more, or the end, may be behind it: look after the reply) */
+            return 1;
+        }
+        if (drained) return 0; /* (as above) */
     }
+    ch->stirred = 1;
     make_ready(cf, id, ch); /* a big frame still coming: the rest next poll, after the others */
     return 0;
 }
@@ -180,7 +195,6 @@ static int serve_readable(struct rx_cf *cf, int64_t id, struct chan *ch, struct 
 static void reply_done(struct rx_cf *cf, int64_t id, struct chan *ch) {
     ch->state = READING;
     if (ch->have || ch->stirred) {
-        ch->stirred = 0;
         make_ready(cf, id, ch);
         return;
     }

@@ -9,8 +9,10 @@ channel (the peer closed, or a frame proto refuses) or, for frames C does not cu
 never uses, a frame over the limit), takes the channel back to serve it with Python's reader.
 
 Fairness: C hands out one request per channel at a time and none again until its reply went, so
-a busy client gets a turn per poll like everyone else; the pump lets other tasks run every
-_ROUNDS polls even when requests keep coming.
+a busy client gets a turn per poll like everyone else; the pump lets other tasks run after every
+full batch (_BATCH requests, a few hundred microseconds) even when requests keep coming. An
+exception inside rxd while serving one channel closes that connection only, as it did when each
+channel had its own task.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 import socket
 from typing import Any
 
+import structlog
 import trio
 
 from rxkernel.native import ffi, lib
@@ -28,8 +31,9 @@ from ..object import Kernel, Process
 from ._dispatch import Served, begin, finish
 from ._stream import Stream
 
+log = structlog.get_logger("rxd")
+
 _BATCH = 64
-_ROUNDS = 8
 _REQUEST, _CLOSED, _HANDOFF = lib.RX_CF_REQUEST, lib.RX_CF_CLOSED, lib.RX_CF_HANDOFF
 _BROKEN = -1  # (ours: a frame proto refused)
 
@@ -61,15 +65,12 @@ class CallFrontEnd:
         self._running = True
         task_status.started()
         try:
-            rounds = 0
             while True:
-                if self._poll():
-                    rounds += 1
-                    if rounds == _ROUNDS:
-                        rounds = 0
-                        await trio.lowlevel.checkpoint()
+                if self._poll() == _BATCH:  # more may be waiting: others run, then we poll again
+                    await trio.lowlevel.checkpoint()
                 else:
-                    rounds = 0
+                    # (A short batch took everything there was: whatever comes next, or stays on
+                    # C's ready list, makes the fd readable, so no empty poll is needed first.)
                     await trio.lowlevel.wait_readable(fd)
         finally:
             self._running = False
@@ -81,12 +82,18 @@ class CallFrontEnd:
             channel = self._channels.get(ev.channel)
             if channel is None:
                 continue  # (its task has gone)
-            if ev.kind == _REQUEST:
-                self._request(ev.channel, channel, ffi.buffer(ev.data, ev.len))
-            elif ev.kind == _HANDOFF:
-                channel.inbox.send_nowait((_HANDOFF, bytes(ffi.buffer(ev.data, ev.len))))
-            else:
-                channel.inbox.send_nowait((_CLOSED, ev.error))
+            try:
+                if ev.kind == _REQUEST:
+                    self._request(ev.channel, channel, ffi.buffer(ev.data, ev.len))
+                elif ev.kind == _HANDOFF:
+                    channel.inbox.send_nowait((_HANDOFF, bytes(ffi.buffer(ev.data, ev.len))))
+                else:
+                    channel.inbox.send_nowait((_CLOSED, ev.error))
+            except Exception:
+                # rxd's own bug (a reply that does not encode, say): it costs this connection,
+                # as it did when each channel had its own task, not the pump and everyone.
+                log.exception("serving a call channel failed inside rxd; closing the connection", pid=channel.process.pid)
+                channel.inbox.send_nowait((_CLOSED, 0))
         return int(n)
 
     def _request(self, cid: int, channel: _Channel, frame: Any) -> None:
@@ -96,7 +103,8 @@ class CallFrontEnd:
             channel.inbox.send_nowait((_BROKEN, e))
             return
         if not channel.process.alive:
-            return  # torn down earlier in this batch: its task is on its way out
+            channel.inbox.send_nowait((_CLOSED, 0))  # torn down meanwhile: serve it nothing more
+            return
         served = begin(self._kernel, channel.process, channel.sock, req_id, number, args, channel.thread)
         if served.status is None:
             channel.inbox.send_nowait((_REQUEST, served))
@@ -105,15 +113,12 @@ class CallFrontEnd:
 
     def _reply(self, cid: int, channel: _Channel, served: Served) -> None:
         assert served.status is not None
-        data = encode_reply_frame(served.id, served.status, served.result)
-        fds = served.call.fds
-        if fds or served.call.close_after:
-            try:
-                rc = lib.rx_cf_reply(self._handle, cid, data, len(data), ffi.new("int[]", fds) if fds else ffi.NULL, len(fds))
-            finally:
-                served.close_fds()
-        else:
-            rc = lib.rx_cf_reply(self._handle, cid, data, len(data), ffi.NULL, 0)
+        try:
+            data = encode_reply_frame(served.id, served.status, served.result)
+            fds = served.call.fds
+            rc = lib.rx_cf_reply(self._handle, cid, data, len(data), ffi.new("int[]", fds) if fds else ffi.NULL, len(fds))
+        finally:
+            served.close_fds()
         if rc < 0:
             channel.inbox.send_nowait((_CLOSED, -rc))
 
@@ -134,7 +139,7 @@ class CallFrontEnd:
             async for kind, payload in inbox:
                 if kind == _REQUEST:
                     await finish(payload)
-                    self._reply(cid, channel, payload)
+                    self._reply(cid, channel, payload)  # (an exception here is this connection's)
                 elif kind == _HANDOFF:
                     return bytes(payload)
                 elif kind == _BROKEN:

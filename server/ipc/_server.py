@@ -269,7 +269,7 @@ async def _first_for_python(conn: Connection, c_server: Callable[[], Awaitable[b
     event for Python to read: CLOSED when the channel closed there, NEED_DATA or an event made of
     the bytes it handed back."""
     event = conn.next_event()
-    if event is NEED_DATA and c_server is not None:
+    if event is NEED_DATA and c_server is not None and not conn.unparsed:  # (C starts on a frame's first byte)
         left = await c_server()
         if left is None:
             return CLOSED
