@@ -420,3 +420,23 @@ def test_clients_killed_mid_call_leave_no_charge_behind() -> None:
         rxd.wait_idle()
         kmem = rxd.kmem()
         assert kmem["committed_bytes"] == 0 and kmem["num_processes"] <= 1, kmem
+
+
+FORK_KEEPS_THREAD_CHANNELS = """
+import os
+import rxkernel.client as rx
+vmo = rx.rx_vmo_create(4096)
+addr = rx.rx_vmar_map(vmo, 0, 4096, rx.RX_VM_PERM_READ | rx.RX_VM_PERM_WRITE)
+assert rx.rx_futex_wake(addr, 1) == 0   # opens this thread's own channel
+pid = os.fork()
+if pid == 0:
+    os._exit(0)                          # the child forgets the parent's channels as it starts
+os.waitpid(pid, 0)
+assert rx.rx_futex_wake(addr, 1) == 0   # the parent's thread channel still works
+print("ok")
+"""
+
+
+def test_a_fork_child_leaves_its_parents_thread_channels_alone() -> None:
+    with running_rxd() as rxd:
+        assert rxd.run(FORK_KEEPS_THREAD_CHANNELS).stdout.strip().splitlines()[-1] == "ok"
