@@ -197,6 +197,7 @@ from ._stubs import (
     rx_fork_prepare as rx_fork_prepare,
     rx_fork_claim as rx_fork_claim,
     rx_fork_cancel as rx_fork_cancel,
+    rx_fork_handoff as rx_fork_handoff,
     rx_futex_wait as rx_futex_wait,
     rx_futex_wake as rx_futex_wake,
     rx_futex_requeue as rx_futex_requeue,

@@ -13,9 +13,10 @@ to share), and mappings made by other threads while the fork runs.
 
 The child is born in the parent's job: its hello presents the ticket, which names the parent.
 
-The parent waits until the child has mapped everything (a pipe, not rxd), so rx.fork() returns
-with both address spaces ready; if the child dies first, the parent cancels the ticket and rxd
-frees the snapshots.
+The parent hands the ticket to the child's pid (rx_fork_handoff) and returns: rxd keeps the
+snapshots until that child claims them or exits, whatever the parent does meanwhile (it may exit
+at once, as after os.fork()). The child's rx.fork() returns once its mappings are in place; if
+it cannot adopt them it raises there, and rxd frees the snapshots when it exits.
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ import sys
 from rxkernel.proto import RX_VM_SPECIFIC
 
 from ._process import PROCESS
-from ._stubs import rx_fork_cancel, rx_fork_claim, rx_fork_prepare, rx_handle_close, rx_vmar_map
-
-_READY, _FAILED = b"\x00", b"\x01"
+from ._stubs import rx_fork_cancel, rx_fork_claim, rx_fork_handoff, rx_fork_prepare, rx_handle_close, rx_vmar_map
 
 
 def fork() -> int:
@@ -36,27 +35,20 @@ def fork() -> int:
     with PROCESS.lock:
         ticket = rx_fork_prepare()
         path = PROCESS.connect().path
-        r, w = os.pipe()
-        pid = os.fork()
-    if pid == 0:
-        os.close(r)
         try:
-            PROCESS.connect(path, job=ticket)  # the ticket names the parent's job: the child is born there
-            _adopt(ticket)
+            pid = os.fork()
         except BaseException:
-            os.write(w, _FAILED)
-            os.close(w)
+            rx_fork_cancel(ticket)
             raise
-        os.write(w, _READY)
-        os.close(w)
+    if pid == 0:
+        PROCESS.connect(path, job=ticket)  # the ticket names the parent's job: the child is born there
+        _adopt(ticket)
         return 0
-    os.close(w)
     try:
-        status = os.read(r, 1)
-    finally:
-        os.close(r)
-    if status != _READY:
-        rx_fork_cancel(ticket)  # a no-op if the child claimed it before failing
+        rx_fork_handoff(ticket, pid)  # the child's from now on: no need to wait for it
+    except BaseException:
+        rx_fork_cancel(ticket)  # (a no-op once the child claimed it)
+        raise
     return pid
 
 

@@ -331,6 +331,12 @@ def rx_fork_cancel(ticket: str) -> None:
     _call("rx_fork_cancel", ticket)
 
 
+def rx_fork_handoff(ticket: str, pid: int) -> None:
+    """rx.fork()'s parent side once the child exists: the ticket is the child's (`pid`, a child
+    of this process) from now on, and goes when that child claims it or exits."""
+    _call("rx_fork_handoff", ticket, pid)
+
+
 # -- futexes: on the calling thread's own channel, so a wait blocks only this thread -------------
 
 

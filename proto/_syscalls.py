@@ -64,6 +64,9 @@ SYSCALLS: Final[tuple[Syscall, ...]] = (
     _s(40, "rx_fork_prepare", "", "str"),
     _s(41, "rx_fork_claim", "ticket:str", "list"),
     _s(42, "rx_fork_cancel", "ticket:str", "none"),
+    # The parent names the child (its pid, a child of the caller): the ticket then lives until
+    # that child claims it or exits, and the parent need not wait.
+    _s(43, "rx_fork_handoff", "ticket:str pid:u32", "none"),
     # Futexes on rx-mapped memory, keyed by the page behind the address (not the address), so
     # processes mapping one VMO at different addresses meet. Waits block only the calling thread's
     # own channel. owner: the pid the waiter believes holds the word (robust mutexes), or 0.

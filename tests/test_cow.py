@@ -425,6 +425,7 @@ print(grown, committed() - before)
 
 def test_rx_fork_child_that_dies_at_once_frees_its_snapshots(rxd: Rxd) -> None:
     rxd.run(HEADER + """
+import time
 from rxkernel.client import _fork
 vmo = rx.rx_vmo_create(1 << 20)
 a = rx.rx_vmar_map(vmo, 0, 1 << 20, RW)
@@ -435,8 +436,11 @@ _fork._adopt = lambda ticket: os._exit(3)     # the child dies before claiming a
 pid = rx.fork()
 _, status = os.waitpid(pid, 0)
 assert os.waitstatus_to_exitcode(status) == 3
+deadline = time.monotonic() + 20                 # rxd sees the child's exit on its pidfd
+while rx.rx_object_get_info(sys_h, rx.RX_INFO_KMEM_STATS)["num_vmos"] != 1 and time.monotonic() < deadline:
+    time.sleep(0.01)
 stats = rx.rx_object_get_info(sys_h, rx.RX_INFO_KMEM_STATS)
-assert stats["num_vmos"] == 1, stats             # the snapshot went with the cancelled ticket
+assert stats["num_vmos"] == 1, stats             # the snapshot went with the unclaimed ticket
 _fork._adopt = real_adopt
 pid = rx.fork()                                   # and a real fork still works afterwards
 if pid == 0:
@@ -531,3 +535,46 @@ def test_a_split_frees_the_page_of_a_closed_parent_that_no_window_shows(rxd: Rxd
     got = json.loads(rxd.run(SPLIT_AFTER_PARENT_CLOSED).stdout.strip().splitlines()[-1])
     assert got - before == 4096  # the child's own page; the slice's page was never written
     rxd.wait_idle()
+
+
+PARENT_EXITS_AT_ONCE = HEADER + """
+import sys
+vmo = rx.rx_vmo_create(1 << 20)
+a = rx.rx_vmar_map(vmo, 0, 1 << 20, RW)
+rx.rx_view(a, 1 << 20)[0:6] = b"parent"
+r, w = os.pipe()
+pid = rx.fork()
+if pid == 0:
+    os.close(w)
+    os.read(r, 1)                                   # until the parent has exited
+    ok = bytes(rx.rx_view(a, 6)) == b"parent"
+    rx.rx_view(a, 1)[0] = ord("P")                   # and it can write its copy
+    print("child", ok, flush=True)
+    os._exit(0 if ok else 1)
+print("parent", pid, flush=True)
+os._exit(0)                                         # (w closes: the child goes on)
+"""
+
+
+def test_rx_fork_parent_may_exit_at_once(rxd: Rxd) -> None:
+    """rx.fork() returns in the parent without waiting for the child (like os.fork): a parent
+    that exits right away leaves its child its memory."""
+    proc = rxd.spawn(PARENT_EXITS_AT_ONCE)
+    out, err = proc.communicate(timeout=60)  # (until the child, which shares stdout, is done too)
+    assert proc.returncode == 0, err
+    lines = dict(line.split(" ", 1) for line in out.strip().splitlines())
+    assert lines.get("child") == "True", (out, err)
+    rxd.wait_idle()
+    assert rxd.kmem()["num_vmos"] == 0
+
+
+def test_rx_fork_handoff_goes_only_to_a_child_of_the_caller(rxd: Rxd) -> None:
+    out = rxd.run(HEADER + """
+ticket = rx.rx_fork_prepare()
+try:
+    rx.rx_fork_handoff(ticket, 1)                    # init: not our child
+except rx.RxError as e:
+    print(e.name, e)
+rx.rx_fork_cancel(ticket)
+""").stdout
+    assert "RX_ERR_ACCESS_DENIED" in out and "not a child of the calling process" in out, out

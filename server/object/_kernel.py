@@ -75,6 +75,7 @@ class Kernel:
         futex words); until then it is skipped."""
         self.vm.collapses.nursery = nursery
         self.futexes.nursery = nursery
+        self.fork_tickets.nursery = nursery
         nursery.start_soon(self.vm.pressure.run)
         nursery.start_soon(self.vm.stalls.run)
 
@@ -97,10 +98,10 @@ class Kernel:
         if token is None:
             self.default_job.add_ref()
             return self.default_job
-        parent = self.fork_tickets.parent_of(token)
-        if parent is not None:
-            parent.job.add_ref()
-            return parent.job
+        forked = self.fork_tickets.job_of(token)
+        if forked is not None:
+            forked.add_ref()
+            return forked
         obj = self.tokens.peek(token)
         if obj is None:
             raise RxError(RX_ERR_NOT_FOUND, "the hello's job token names nothing (never issued, already spent, or its "

@@ -70,6 +70,7 @@ class Process(KernelObject):
         self.stores: dict[PageStore, bool] = {}
         self.tokens: set[str] = set()  # export tokens not yet claimed (the kernel's Tokens keeps them)
         self.fork_tickets: set[str] = set()  # rx.fork() tickets its child has not claimed yet
+        self.claimed_fork_tickets: set[str] = set()  # claimed before this process handed them off
         self.cancel_scopes: set[trio.CancelScope] = set()  # one per live channel task
         self.thread_channels = 0  # open thread channels (capped: each is an fd in rxd)
         self.main_channel: socket.socket | None = None  # set once the hello is answered

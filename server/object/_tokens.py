@@ -5,8 +5,11 @@ Event-loop only."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 from typing import TYPE_CHECKING
+
+import trio
 
 from rxkernel.proto import RX_ERR_INVALID_ARGS, RX_ERR_NOT_FOUND, RxError, reduce_rights
 
@@ -14,6 +17,7 @@ from ..base import KernelObject
 from ..vm import Vmo
 
 if TYPE_CHECKING:
+    from ._job import Job
     from ._process import Process
 
 
@@ -77,34 +81,90 @@ class Tokens:
             entry.obj.drop_ref()
 
 
+class _Ticket:
+    __slots__ = ("parent", "entries", "job", "pidfd", "watch")
+
+    def __init__(self, parent: Process, entries: list[ForkEntry], job: Job) -> None:
+        self.parent: Process | None = parent  # None once handed to the child
+        self.entries = entries
+        self.job = job  # the job the child is born in (a reference: the parent may be gone)
+        self.pidfd = -1  # the child's, once handed off
+        self.watch: trio.CancelScope | None = None
+
+
 class ForkTickets:
-    """rx.fork() tickets: a parent's snapshots waiting for its child to claim them."""
+    """rx.fork() tickets: a parent's snapshots waiting for its child to claim them. A ticket is
+    the parent's until rx_fork_handoff names the child, then the child's: it goes when the child
+    claims it or exits (a pidfd watched in `nursery`), whatever the parent does meanwhile."""
 
     def __init__(self) -> None:
-        self._tickets: dict[str, tuple[Process, list[ForkEntry]]] = {}
+        self._tickets: dict[str, _Ticket] = {}
+        self.nursery: trio.Nursery | None = None  # (set when serving)
 
     def new(self, parent: Process, entries: list[ForkEntry]) -> str:
         ticket = secrets.token_hex(16)
-        self._tickets[ticket] = (parent, entries)
+        parent.job.add_ref()
+        self._tickets[ticket] = _Ticket(parent, entries, parent.job)
         parent.fork_tickets.add(ticket)
         return ticket
 
-    def claim(self, ticket: str) -> list[ForkEntry]:
+    def claim(self, ticket: str, by_child: bool = True) -> list[ForkEntry]:
         """One-time, like export tokens; the caller takes over the snapshots' references."""
         found = self._tickets.pop(ticket, None)
         if found is None:
             raise RxError(RX_ERR_NOT_FOUND, "no such fork ticket (already claimed, cancelled, or its parent is gone)")
-        found[0].fork_tickets.discard(ticket)
-        return found[1]
+        if found.parent is not None:
+            found.parent.fork_tickets.discard(ticket)
+            if by_child:  # before the parent handed it off: that hand-off, when it comes, finds this
+                found.parent.claimed_fork_tickets.add(ticket)
+        if found.watch is not None:
+            found.watch.cancel()  # (its task closes the pidfd)
+        found.job.drop_ref()
+        return found.entries
 
-    def parent_of(self, ticket: str) -> Process | None:
-        """The forking process behind an unclaimed ticket (nothing is spent)."""
+    def job_of(self, ticket: str) -> Job | None:
+        """The job an unclaimed ticket's child is born in (nothing is spent)."""
         found = self._tickets.get(ticket)
-        return found[0] if found is not None else None
+        return found.job if found is not None else None
 
     def cancel(self, parent: Process, ticket: str) -> None:
         found = self._tickets.get(ticket)
-        if found is None or found[0] is not parent:
-            return  # claimed already (or never ours): nothing to free
-        for vmo in {e.vmo for e in self.claim(ticket)}:
+        if found is None or found.parent is not parent:
+            return  # claimed already, handed to the child, or never ours: not ours to free
+        self._free(ticket)
+
+    def _free(self, ticket: str) -> None:
+        for vmo in {e.vmo for e in self.claim(ticket, by_child=False)}:
             vmo.drop_ref()
+
+    def hand_off(self, parent: Process, ticket: str, pidfd: int) -> None:
+        """The ticket is the child's (behind `pidfd`, which this takes) from now on. RxError
+        (pidfd closed) if it is not the parent's to give."""
+        found = self._tickets.get(ticket)
+        if found is None and ticket in parent.claimed_fork_tickets:
+            parent.claimed_fork_tickets.discard(ticket)
+            os.close(pidfd)  # the child was quicker: it has claimed it already
+            return
+        if found is None or found.parent is not parent:
+            os.close(pidfd)
+            raise RxError(RX_ERR_NOT_FOUND, "no such fork ticket of yours (never issued, cancelled, or handed off already)")
+        parent.fork_tickets.discard(ticket)
+        found.parent = None
+        found.pidfd = pidfd
+        if self.nursery is None:
+            os.close(pidfd)  # (no event loop to watch it in: it lives until claimed)
+            found.pidfd = -1
+            return
+        found.watch = trio.CancelScope()
+        self.nursery.start_soon(self._watch, ticket, found)
+
+    async def _watch(self, ticket: str, found: _Ticket) -> None:
+        assert found.watch is not None
+        try:
+            with found.watch:
+                await trio.lowlevel.wait_readable(found.pidfd)  # the child exited
+                if self._tickets.get(ticket) is found:
+                    self._free(ticket)  # it never claimed: the snapshots go
+        finally:
+            trio.lowlevel.notify_closing(found.pidfd)
+            os.close(found.pidfd)

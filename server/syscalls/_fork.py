@@ -3,10 +3,12 @@ ticket; the child, a new rx process, claims it (client/_fork.py has the whole pr
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rxkernel.proto import (
     PAGE_SHIFT,
+    RX_ERR_ACCESS_DENIED,
     RX_ERR_BAD_STATE,
     RX_ERR_NOT_SUPPORTED,
     RX_VM_MAP_RANGE,
@@ -79,3 +81,29 @@ def rx_fork_cancel(call: Call, ticket: str) -> tuple[Any, ...]:
     """The parent's side when the child died before claiming: free the snapshots."""
     call.kernel.fork_tickets.cancel(call.process, ticket)
     return ()
+
+
+@syscall
+def rx_fork_handoff(call: Call, ticket: str, pid: int) -> tuple[Any, ...]:
+    """The parent's side once os.fork() returned: the ticket becomes the child's (`pid`, which
+    must be a child of the caller), kept until that child claims it or exits, so the parent
+    need not wait for it. A child that already exited frees the snapshots at once."""
+    if _parent_pid(pid) != call.process.pid:
+        raise RxError(RX_ERR_ACCESS_DENIED, f"pid {pid} is not a child of the calling process: a fork ticket goes only to the child it was made for")
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        call.kernel.fork_tickets.cancel(call.process, ticket)  # the child is gone already
+        return ()
+    call.kernel.fork_tickets.hand_off(call.process, ticket, pidfd)
+    return ()
+
+
+def _parent_pid(pid: int) -> int | None:
+    """The parent of `pid` (from /proc), None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat.rsplit(b")", 1)[1].split()[1])  # (after the command name, which may hold spaces: state, ppid)
