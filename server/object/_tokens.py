@@ -1,5 +1,6 @@
 """One-time capabilities rxd hands out: export tokens (rx_handle_export / import) and rx.fork()
-tickets. Each is 128 random bits, spent on first use, and dies with the process that made it.
+tickets. Each is 128 random bits and spent on first use. An export token dies with the process
+that made it; a fork ticket too until its parent hands it to the child, then with the child.
 Event-loop only."""
 
 from __future__ import annotations
