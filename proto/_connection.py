@@ -216,7 +216,7 @@ class Connection:
             return _request_frame(event.id, event.number, event.args)
         if isinstance(event, Reply):
             self._expect(self.role is Role.SERVER and self.kind in _CALL_CHANNELS, event)
-            return _reply_frame(event)
+            return _reply_frame(event.id, event.status, event.result)
         if isinstance(event, FaultRequest):
             self._expect(self.role is Role.CLIENT and self.kind == CHANNEL_FAULT, event)
             return [event.seq, event.addr, int(event.write)]
@@ -287,7 +287,7 @@ def encode_reply(reply: Reply) -> bytes:
 
 def encode_reply_frame(req_id: int, status: int, result: tuple[Any, ...]) -> bytes:
     """encode_reply without the event (rxd makes the id and status itself)."""
-    data: bytes = msgpack.packb([req_id, status, *result], use_bin_type=True)
+    data: bytes = msgpack.packb(_reply_frame(req_id, status, result), use_bin_type=True)
     return data
 
 
@@ -307,8 +307,8 @@ def _request_of(frame: list[Any]) -> Request:
     return Request(req_id, number, tuple(args))
 
 
-def _reply_frame(reply: Reply) -> list[Any]:
-    return [reply.id, reply.status, *reply.result]
+def _reply_frame(req_id: int, status: int, result: tuple[Any, ...]) -> list[Any]:
+    return [req_id, status, *result]
 
 
 def _request_frame(req_id: int, number: int, args: tuple[Any, ...]) -> list[Any]:

@@ -23,6 +23,11 @@ static uint32_t call_load(void) {
     return v ? __atomic_load_n(&v->call_load, __ATOMIC_RELAXED) : 0;
 }
 
+static int wait_readable(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, -1);
+}
+
 static void take_fds(struct rx_call_buf *b, struct msghdr *mh) {
     for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
@@ -62,16 +67,11 @@ int rx_call_resume(int fd, struct rx_call_buf *b, uint64_t max_frame) {
          * costs rxd an IPI per request, so we wait in poll; when it is idle, the early wake
          * keeps this vCPU from sleeping deep and the reply gets here sooner, so we block. */
         int busy = b->have == 0 && call_load() > 1;
-        if (busy) {
-            struct pollfd p = {.fd = fd, .events = POLLIN};
-            if (poll(&p, 1, -1) < 0) return -errno;
-        }
+        if (busy && wait_readable(fd) < 0) return -errno;
         ssize_t k = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | (busy ? MSG_DONTWAIT : 0));
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!busy) { /* a socket made non-blocking (a Python default timeout): wait in poll then */
-                struct pollfd p = {.fd = fd, .events = POLLIN};
-                if (poll(&p, 1, -1) < 0) return -errno;
-            }
+            /* (a socket made non-blocking, by a Python default timeout: wait in poll then) */
+            if (!busy && wait_readable(fd) < 0) return -errno;
             continue;
         }
         if (k < 0) return -errno; /* (EINTR included: the caller runs its signal handlers first) */

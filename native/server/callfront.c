@@ -117,16 +117,21 @@ static void event(struct rx_cf_event *ev, int64_t id, int kind, int error, const
     *ev = (struct rx_cf_event){.channel = id, .kind = kind, .error = error, .data = data, .len = len};
 }
 
-static int hand_off(struct rx_cf *cf, int64_t id, struct chan *ch, struct rx_cf_event *ev) {
+/* Out of the epoll for good: Python has the channel now, or only removing it is left. */
+static void give_up(struct rx_cf *cf, struct chan *ch) {
+    drop_out(ch);
     unwatch(cf, ch);
     ch->state = HANDED;
+}
+
+static int hand_off(struct rx_cf *cf, int64_t id, struct chan *ch, struct rx_cf_event *ev) {
+    give_up(cf, ch);
     event(ev, id, RX_CF_HANDOFF, 0, ch->in, ch->have);
     return 1;
 }
 
 static int closed(struct rx_cf *cf, int64_t id, struct chan *ch, int error, struct rx_cf_event *ev) {
-    unwatch(cf, ch);
-    ch->state = HANDED; /* (nothing more to do with it but remove it) */
+    give_up(cf, ch);
     event(ev, id, RX_CF_CLOSED, error, NULL, 0);
     return 1;
 }
@@ -320,6 +325,7 @@ void rx_cf_remove(struct rx_cf *cf, int64_t id) {
 
 int rx_cf_poll(struct rx_cf *cf, struct rx_cf_event *out, int max) {
     int n = 0;
+    uint64_t requests_before = cf->c->requests;
     cf->polling = 1;
     /* The ready list first: frames that were buffered behind a reply, reads cut short. */
     uint32_t i = 0;
@@ -358,8 +364,7 @@ int rx_cf_poll(struct rx_cf *cf, struct rx_cf_event *out, int max) {
     }
     cf->polling = 0;
     if (cf->nready) wake(cf); /* what is left on the list (a big frame still coming in) is served next */
-    uint32_t requests = 0;
-    for (int j = 0; j < n; j++) requests += out[j].kind == RX_CF_REQUEST;
+    uint32_t requests = (uint32_t)(cf->c->requests - requests_before);
     if (requests && requests != cf->load && cf->vvar) rx_vvar_set_call_load(cf->vvar, cf->load = requests);
     if (n) {
         cf->c->polls++;
@@ -378,7 +383,7 @@ int rx_cf_reply(struct rx_cf *cf, int64_t id, const uint8_t *data, uint64_t len,
     ch->frame = 0;
     ssize_t k = send_some(ch->fd, data, len, fds, nfds);
     if (k == -EAGAIN) k = 0;
-    else if (k < 0) { ch->state = HANDED; unwatch(cf, ch); return (int)k; }
+    else if (k < 0) { give_up(cf, ch); return (int)k; }
     if ((uint64_t)k == len) {
         cf->c->replies++;
         reply_done(cf, id, ch);
@@ -388,17 +393,17 @@ int rx_cf_reply(struct rx_cf *cf, int64_t id, const uint8_t *data, uint64_t len,
     ch->out_len = len - (size_t)k;
     ch->out_at = 0;
     ch->out = malloc(ch->out_len);
-    if (!ch->out) { ch->state = HANDED; unwatch(cf, ch); return -ENOMEM; }
+    if (!ch->out) { give_up(cf, ch); return -ENOMEM; }
     memcpy(ch->out, data + k, ch->out_len);
     if (k == 0) { /* the fds did not go: ours to send with the first byte that does */
         for (int i = 0; i < nfds; i++) {
             int d = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
-            if (d < 0) { int e = errno; drop_out(ch); ch->state = HANDED; unwatch(cf, ch); return -e; }
+            if (d < 0) { int e = errno; give_up(cf, ch); return -e; }
             ch->out_fds[ch->out_nfds++] = d;
         }
     }
     ch->state = SENDING;
     int rc = watch(cf, id, ch, EPOLLOUT);
-    if (rc < 0) { drop_out(ch); ch->state = HANDED; unwatch(cf, ch); }
+    if (rc < 0) give_up(cf, ch);
     return rc;
 }

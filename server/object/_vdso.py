@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+from typing import Any
 
 import structlog
 import trio
@@ -62,7 +63,6 @@ class Vdso:
         os.ftruncate(self.vvar_fd, self.vvar_size)
         self._map = mmap.mmap(self.vvar_fd, self.vvar_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._vvar = ffi.from_buffer(self._map)
-        self.vvar = self._vvar  # (the call front end publishes its load there)
         rc = lib.rx_vvar_setup(self._vvar, PAGE_SIZE, physmem_bytes, CLOCK_MODES[clock_mode])
         if rc < 0:
             raise RxError(RX_ERR_BAD_STATE, f"setting up the vvar: {os.strerror(-rc)}")
@@ -83,6 +83,11 @@ class Vdso:
             raise RxError(RX_ERR_BAD_STATE, f"loading the vDSO in rxd: {rc} {ffi.string(lib.rxv_last_error()).decode()}")
         log.info("vdso ready", image_bytes=self.image_size, clock=clock_mode,
                  ticks_per_second=int(lib.rxv_ticks_per_second()), cpu_features=hex(lib.rxv_cpu_features()))
+
+    @property
+    def vvar(self) -> Any:
+        """rxd's writable mapping of the vvar (the call front end publishes its load there)."""
+        return self._vvar
 
     @property
     def fds(self) -> list[int]:
