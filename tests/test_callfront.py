@@ -413,7 +413,7 @@ def test_clients_killed_mid_call_leave_no_charge_behind() -> None:
         procs = [rxd.spawn(KILLED_MID_WRITE) for _ in range(6)]
         for p in procs:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        time.sleep(0.5)
+        rxd.wait_for(lambda: rxd.kmem()["committed_bytes"] >= 6 * (4 << 20), "every writer to be mid-stream")
         for p in procs:
             p.kill()
             p.wait()

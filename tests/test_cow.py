@@ -571,10 +571,22 @@ def test_rx_fork_parent_may_exit_at_once(rxd: Rxd) -> None:
 def test_rx_fork_handoff_goes_only_to_a_child_of_the_caller(rxd: Rxd) -> None:
     out = rxd.run(HEADER + """
 ticket = rx.rx_fork_prepare()
+for bad in (1, 4_000_000):                          # init (not our child); no such process
+    try:
+        rx.rx_fork_handoff(ticket, bad)
+    except rx.RxError as e:
+        print(e.name, e)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
 try:
-    rx.rx_fork_handoff(ticket, 1)                    # init: not our child
+    rx.rx_fork_handoff("0" * 32, pid)                # a real child, a ticket never issued
 except rx.RxError as e:
     print(e.name, e)
+os.waitpid(pid, 0)
 rx.rx_fork_cancel(ticket)
+print("snapshots left", rx.rx_object_get_info(rx.rx_system_handle(), rx.RX_INFO_KMEM_STATS)["num_vmos"])
 """).stdout
-    assert "RX_ERR_ACCESS_DENIED" in out and "not a child of the calling process" in out, out
+    assert out.count("RX_ERR_ACCESS_DENIED: pid") == 2 and out.count("not a child of the calling process") == 2, out
+    assert "RX_ERR_NOT_FOUND" in out and "no such fork ticket of yours" in out, out
+    assert "snapshots left 0" in out, out  # (nothing was mapped: the ticket held no snapshot; nothing leaked)
