@@ -645,7 +645,7 @@ def test_a_reservation_filled_after_its_job_went_is_charged_up_to_the_root() -> 
 # other pages through it). The model moves the page with its charge, as a collapse does; rxd
 # copies it, charging the writer, and frees the original, so the charge lands on a different job
 # depending on whether a collapse got there first. Pinned here until the write moves the page.
-_UNSEEN_PAGE_STEPS = [
+_UNSEEN_PAGE_STEPS: list[tuple[str, dict[str, Any]]] = [
     ("create", {"pages": 3, "proc": "default"}), ("snapshot", {"proc": "default", "which": 0}),
     ("create", {"pages": 1, "proc": "default"}), ("decommit", {"count": 1, "first": 0, "proc": "default", "which": 0}),
     ("write", {"count": 1, "first": 1, "proc": "default", "which": 1}), ("write", {"count": 1, "first": 2, "proc": "a", "which": 1}),
